@@ -1,0 +1,129 @@
+// attention.h: the whole C API of the fused attention kernel.
+//
+// One entry point, `attn_sdpa_forward`, computes FP32 scaled-dot-product
+// attention
+//
+//     out = dropout(softmax(scale * Q Kᵀ + mask)) V
+//
+// with the FlashAttention-2 loop (Dao 2023, "FlashAttention-2: Faster Attention
+// with Better Parallelism and Work Partitioning", Algorithm 1): query tiles
+// outer, key/value tiles inner, an online softmax per query row, and never an
+// L×S score matrix in memory.
+//
+// Shapes (element strides are passed, so a [B, L, H, D] projection needs no copy):
+//   query     [batch, query_heads, query_length, head_dim]
+//   key       [batch, kv_heads,    key_length,   head_dim]
+//   value     [batch, kv_heads,    key_length,   value_dim]
+//   output    [batch, query_heads, query_length, value_dim]
+//   logsumexp [batch, query_heads, query_length]              (optional)
+//   mask      [batch, query_heads, query_length, key_length]  (optional; stride 0 broadcasts)
+// The innermost dimension of query, key, value and output must be contiguous
+// (stride 1). Strides and sizes are int64 element counts throughout.
+//
+// Semantics (pinned by the Swift test suite):
+//   * grouped-query attention: kv head = query head / (query_heads / kv_heads).
+//   * causal masks: top-left (PyTorch is_causal: query i sees keys j <= i) or
+//     bottom-right (key/value cache: query i sees keys j <= i + key_length - query_length).
+//   * a keep mask (uint8, nonzero = attend) or an additive mask (float, added to
+//     the scaled logits; -inf masks) may be combined with a causal mask.
+//   * a query row with no visible key gives a zero output row and logsumexp -inf.
+//   * NaN in an unmasked input propagates; NaN or Inf at a masked key has no effect.
+//   * dropout (training) drops attention weights with probability dropout_p and
+//     scales the kept ones by 1/(1 - dropout_p). The keep decision for the cell
+//     (batch, head, row, column) comes from Philox-4x32-10 (Salmon et al. 2011,
+//     "Parallel random numbers: as easy as 1, 2, 3"), see attn_philox_keep.
+//     logsumexp is that of the softmax before dropout.
+//   * a row's result does not depend on the thread count, the batch size or the
+//     query tile it falls in, bit for bit.
+#ifndef CATTENTION_ATTENTION_H
+#define CATTENTION_ATTENTION_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Status codes returned by the entry points. 0 is success.
+typedef enum attn_status {
+    ATTN_OK = 0,
+    ATTN_ERROR_NULL_POINTER = 1,      ///< a required pointer is NULL
+    ATTN_ERROR_NEGATIVE_SIZE = 2,     ///< a size is negative
+    ATTN_ERROR_GROUPED_QUERY = 3,     ///< query_heads is not a multiple of kv_heads (or kv_heads is 0 with work to do)
+    ATTN_ERROR_INNER_STRIDE = 4,      ///< the innermost dimension of query/key/value/output is not contiguous
+    ATTN_ERROR_SCALE = 5,             ///< scale is not finite
+    ATTN_ERROR_DROPOUT = 6,           ///< dropout_p is not in [0, 1)
+    ATTN_ERROR_MASK_KIND = 7,         ///< unknown mask kind or causal value
+    ATTN_ERROR_OUT_OF_MEMORY = 8,     ///< per-thread scratch could not be allocated
+} attn_status;
+
+/// Which causal mask, if any, the kernel applies.
+typedef enum attn_causal {
+    ATTN_CAUSAL_NONE = 0,
+    ATTN_CAUSAL_TOP_LEFT = 1,     ///< query i sees keys j <= i (PyTorch is_causal)
+    ATTN_CAUSAL_BOTTOM_RIGHT = 2, ///< query i sees keys j <= i + key_length - query_length
+} attn_causal;
+
+/// The kind of the explicit mask tensor, if any.
+typedef enum attn_mask_kind {
+    ATTN_MASK_NONE = 0,
+    ATTN_MASK_KEEP = 1,      ///< uint8 [B, Hq, Lq, Lk]: nonzero = the query attends to the key
+    ATTN_MASK_ADDITIVE = 2,  ///< float [B, Hq, Lq, Lk]: added to the scaled logits
+} attn_mask_kind;
+
+/// Everything one call needs. Zero-initialise it, then fill in what applies.
+typedef struct attn_params {
+    int64_t batch, query_heads, kv_heads;
+    int64_t query_length, key_length;
+    int64_t head_dim, value_dim;
+
+    const float *query;   int64_t query_strides[4];
+    const float *key;     int64_t key_strides[4];
+    const float *value;   int64_t value_strides[4];
+    float *output;        int64_t output_strides[4];
+    float *logsumexp;     int64_t logsumexp_strides[3];  ///< optional (NULL): natural log
+
+    float scale;                 ///< multiplies Q Kᵀ; any finite value, 0 included
+    attn_causal causal;
+
+    attn_mask_kind mask_kind;
+    const void *mask;     int64_t mask_strides[4];      ///< stride 0 broadcasts a dimension
+
+    float dropout_p;             ///< in [0, 1); 0 disables dropout
+    uint64_t dropout_seed;       ///< Philox key
+
+    int32_t num_threads;         ///< 0: OpenMP's default; ignored without OpenMP
+} attn_params;
+
+/// Computes the fused forward pass described at the top of this file.
+/// Validates `params` once and returns an attn_status; on an error nothing is written.
+attn_status attn_sdpa_forward(const attn_params *params);
+
+/// A static, human-readable description of a status code.
+const char *attn_status_description(attn_status status);
+
+/// The name of the micro-kernel path in use ("avx512", "avx2", "portable").
+const char *attn_kernel_path(void);
+
+/// Whether the library was compiled with OpenMP (1) or runs serially (0).
+int attn_has_openmp(void);
+
+/// The number of threads a call with num_threads = 0 uses.
+int attn_default_threads(void);
+
+/// Philox-4x32-10 on one 128-bit counter and a 64-bit key: out[0..3] = philox(counter, key).
+void attn_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
+
+/// The dropout decision for one attention weight: 1 if the cell is kept.
+/// counter = (column / 4, row, head, batch), each the low 32 bits of the index,
+/// key = (seed low 32 bits, seed high 32 bits); the
+/// draw is output word column % 4, taken as a 24-bit uniform u = (word >> 8) * 2^-24,
+/// and the cell is kept when u >= dropout_p.
+int attn_philox_keep(uint64_t seed, int64_t batch, int64_t head, int64_t row,
+                     int64_t column, float dropout_p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

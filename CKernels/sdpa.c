@@ -1,0 +1,392 @@
+// sdpa.c: fused scaled-dot-product attention, the FlashAttention-2 loop on a CPU.
+//
+//   query     [B, Hq, Lq, D]     key   [B, Hkv, Lk, D]     value [B, Hkv, Lk, Dv]
+//   output    [B, Hq, Lq, Dv]    logsumexp [B, Hq, Lq] (optional)
+//
+// Dao 2023, "FlashAttention-2", Algorithm 1, for one (batch, head, query tile):
+//
+//   for each key/value tile j:
+//       s     = scale · q_tile k_tileᵀ  (+ mask)               qk_tile, then mask pass
+//       m_new = max(m, rowmax(s))                                mask pass
+//       p     = exp(s − m_new); l = l·e^(m − m_new) + rowsum(p)  exp pass
+//       acc   = acc·e^(m − m_new) + p v_tile                     pv_tile
+//   out = acc / l,  logsumexp = m + log(l)
+//
+// The rescale by e^(m − m_new) happens only for rows whose max grew. Work is a
+// list of independent tasks, task -> (batch, head, query tile), handed out by an
+// atomic counter inside one OpenMP parallel region (dynamic balance for causal
+// triangles without OpenMP's dynamic schedule, which libomp 14 cannot link
+// against clang 21). Each task computes whole rows in a fixed key order, so a
+// row's result does not depend on the thread count or on which tile it is in.
+#include "attention.h"
+#include "microkernels/microkernels.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+// The Swift toolchain's clang ships no omp.h: declare the three calls we use.
+int omp_get_thread_num(void);
+int omp_get_max_threads(void);
+int omp_get_num_threads(void);
+#endif
+
+// Tile sizes. A score tile of QUERY_TILE × KEY_TILE floats (16 KiB) and a key
+// tile of KEY_TILE × D floats (16 KiB at D = 64) fit together in a 48 KiB L1 data
+// cache; the accumulator QUERY_TILE × Dv stays in L2. KEY_TILE is part of the
+// numerical contract (it fixes the order of the online-softmax updates), so it
+// is a compile-time constant, never derived from the thread count.
+enum {
+    QUERY_TILE = 64,
+    KEY_TILE = 64,
+    SCRATCH_ALIGNMENT = 64,  // one cache line; also the AVX-512 register width
+};
+
+// A masked cell's weight is stored as -0.0f: it adds nothing to sums, and the
+// careful value pass can tell it from a weight that underflowed to +0.0f.
+static const float MASKED_WEIGHT = -0.0f;
+
+typedef struct row_state {
+    float *row_max;  // m   [QUERY_TILE]
+    float *row_sum;  // l   [QUERY_TILE]
+    float *acc;      // acc [QUERY_TILE, value_dim_padded]
+    float *scores;   // s/p [QUERY_TILE, KEY_TILE]
+} row_state;
+
+static int64_t round_up(int64_t value, int64_t multiple) {
+    return (value + multiple - 1) / multiple * multiple;
+}
+
+// Floats of scratch one thread needs, each buffer starting on a cache line.
+static int64_t scratch_floats_per_thread(int64_t value_dim_padded) {
+    const int64_t line = SCRATCH_ALIGNMENT / (int64_t)sizeof(float);
+    return round_up(QUERY_TILE, line) * 2 + QUERY_TILE * value_dim_padded +
+           QUERY_TILE * KEY_TILE;
+}
+
+static row_state row_state_at(float *scratch, int64_t value_dim_padded) {
+    const int64_t line = SCRATCH_ALIGNMENT / (int64_t)sizeof(float);
+    row_state state;
+    state.row_max = scratch;
+    state.row_sum = state.row_max + round_up(QUERY_TILE, line);
+    state.acc = state.row_sum + round_up(QUERY_TILE, line);
+    state.scores = state.acc + QUERY_TILE * value_dim_padded;
+    return state;
+}
+
+// ---------------------------------------------------------------------------
+// Validation: the only place that checks; the loops below assume valid input.
+
+static attn_status validate(const attn_params *p) {
+    if (!p) return ATTN_ERROR_NULL_POINTER;
+    if (p->batch < 0 || p->query_heads < 0 || p->kv_heads < 0 || p->query_length < 0 ||
+        p->key_length < 0 || p->head_dim < 0 || p->value_dim < 0)
+        return ATTN_ERROR_NEGATIVE_SIZE;
+    if (p->causal != ATTN_CAUSAL_NONE && p->causal != ATTN_CAUSAL_TOP_LEFT &&
+        p->causal != ATTN_CAUSAL_BOTTOM_RIGHT)
+        return ATTN_ERROR_MASK_KIND;
+    if (p->mask_kind != ATTN_MASK_NONE && p->mask_kind != ATTN_MASK_KEEP &&
+        p->mask_kind != ATTN_MASK_ADDITIVE)
+        return ATTN_ERROR_MASK_KIND;
+    if (!isfinite(p->scale)) return ATTN_ERROR_SCALE;
+    if (!(p->dropout_p >= 0.0f && p->dropout_p < 1.0f)) return ATTN_ERROR_DROPOUT;
+
+    const int64_t output_elements = p->batch * p->query_heads * p->query_length;
+    if (output_elements == 0) return ATTN_OK;  // nothing to read or write
+    if (p->kv_heads == 0 || p->query_heads % p->kv_heads != 0) return ATTN_ERROR_GROUPED_QUERY;
+    if (p->value_dim > 0 && !p->output) return ATTN_ERROR_NULL_POINTER;
+    if (p->value_dim > 0 && p->output_strides[3] != 1) return ATTN_ERROR_INNER_STRIDE;
+    if (p->key_length > 0) {
+        if (p->head_dim > 0 && (!p->query || !p->key)) return ATTN_ERROR_NULL_POINTER;
+        if (p->value_dim > 0 && !p->value) return ATTN_ERROR_NULL_POINTER;
+        if (p->head_dim > 0 && (p->query_strides[3] != 1 || p->key_strides[3] != 1))
+            return ATTN_ERROR_INNER_STRIDE;
+        if (p->value_dim > 0 && p->value_strides[3] != 1) return ATTN_ERROR_INNER_STRIDE;
+        if (p->mask_kind != ATTN_MASK_NONE && !p->mask) return ATTN_ERROR_NULL_POINTER;
+    }
+    return ATTN_OK;
+}
+
+// ---------------------------------------------------------------------------
+// The passes of one key/value tile, for the rows of one query tile.
+
+typedef struct task_view {
+    const attn_params *p;
+    int64_t batch, head, kv_head;
+    int64_t row0, rows;       // query rows [row0, row0 + rows)
+    int64_t causal_offset;    // row i sees keys j <= i + causal_offset (when causal)
+    const float *q;           // first row of the tile
+    const float *k, *v;       // row 0 of this (batch, kv head)
+    const unsigned char *keep_mask;  // (batch, head, row0, 0) of the mask, or NULL
+    const float *additive_mask;
+} task_view;
+
+// Scale, mask and row max: s ← scale·s (+ mask); masked cells become −inf.
+// Returns through row_max_new the NaN-propagating max of each row.
+static void mask_and_row_max(const task_view *t, int64_t col0, int64_t cols, int needs_causal,
+                             float *scores, const float *row_max, float *row_max_new) {
+    const attn_params *p = t->p;
+    const int64_t *ms = p->mask_strides;
+    for (int64_t i = 0; i < t->rows; i++) {
+        float *s = scores + i * KEY_TILE;
+        const int64_t row = t->row0 + i;
+        for (int64_t j = 0; j < cols; j++) s[j] *= p->scale;
+        if (t->keep_mask) {
+            const unsigned char *mask_row = t->keep_mask + i * ms[2] + col0 * ms[3];
+            for (int64_t j = 0; j < cols; j++)
+                if (!mask_row[j * ms[3]]) s[j] = -INFINITY;
+        } else if (t->additive_mask) {
+            const float *mask_row = t->additive_mask + i * ms[2] + col0 * ms[3];
+            for (int64_t j = 0; j < cols; j++) {
+                const float bias = mask_row[j * ms[3]];
+                // −inf masks the cell outright, so NaN·K at a masked key has no effect.
+                s[j] = (bias == -INFINITY) ? -INFINITY : s[j] + bias;
+            }
+        }
+        if (needs_causal) {
+            const int64_t last_visible = row + t->causal_offset;  // may be < col0
+            int64_t first_hidden = last_visible + 1 - col0;
+            if (first_hidden < 0) first_hidden = 0;
+            for (int64_t j = first_hidden; j < cols; j++) s[j] = -INFINITY;
+        }
+        float m = row_max[i];
+        for (int64_t j = 0; j < cols; j++)
+            if (s[j] > m || s[j] != s[j]) m = s[j];  // NaN wins and stays
+        row_max_new[i] = m;
+    }
+}
+
+// exp and row sum: p = exp(s − m_new), l = l·e^(m − m_new) + Σp, acc rescaled
+// only where the max grew. Dropout zeroes kept-out weights after the sum.
+static void exp_and_row_sum(const task_view *t, int64_t col0, int64_t cols, float *scores,
+                            float *row_max, const float *row_max_new, float *row_sum,
+                            float *acc, int64_t acc_row_stride) {
+    const attn_params *p = t->p;
+    const int64_t value_dim = p->value_dim;
+    for (int64_t i = 0; i < t->rows; i++) {
+        float *s = scores + i * KEY_TILE;
+        const float m_new = row_max_new[i];
+        if (m_new == -INFINITY) {  // nothing visible yet in this row
+            for (int64_t j = 0; j < cols; j++) s[j] = MASKED_WEIGHT;
+            continue;
+        }
+        if (m_new > row_max[i]) {  // the max grew: rescale what is accumulated
+            const float alpha = expf(row_max[i] - m_new);
+            row_sum[i] *= alpha;
+            float *acc_row = acc + i * acc_row_stride;
+            for (int64_t d = 0; d < value_dim; d++) acc_row[d] *= alpha;
+        }
+        row_max[i] = m_new;
+        float sum = 0.0f;
+        for (int64_t j = 0; j < cols; j++) {
+            if (s[j] == -INFINITY) {
+                s[j] = MASKED_WEIGHT;
+            } else {
+                s[j] = expf(s[j] - m_new);
+                sum += s[j];
+            }
+        }
+        row_sum[i] += sum;
+        if (p->dropout_p > 0.0f) {
+            const int64_t row = t->row0 + i;
+            for (int64_t j = 0; j < cols; j++)
+                if (!attn_philox_keep(p->dropout_seed, t->batch, t->head, row, col0 + j,
+                                      p->dropout_p))
+                    s[j] = 0.0f * s[j];  // keeps the sign: masked stays −0
+        }
+    }
+}
+
+// acc += p·v for a value tile that holds a NaN or an infinity: masked cells
+// (weight −0) are skipped so that 0·Inf never turns a masked key into NaN.
+static void pv_tile_skipping_masked(const float *p, const float *v, int64_t v_row_stride,
+                                    int64_t rows, int64_t cols, int64_t value_dim, float *acc,
+                                    int64_t acc_row_stride) {
+    for (int64_t i = 0; i < rows; i++) {
+        float *acc_row = acc + i * acc_row_stride;
+        for (int64_t j = 0; j < cols; j++) {
+            const float weight = p[i * KEY_TILE + j];
+            if (weight == 0.0f && signbit(weight)) continue;
+            const float *v_row = v + j * v_row_stride;
+            for (int64_t d = 0; d < value_dim; d++) acc_row[d] += weight * v_row[d];
+        }
+    }
+}
+
+static int all_finite(const float *v, int64_t v_row_stride, int64_t rows, int64_t value_dim) {
+    for (int64_t j = 0; j < rows; j++)
+        for (int64_t d = 0; d < value_dim; d++)
+            if (!isfinite(v[j * v_row_stride + d])) return 0;
+    return 1;
+}
+
+// ---------------------------------------------------------------------------
+// One task: rows [row0, row0 + rows) of one (batch, head).
+
+static void run_task(const attn_params *p, const attn_microkernels *kernels, int64_t batch,
+                     int64_t head, int64_t row0, row_state state, int64_t value_dim_padded) {
+    task_view t;
+    t.p = p;
+    t.batch = batch;
+    t.head = head;
+    t.kv_head = head / (p->query_heads / p->kv_heads);
+    t.row0 = row0;
+    t.rows = p->query_length - row0 < QUERY_TILE ? p->query_length - row0 : QUERY_TILE;
+    t.causal_offset = p->causal == ATTN_CAUSAL_BOTTOM_RIGHT ? p->key_length - p->query_length : 0;
+    t.q = p->query + batch * p->query_strides[0] + head * p->query_strides[1] +
+          row0 * p->query_strides[2];
+    t.k = p->key + batch * p->key_strides[0] + t.kv_head * p->key_strides[1];
+    t.v = p->value ? p->value + batch * p->value_strides[0] + t.kv_head * p->value_strides[1] : 0;
+    const int64_t mask_offset = batch * p->mask_strides[0] + head * p->mask_strides[1] +
+                                row0 * p->mask_strides[2];
+    t.keep_mask = p->mask_kind == ATTN_MASK_KEEP ? (const unsigned char *)p->mask + mask_offset : 0;
+    t.additive_mask = p->mask_kind == ATTN_MASK_ADDITIVE ? (const float *)p->mask + mask_offset : 0;
+
+    float row_max_new[QUERY_TILE];
+    for (int64_t i = 0; i < t.rows; i++) {
+        state.row_max[i] = -INFINITY;
+        state.row_sum[i] = 0.0f;
+    }
+    memset(state.acc, 0, sizeof(float) * (size_t)(QUERY_TILE * value_dim_padded));
+
+    // Keys past the tile's last visible one are skipped whole (causal block skipping);
+    // only tiles that cross the diagonal need the per-cell causal mask.
+    int64_t key_end = p->key_length;
+    if (p->causal != ATTN_CAUSAL_NONE) {
+        const int64_t last_visible = row0 + t.rows - 1 + t.causal_offset;
+        key_end = last_visible + 1 < key_end ? last_visible + 1 : key_end;
+    }
+    for (int64_t col0 = 0; col0 < key_end; col0 += KEY_TILE) {
+        const int64_t cols = key_end - col0 < KEY_TILE ? key_end - col0 : KEY_TILE;
+        const int needs_causal = p->causal != ATTN_CAUSAL_NONE &&
+                                 col0 + cols - 1 > row0 + t.causal_offset;
+        const float *k_tile = t.k + col0 * p->key_strides[2];
+        if (p->head_dim > 0) {
+            kernels->qk_tile(t.q, p->query_strides[2], k_tile, p->key_strides[2], t.rows, cols,
+                             p->head_dim, state.scores, KEY_TILE);
+        } else {
+            for (int64_t i = 0; i < t.rows; i++)
+                memset(state.scores + i * KEY_TILE, 0, sizeof(float) * (size_t)cols);
+        }
+        mask_and_row_max(&t, col0, cols, needs_causal, state.scores, state.row_max, row_max_new);
+        exp_and_row_sum(&t, col0, cols, state.scores, state.row_max, row_max_new, state.row_sum,
+                        state.acc, value_dim_padded);
+        if (p->value_dim > 0) {
+            const float *v_tile = t.v + col0 * p->value_strides[2];
+            if (all_finite(v_tile, p->value_strides[2], cols, p->value_dim))
+                kernels->pv_tile(state.scores, KEY_TILE, v_tile, p->value_strides[2], t.rows,
+                                 cols, p->value_dim, state.acc, value_dim_padded);
+            else
+                pv_tile_skipping_masked(state.scores, v_tile, p->value_strides[2], t.rows, cols,
+                                        p->value_dim, state.acc, value_dim_padded);
+        }
+    }
+
+    // Normalise once: out = acc / l / (1 − dropout_p); a row that saw no key is 0.
+    const float keep_scale = 1.0f / (1.0f - p->dropout_p);
+    for (int64_t i = 0; i < t.rows; i++) {
+        const int64_t row = row0 + i;
+        const int dead = state.row_max[i] == -INFINITY;
+        const float inverse = dead ? 0.0f : keep_scale / state.row_sum[i];
+        if (p->value_dim > 0) {
+            float *out = p->output + batch * p->output_strides[0] +
+                         head * p->output_strides[1] + row * p->output_strides[2];
+            const float *acc_row = state.acc + i * value_dim_padded;
+            for (int64_t d = 0; d < p->value_dim; d++) out[d] = dead ? 0.0f : acc_row[d] * inverse;
+        }
+        if (p->logsumexp) {
+            float *lse = p->logsumexp + batch * p->logsumexp_strides[0] +
+                         head * p->logsumexp_strides[1] + row * p->logsumexp_strides[2];
+            *lse = dead ? -INFINITY : state.row_max[i] + logf(state.row_sum[i]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Entry point.
+
+attn_status attn_sdpa_forward(const attn_params *params) {
+    const attn_status status = validate(params);
+    if (status != ATTN_OK) return status;
+    const attn_params *p = params;
+    const int64_t query_tiles = (p->query_length + QUERY_TILE - 1) / QUERY_TILE;
+    const int64_t heads_total = p->batch * p->query_heads;
+    const int64_t tasks = heads_total * query_tiles;
+    if (tasks == 0) return ATTN_OK;
+
+    const attn_microkernels *kernels = attn_selected_microkernels();
+    const int64_t value_dim_padded = round_up(p->value_dim > 0 ? p->value_dim : 1,
+                                              SCRATCH_ALIGNMENT / (int64_t)sizeof(float));
+    const int64_t per_thread = scratch_floats_per_thread(value_dim_padded);
+
+    int threads = 1;
+#ifdef _OPENMP
+    threads = p->num_threads > 0 ? p->num_threads : omp_get_max_threads();
+    if ((int64_t)threads > tasks) threads = (int)tasks;
+#endif
+    float *scratch = aligned_alloc(SCRATCH_ALIGNMENT,
+                                   sizeof(float) * (size_t)(per_thread * threads));
+    if (!scratch) return ATTN_ERROR_OUT_OF_MEMORY;
+
+    // Tasks run from the last query tile to the first: under a causal mask the
+    // last tiles cost most, and starting with them balances the tail.
+    int64_t next_task = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+        int thread = 0;
+#ifdef _OPENMP
+        thread = omp_get_thread_num();
+#endif
+        const row_state state = row_state_at(scratch + per_thread * thread, value_dim_padded);
+        for (;;) {
+            const int64_t task = __atomic_fetch_add(&next_task, 1, __ATOMIC_RELAXED);
+            if (task >= tasks) break;
+            const int64_t query_tile = query_tiles - 1 - task / heads_total;
+            const int64_t batch_head = task % heads_total;
+            run_task(p, kernels, batch_head / p->query_heads, batch_head % p->query_heads,
+                     query_tile * QUERY_TILE, state, value_dim_padded);
+        }
+    }
+    free(scratch);
+    return ATTN_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Introspection.
+
+const char *attn_status_description(attn_status status) {
+    switch (status) {
+    case ATTN_OK: return "ok";
+    case ATTN_ERROR_NULL_POINTER: return "a required pointer is NULL";
+    case ATTN_ERROR_NEGATIVE_SIZE: return "a size is negative";
+    case ATTN_ERROR_GROUPED_QUERY: return "query_heads is not a positive multiple of kv_heads";
+    case ATTN_ERROR_INNER_STRIDE: return "the innermost dimension is not contiguous";
+    case ATTN_ERROR_SCALE: return "scale is not finite";
+    case ATTN_ERROR_DROPOUT: return "dropout_p is not in [0, 1)";
+    case ATTN_ERROR_MASK_KIND: return "unknown mask kind or causal alignment";
+    case ATTN_ERROR_OUT_OF_MEMORY: return "scratch memory could not be allocated";
+    }
+    return "unknown status";
+}
+
+const char *attn_kernel_path(void) { return attn_selected_microkernels()->name; }
+
+int attn_has_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int attn_default_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}

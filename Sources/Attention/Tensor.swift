@@ -1,0 +1,178 @@
+import Foundation
+
+/// A dense, row-major tensor: a shape and its elements in one contiguous array.
+///
+/// `Tensor` has value semantics: it stores its elements in a Swift `Array`, which
+/// is copied on write, so passing a tensor to a function never lets the function
+/// change the caller's copy. The last dimension varies fastest (C order), as in
+/// PyTorch's contiguous tensors and in safetensors files.
+///
+/// Attention uses `Tensor<Float>` for activations and weights and `Tensor<Bool>`
+/// for keep masks (`true` = attend) and key padding masks (`true` = padding).
+public struct Tensor<Element: Sendable>: Sendable {
+    /// The size of each dimension, outermost first. `[]` is a scalar (one element).
+    public let shape: [Int]
+    /// The elements in row-major order; `scalars.count == shape.reduce(1, *)`.
+    public private(set) var scalars: [Element]
+
+    /// Creates a tensor from its elements in row-major order.
+    ///
+    /// - Throws: `AttentionError.invalidShape` if a dimension is negative, or
+    ///   `AttentionError.elementCountMismatch` if `scalars.count` is not the
+    ///   product of `shape`.
+    public init(shape: [Int], scalars: [Element]) throws {
+        try Self.validate(shape: shape, argument: "shape")
+        let expected = shape.reduce(1, *)
+        guard scalars.count == expected else {
+            throw AttentionError.elementCountMismatch(shape: shape, expected: expected, actual: scalars.count)
+        }
+        self.shape = shape
+        self.scalars = scalars
+    }
+
+    /// Creates a tensor of the given shape with every element equal to `value`.
+    ///
+    /// - Throws: `AttentionError.invalidShape` if a dimension is negative.
+    public init(shape: [Int], repeating value: Element) throws {
+        try Self.validate(shape: shape, argument: "shape")
+        self.shape = shape
+        self.scalars = Array(repeating: value, count: shape.reduce(1, *))
+    }
+
+    /// Internal initialiser for shapes already known to be valid.
+    init(validShape shape: [Int], scalars: [Element]) {
+        assert(scalars.count == shape.reduce(1, *))
+        self.shape = shape
+        self.scalars = scalars
+    }
+
+    /// The number of dimensions.
+    public var rank: Int { shape.count }
+
+    /// The number of elements, the product of `shape`.
+    public var count: Int { scalars.count }
+
+    /// Row-major element strides: `strides[i]` is the distance in elements between
+    /// neighbours along dimension `i`.
+    public var strides: [Int] { Self.contiguousStrides(for: shape) }
+
+    /// The element at a multi-dimensional index; one index per dimension.
+    ///
+    /// An out-of-range index is a programming error and traps, as with `Array`.
+    public subscript(_ indices: Int...) -> Element {
+        get { scalars[flatIndex(indices)] }
+        set { scalars[flatIndex(indices)] = newValue }
+    }
+
+    /// The same elements viewed with another shape of the same element count.
+    ///
+    /// - Throws: `AttentionError.elementCountMismatch` if the counts differ,
+    ///   `AttentionError.invalidShape` if a dimension is negative.
+    public func reshaped(_ newShape: [Int]) throws -> Tensor {
+        try Tensor(shape: newShape, scalars: scalars)
+    }
+
+    /// Applies `transform` to every element.
+    public func map<Result: Sendable>(_ transform: (Element) throws -> Result) rethrows -> Tensor<Result> {
+        Tensor<Result>(validShape: shape, scalars: try scalars.map(transform))
+    }
+
+    /// Calls `body` with a pointer to the elements, row-major.
+    public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Element>) throws -> R) rethrows -> R {
+        try scalars.withUnsafeBufferPointer(body)
+    }
+
+    /// Calls `body` with a mutable pointer to the elements, row-major.
+    public mutating func withUnsafeMutableBufferPointer<R>(
+        _ body: (inout UnsafeMutableBufferPointer<Element>) throws -> R
+    ) rethrows -> R {
+        try scalars.withUnsafeMutableBufferPointer(body)
+    }
+
+    static func contiguousStrides(for shape: [Int]) -> [Int] {
+        var strides = Array(repeating: 1, count: shape.count)
+        var running = 1
+        for axis in shape.indices.reversed() {
+            strides[axis] = running
+            running *= shape[axis]
+        }
+        return strides
+    }
+
+    private static func validate(shape: [Int], argument: String) throws {
+        if shape.contains(where: { $0 < 0 }) {
+            throw AttentionError.invalidShape(argument: argument, expected: "non-negative dimensions", actual: shape)
+        }
+    }
+
+    private func flatIndex(_ indices: [Int]) -> Int {
+        precondition(indices.count == shape.count, "Tensor of rank \(shape.count) indexed with \(indices.count) indices")
+        var flat = 0
+        for (axis, index) in indices.enumerated() {
+            precondition(index >= 0 && index < shape[axis], "index \(index) out of range 0..<\(shape[axis]) on axis \(axis)")
+            flat = flat * shape[axis] + index
+        }
+        return flat
+    }
+}
+
+extension Tensor: Equatable where Element: Equatable {}
+
+extension Tensor where Element == Float {
+    /// A tensor of zeros.
+    ///
+    /// - Throws: `AttentionError.invalidShape` if a dimension is negative.
+    public static func zeros(_ shape: [Int]) throws -> Tensor {
+        try Tensor(shape: shape, repeating: 0)
+    }
+
+    /// A tensor of standard-normal samples from a seeded generator, so that a test
+    /// or benchmark that uses it reproduces exactly (SplitMix64 + Box–Muller).
+    ///
+    /// - Throws: `AttentionError.invalidShape` if a dimension is negative.
+    public static func randomNormal(_ shape: [Int], seed: UInt64) throws -> Tensor {
+        var generator = SplitMix64(seed: seed)
+        var tensor = try zeros(shape)
+        tensor.withUnsafeMutableBufferPointer { buffer in
+            for index in buffer.indices {
+                buffer[index] = generator.nextNormal()
+            }
+        }
+        return tensor
+    }
+
+    /// The largest absolute elementwise difference to `other` (NaN if either holds NaN
+    /// at the same place), or `nil` if the shapes differ.
+    public func maxAbsoluteDifference(to other: Tensor<Float>) -> Float? {
+        guard shape == other.shape else { return nil }
+        var largest: Float = 0
+        for (a, b) in zip(scalars, other.scalars) {
+            let difference = abs(a - b)
+            if difference.isNaN { return .nan }
+            largest = max(largest, difference)
+        }
+        return largest
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a tiny seeded generator for test data.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A standard-normal sample by the Box–Muller transform.
+    mutating func nextNormal() -> Float {
+        let u1 = Double(next() >> 11 | 1) * 0x1p-53  // (0, 1): log stays finite
+        let u2 = Double(next() >> 11) * 0x1p-53
+        return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
+    }
+}
