@@ -99,6 +99,15 @@ typedef struct attn_params {
 /// Validates `params` once and returns an attn_status; on an error nothing is written.
 attn_status attn_sdpa_forward(const attn_params *params);
 
+/// A fully connected layer, y = x·Wᵀ + b (PyTorch's nn.Linear layout):
+///   x [rows, in_features], weight [out_features, in_features], bias [out_features]
+///   (optional, NULL for none), y [rows, out_features]; all contiguous.
+/// Uses the same micro-kernels as the attention tile product Q·Kᵀ, parallel over
+/// row tiles. Returns ATTN_ERROR_NULL_POINTER or ATTN_ERROR_NEGATIVE_SIZE on bad input.
+attn_status attn_linear_forward(const float *x, int64_t rows, int64_t in_features,
+                                const float *weight, const float *bias, int64_t out_features,
+                                float *y, int32_t num_threads);
+
 /// A static, human-readable description of a status code.
 const char *attn_status_description(attn_status status);
 

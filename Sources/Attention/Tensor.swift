@@ -72,6 +72,22 @@ public struct Tensor<Element: Sendable>: Sendable {
         try Tensor(shape: newShape, scalars: scalars)
     }
 
+    /// The transpose of a matrix: `[rows, columns]` → `[columns, rows]`.
+    ///
+    /// - Throws: `AttentionError.invalidShape` if the tensor is not rank 2.
+    public func transposed() throws -> Tensor {
+        guard rank == 2 else {
+            throw AttentionError.invalidShape(argument: "self", expected: "[rows, columns]", actual: shape)
+        }
+        let (rows, columns) = (shape[0], shape[1])
+        var elements: [Element] = []
+        elements.reserveCapacity(count)
+        for j in 0..<columns {
+            for i in 0..<rows { elements.append(scalars[i * columns + j]) }
+        }
+        return Tensor(validShape: [columns, rows], scalars: elements)
+    }
+
     /// Applies `transform` to every element.
     public func map<Result: Sendable>(_ transform: (Element) throws -> Result) rethrows -> Tensor<Result> {
         Tensor<Result>(validShape: shape, scalars: try scalars.map(transform))

@@ -1,0 +1,90 @@
+import CAttention
+
+/// A fully connected layer, `y = x·Wᵀ + b`, with PyTorch's `nn.Linear` layout.
+///
+/// `weight` is `[outFeatures, inFeatures]` and `bias` `[outFeatures]`, so a
+/// checkpoint's tensors load as they are. The product runs on the kernel's
+/// register-blocked tile micro-kernel (`attn_linear_forward`).
+public struct Linear: Sendable {
+    /// `[outFeatures, inFeatures]`.
+    public private(set) var weight: Tensor<Float>
+    /// `[outFeatures]`, or `nil` for a layer without bias.
+    public private(set) var bias: Tensor<Float>?
+
+    /// The size of the input's last dimension.
+    public var inFeatures: Int { weight.shape[1] }
+    /// The size of the output's last dimension.
+    public var outFeatures: Int { weight.shape[0] }
+    /// The number of trainable numbers: `out·in (+ out with bias)`.
+    public var parameterCount: Int { weight.count + (bias?.count ?? 0) }
+
+    /// A layer with the given weights.
+    ///
+    /// - Parameters:
+    ///   - weight: `[outFeatures, inFeatures]`.
+    ///   - bias: `[outFeatures]` or `nil`.
+    /// - Throws: `AttentionError.invalidShape` naming `weight` or `bias`.
+    public init(weight: Tensor<Float>, bias: Tensor<Float>? = nil) throws {
+        guard weight.rank == 2 else {
+            throw AttentionError.invalidShape(argument: "weight", expected: "[outFeatures, inFeatures]", actual: weight.shape)
+        }
+        if let bias, bias.shape != [weight.shape[0]] {
+            throw AttentionError.invalidShape(argument: "bias", expected: "[\(weight.shape[0])] (outFeatures)", actual: bias.shape)
+        }
+        self.weight = weight
+        self.bias = bias
+    }
+
+    /// A layer with PyTorch's default initialisation, U(−1/√in, 1/√in) for the
+    /// weight and the bias (He et al. 2015, as `nn.Linear.reset_parameters`),
+    /// drawn from a seeded generator so that it reproduces.
+    ///
+    /// - Throws: `AttentionError.invalidValue` if a feature count is negative.
+    public init(inFeatures: Int, outFeatures: Int, bias: Bool = true, seed: UInt64) throws {
+        guard inFeatures >= 0, outFeatures >= 0 else {
+            throw AttentionError.invalidValue(
+                argument: "inFeatures/outFeatures", expected: "non-negative counts", actual: "\(inFeatures), \(outFeatures)")
+        }
+        var generator = SplitMix64(seed: seed)
+        let bound = inFeatures > 0 ? 1 / Float(inFeatures).squareRoot() : 0
+        func uniform(_ count: Int) -> [Float] {
+            (0..<count).map { _ in Float(generator.next() >> 40) * 0x1p-24 * 2 * bound - bound }
+        }
+        self.weight = Tensor(validShape: [outFeatures, inFeatures], scalars: uniform(outFeatures * inFeatures))
+        self.bias = bias ? Tensor(validShape: [outFeatures], scalars: uniform(outFeatures)) : nil
+    }
+
+    /// Applies the layer to the last dimension.
+    ///
+    /// - Parameter input: `[..., inFeatures]`, rank ≥ 1.
+    /// - Returns: `[..., outFeatures]`.
+    /// - Throws: `AttentionError.invalidShape` naming `argument` if the last
+    ///   dimension is not `inFeatures`.
+    public func callAsFunction(_ input: Tensor<Float>, argument: String = "input") throws -> Tensor<Float> {
+        guard input.rank >= 1, input.shape.last == inFeatures else {
+            throw AttentionError.invalidShape(argument: argument, expected: "[..., \(inFeatures)] (inFeatures)", actual: input.shape)
+        }
+        let rowCount = input.shape.dropLast().reduce(1, *)
+        var output = [Float](repeating: 0, count: rowCount * outFeatures)
+        let status = input.withUnsafeBufferPointer { x in
+            weight.withUnsafeBufferPointer { w in
+                output.withUnsafeMutableBufferPointer { y in
+                    withBias { b in
+                        attn_linear_forward(
+                            x.baseAddress, Int64(rowCount), Int64(inFeatures), w.baseAddress, b,
+                            Int64(outFeatures), y.baseAddress, 0)
+                    }
+                }
+            }
+        }
+        guard status == ATTN_OK else {
+            throw AttentionError.kernelFailure(code: Int(status.rawValue), message: String(cString: attn_status_description(status)))
+        }
+        return Tensor(validShape: Array(input.shape.dropLast()) + [outFeatures], scalars: output)
+    }
+
+    private func withBias<R>(_ body: (UnsafePointer<Float>?) -> R) -> R {
+        guard let bias else { return body(nil) }
+        return bias.withUnsafeBufferPointer { body($0.baseAddress) }
+    }
+}

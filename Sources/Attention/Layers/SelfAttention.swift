@@ -1,0 +1,67 @@
+/// Self-attention with trainable weights: `softmax(Q·Kᵀ/√dOut)·V` with
+/// `Q = x·W_qᵀ`, `K = x·W_kᵀ`, `V = x·W_vᵀ` (Raschka, "Build a Large Language
+/// Model (From Scratch)", §3.4, `SelfAttention_v2`; Vaswani et al. 2017, eq. 1).
+public struct SelfAttention: Sendable {
+    var projections: QKVProjections
+    /// `.fused` (default) or `.reference`.
+    public var backend: AttentionBackend = .fused
+    /// Threads for the fused kernel; `nil` = OpenMP's default.
+    public var threads: Int?
+
+    /// The query projection W_q, `weight [dOut, dIn]`.
+    public var query: Linear { projections.query }
+    /// The key projection W_k, `weight [dOut, dIn]`.
+    public var key: Linear { projections.key }
+    /// The value projection W_v, `weight [dOut, dIn]`.
+    public var value: Linear { projections.value }
+    /// The number of trainable numbers.
+    public var parameterCount: Int { projections.parameterCount }
+
+    /// A layer from explicit projections (PyTorch `nn.Linear` layout `[out, in]`).
+    ///
+    /// - Throws: `AttentionError.invalidShape` if query and key widths differ.
+    public init(query: Linear, key: Linear, value: Linear) throws {
+        projections = try QKVProjections(query: query, key: key, value: value, heads: 1, kvHeads: 1)
+    }
+
+    /// A freshly initialised layer (PyTorch's `nn.Linear` initialisation, seeded).
+    ///
+    /// - Parameters:
+    ///   - dIn: input features; dOut: width of the query, key and value vectors.
+    ///   - qkvBias: whether the projections have a bias (the book: no).
+    /// - Throws: `AttentionError.invalidValue` for a negative size.
+    public init(dIn: Int, dOut: Int, qkvBias: Bool = false, seed: UInt64 = 0) throws {
+        try self.init(
+            query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed),
+            key: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed &+ 1),
+            value: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed &+ 2))
+    }
+
+    /// The context vectors.
+    ///
+    /// - Parameter input: `[batch, length, dIn]` or `[length, dIn]`.
+    /// - Returns: `[batch, length, dOut]` (or `[length, dOut]`).
+    /// - Throws: `AttentionError.invalidShape` naming `input`.
+    public func callAsFunction(_ input: Tensor<Float>) throws -> Tensor<Float> {
+        let (sequence, problem) = try prepare(input)
+        return sequence.restoringRank(try problem.runMergingHeads(backend: backend, threads: threads))
+    }
+
+    /// The attention weights from the oracle, `[batch, length, length]` (or
+    /// `[length, length]`). O(length²) memory; for inspection.
+    ///
+    /// - Throws: `AttentionError.invalidShape` naming `input`.
+    public func attentionWeights(_ input: Tensor<Float>) throws -> Tensor<Float> {
+        let (sequence, problem) = try prepare(input)
+        return sequence.restoringRank(
+            Tensor(validShape: [problem.batch, problem.queryLength, problem.keyLength], scalars: problem.referenceWeights().scalars))
+    }
+
+    private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
+        let sequence = try SequenceBatch(input, argument: "input", features: projections.query.inFeatures)
+        let problem = try projections.problem(
+            queryInput: sequence, keyInput: sequence, valueInput: sequence, causal: nil,
+            dropoutProbability: 0, dropoutSeed: 0)
+        return (sequence, problem)
+    }
+}

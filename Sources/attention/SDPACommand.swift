@@ -1,0 +1,84 @@
+import ArgumentParser
+import Attention
+import Foundation
+
+/// `attention sdpa`: the functional op on tensors from a safetensors file.
+struct SDPACommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sdpa",
+        abstract: "Run scaled-dot-product attention on q, k, v from a safetensors file.",
+        discussion: """
+            The input holds q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] (F32), and \
+            optionally mask_keep (U8 or BOOL, 1 = attend) or mask_additive (F32), each broadcastable \
+            to [B, Hq, Lq, Lk]. The output file gets out [B, Hq, Lq, Dv] and logsumexp [B, Hq, Lq]; \
+            it is written to a temporary file and renamed, so a failed run leaves no partial file.
+            """)
+
+    @Option(name: .long, help: "Input safetensors file with q, k, v (and mask_keep or mask_additive).")
+    var input: String
+
+    @Option(name: .long, help: "Output safetensors file for out and logsumexp.")
+    var output: String
+
+    @Option(name: .long, help: "Causal mask: top-left (PyTorch is_causal) or bottom-right (key/value cache).")
+    var causal: CausalChoice?
+
+    @Option(name: .long, help: "Scale of the logits (default 1/sqrt(D)); any finite value.")
+    var scale: Float?
+
+    @Option(name: .long, help: "Dropout probability on the attention weights, in [0, 1).")
+    var dropout: Float = 0
+
+    @Option(name: .long, help: "Seed of the dropout generator (Philox-4x32-10).")
+    var seed: UInt64 = 0
+
+    @Option(name: .long, help: "Threads for the fused kernel (default: OpenMP's).")
+    var threads: Int?
+
+    @Option(name: .long, help: "Backend: fused (the C kernel) or reference (the Swift oracle).")
+    var backend: BackendChoice = .fused
+
+    @Option(name: .long, help: "Name of a tensor in the input to compare out with (e.g. out_ref64); prints max |Δ|.")
+    var compare: String?
+
+    func run() throws {
+        let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: input))
+        let names = Set(file.tensorNames)
+        if names.contains("mask_keep") && names.contains("mask_additive") {
+            throw ValidationError("\(input): holds both mask_keep and mask_additive; keep one")
+        }
+        var mask: AttentionMask = .none
+        if names.contains("mask_keep") { mask = .keep(try file.boolTensor("mask_keep")) }
+        if names.contains("mask_additive") { mask = .additive(try file.floatTensor("mask_additive")) }
+        if let causal {
+            if case .none = mask {
+                mask = .causal(causal.alignment)
+            } else {
+                throw ValidationError("--causal cannot be combined with the mask in \(input) (as in PyTorch)")
+            }
+        }
+        let result = try scaledDotProductAttentionWithLogsumexp(
+            queries: file.floatTensor("q"), keys: file.floatTensor("k"), values: file.floatTensor("v"),
+            mask: mask, scale: scale, dropoutProbability: dropout, dropoutSeed: seed,
+            backend: backend.backend, threads: threads)
+        var out = SafetensorsFile()
+        out.set("out", result.output)
+        out.set("logsumexp", result.logsumexp)
+        out.metadata = ["producer": "attention sdpa", "input": input]
+        try out.write(to: URL(fileURLWithPath: output))
+        print("wrote out \(result.output.shape) and logsumexp \(result.logsumexp.shape) to \(output)")
+        if let compare {
+            let expected = try file.floatTensor(compare)
+            guard let difference = result.output.maxAbsoluteDifference(to: expected) else {
+                throw ValidationError("\(compare) has shape \(expected.shape), out has \(result.output.shape)")
+            }
+            print("max |out - \(compare)| = \(difference)")
+        }
+    }
+}
+
+/// The `--causal` option.
+enum CausalChoice: String, ExpressibleByArgument, CaseIterable {
+    case topLeft = "top-left", bottomRight = "bottom-right"
+    var alignment: CausalAlignment { self == .topLeft ? .topLeft : .bottomRight }
+}
