@@ -86,7 +86,7 @@ public enum BookDemo {
                 DemoComparison(name: "causal context vectors", computed: try causalV2(inputs), expected: try Tensor(matrix: v2.causalContext)),
                 DemoComparison(name: "dropout(0.5) of the causal weights", computed: try dropout.apply(causalWeights, keep: bookKeep),
                                expected: try Tensor(matrix: book.dropoutDemo.onCausalWeights)),
-                DemoComparison(name: "CausalAttention context, batch [2, 6, 2]", computed: try causal(batch), expected: try Tensor(matrices: ca.context)),
+                DemoComparison(name: "CausalAttention context (batch of 2)", computed: try causal(batch), expected: try Tensor(matrices: ca.context)),
             ]))
 
         // 4. Multi-head attention: the wrapper of single heads, then the one-projection class.
@@ -111,10 +111,10 @@ public enum BookDemo {
             title: "4. Multi-head attention (§3.6)",
             detail: "wrapper: 2 causal heads side by side; MultiHeadAttention: 2 heads of 1 split from one projection, then out_proj; GPT-2 size parameter count",
             comparisons: [
-                DemoComparison(name: "wrapper context, [2, 6, 4]", computed: try wrapper(batch), expected: try Tensor(matrices: book.multiHeadWrapper.context)),
-                DemoComparison(name: "MultiHeadAttention attention weights (batch 0)",
+                DemoComparison(name: "wrapper context", computed: try wrapper(batch), expected: try Tensor(matrices: book.multiHeadWrapper.context)),
+                DemoComparison(name: "MultiHeadAttention attention weights per head",
                                computed: try multiHead.attentionWeights(query: inputs, key: inputs, value: inputs), expected: nil),
-                DemoComparison(name: "MultiHeadAttention context, [2, 6, 2]", computed: try multiHead(batch), expected: try Tensor(matrices: mha.context)),
+                DemoComparison(name: "MultiHeadAttention context", computed: try multiHead(batch), expected: try Tensor(matrices: mha.context)),
                 DemoComparison(name: "parameters of MultiHeadAttention(768, 768, heads: 12)",
                                computed: try Tensor(shape: [], scalars: [gpt2Count]),
                                expected: try Tensor(shape: [], scalars: [Float(book.gpt2SizeParameterCount)])),
