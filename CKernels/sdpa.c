@@ -33,46 +33,40 @@ int omp_get_max_threads(void);
 int omp_get_num_threads(void);
 #endif
 
-// Tile sizes. A score tile of QUERY_TILE × KEY_TILE floats (16 KiB) and a key
-// tile of KEY_TILE × D floats (16 KiB at D = 64) fit together in a 48 KiB L1 data
-// cache; the accumulator QUERY_TILE × Dv stays in L2. KEY_TILE is part of the
-// numerical contract (it fixes the order of the online-softmax updates), so it
-// is a compile-time constant, never derived from the thread count.
 enum {
-    QUERY_TILE = 64,
-    KEY_TILE = 64,
     SCRATCH_ALIGNMENT = 64,  // one cache line; also the AVX-512 register width
 };
 
-// A masked cell's weight is stored as -0.0f: it adds nothing to sums, and the
-// careful value pass can tell it from a weight that underflowed to +0.0f.
-static const float MASKED_WEIGHT = -0.0f;
-
+// Per-thread scratch, each buffer on a cache line. Scores are transposed,
+// st[j][i] (see microkernels.h), so the row statistics are QUERY_TILE-lane vectors.
 typedef struct row_state {
-    float *row_max;  // m   [QUERY_TILE]
-    float *row_sum;  // l   [QUERY_TILE]
-    float *acc;      // acc [QUERY_TILE, value_dim_padded]
-    float *scores;   // s/p [QUERY_TILE, KEY_TILE]
+    float *row_max;      // m      [QUERY_TILE]
+    float *row_max_new;  // m_new  [QUERY_TILE]
+    float *row_sum;      // l      [QUERY_TILE]
+    float *tile_sum;     // Σ_j p  [QUERY_TILE] of the current key tile
+    float *qt;           // scale·Qᵀ [head_dim, QUERY_TILE]
+    float *scores;       // st / pt  [KEY_TILE, QUERY_TILE]
+    float *acc;          // unnormalised output [QUERY_TILE, value_dim_padded]
 } row_state;
 
 static int64_t round_up(int64_t value, int64_t multiple) {
     return (value + multiple - 1) / multiple * multiple;
 }
 
-// Floats of scratch one thread needs, each buffer starting on a cache line.
-static int64_t scratch_floats_per_thread(int64_t value_dim_padded) {
-    const int64_t line = SCRATCH_ALIGNMENT / (int64_t)sizeof(float);
-    return round_up(QUERY_TILE, line) * 2 + QUERY_TILE * value_dim_padded +
-           QUERY_TILE * KEY_TILE;
+static int64_t scratch_floats_per_thread(int64_t head_dim, int64_t value_dim_padded) {
+    return 4 * QUERY_TILE + head_dim * QUERY_TILE + KEY_TILE * QUERY_TILE +
+           QUERY_TILE * value_dim_padded;
 }
 
-static row_state row_state_at(float *scratch, int64_t value_dim_padded) {
-    const int64_t line = SCRATCH_ALIGNMENT / (int64_t)sizeof(float);
+static row_state row_state_at(float *scratch, int64_t head_dim) {
     row_state state;
     state.row_max = scratch;
-    state.row_sum = state.row_max + round_up(QUERY_TILE, line);
-    state.acc = state.row_sum + round_up(QUERY_TILE, line);
-    state.scores = state.acc + QUERY_TILE * value_dim_padded;
+    state.row_max_new = state.row_max + QUERY_TILE;
+    state.row_sum = state.row_max_new + QUERY_TILE;
+    state.tile_sum = state.row_sum + QUERY_TILE;
+    state.qt = state.tile_sum + QUERY_TILE;
+    state.scores = state.qt + head_dim * QUERY_TILE;
+    state.acc = state.scores + KEY_TILE * QUERY_TILE;
     return state;
 }
 
@@ -110,104 +104,68 @@ static attn_status validate(const attn_params *p) {
 }
 
 // ---------------------------------------------------------------------------
-// The passes of one key/value tile, for the rows of one query tile.
+// One task: rows [row0, row0 + rows) of one (batch, head).
 
 typedef struct task_view {
     const attn_params *p;
     int64_t batch, head, kv_head;
     int64_t row0, rows;       // query rows [row0, row0 + rows)
     int64_t causal_offset;    // row i sees keys j <= i + causal_offset (when causal)
-    const float *q;           // first row of the tile
-    const float *k, *v;       // row 0 of this (batch, kv head)
-    const unsigned char *keep_mask;  // (batch, head, row0, 0) of the mask, or NULL
+    const unsigned char *keep_mask;  // mask at (batch, head, row0, 0), or NULL
     const float *additive_mask;
 } task_view;
 
-// Scale, mask and row max: s ← scale·s (+ mask); masked cells become −inf.
-// Returns through row_max_new the NaN-propagating max of each row.
-static void mask_and_row_max(const task_view *t, int64_t col0, int64_t cols, int needs_causal,
-                             float *scores, const float *row_max, float *row_max_new) {
-    const attn_params *p = t->p;
-    const int64_t *ms = p->mask_strides;
+// Explicit masks on st[j][i]: a kept-out cell becomes −∞, an additive one is
+// added (an additive −∞ overwrites, so NaN·K at a masked key has no effect).
+static void apply_explicit_mask(const task_view *t, int64_t col0, int64_t cols, float *st) {
+    const int64_t *ms = t->p->mask_strides;
     for (int64_t i = 0; i < t->rows; i++) {
-        float *s = scores + i * KEY_TILE;
-        const int64_t row = t->row0 + i;
-        for (int64_t j = 0; j < cols; j++) s[j] *= p->scale;
         if (t->keep_mask) {
             const unsigned char *mask_row = t->keep_mask + i * ms[2] + col0 * ms[3];
             for (int64_t j = 0; j < cols; j++)
-                if (!mask_row[j * ms[3]]) s[j] = -INFINITY;
-        } else if (t->additive_mask) {
+                if (!mask_row[j * ms[3]]) st[j * QUERY_TILE + i] = -INFINITY;
+        } else {
             const float *mask_row = t->additive_mask + i * ms[2] + col0 * ms[3];
             for (int64_t j = 0; j < cols; j++) {
                 const float bias = mask_row[j * ms[3]];
-                // −inf masks the cell outright, so NaN·K at a masked key has no effect.
-                s[j] = (bias == -INFINITY) ? -INFINITY : s[j] + bias;
+                float *s = st + j * QUERY_TILE + i;
+                *s = bias == -INFINITY ? -INFINITY : *s + bias;
             }
         }
-        if (needs_causal) {
-            const int64_t last_visible = row + t->causal_offset;  // may be < col0
-            int64_t first_hidden = last_visible + 1 - col0;
-            if (first_hidden < 0) first_hidden = 0;
-            for (int64_t j = first_hidden; j < cols; j++) s[j] = -INFINITY;
-        }
-        float m = row_max[i];
-        for (int64_t j = 0; j < cols; j++)
-            if (s[j] > m || s[j] != s[j]) m = s[j];  // NaN wins and stays
-        row_max_new[i] = m;
     }
 }
 
-// exp and row sum: p = exp(s − m_new), l = l·e^(m − m_new) + Σp, acc rescaled
-// only where the max grew. Dropout zeroes kept-out weights after the sum.
-static void exp_and_row_sum(const task_view *t, int64_t col0, int64_t cols, float *scores,
-                            float *row_max, const float *row_max_new, float *row_sum,
-                            float *acc, int64_t acc_row_stride) {
-    const attn_params *p = t->p;
-    const int64_t value_dim = p->value_dim;
-    for (int64_t i = 0; i < t->rows; i++) {
-        float *s = scores + i * KEY_TILE;
-        const float m_new = row_max_new[i];
-        if (m_new == -INFINITY) {  // nothing visible yet in this row
-            for (int64_t j = 0; j < cols; j++) s[j] = MASKED_WEIGHT;
-            continue;
-        }
-        if (m_new > row_max[i]) {  // the max grew: rescale what is accumulated
-            const float alpha = expf(row_max[i] - m_new);
-            row_sum[i] *= alpha;
-            float *acc_row = acc + i * acc_row_stride;
-            for (int64_t d = 0; d < value_dim; d++) acc_row[d] *= alpha;
-        }
-        row_max[i] = m_new;
-        float sum = 0.0f;
-        for (int64_t j = 0; j < cols; j++) {
-            if (s[j] == -INFINITY) {
-                s[j] = MASKED_WEIGHT;
-            } else {
-                s[j] = expf(s[j] - m_new);
-                sum += s[j];
-            }
-        }
-        row_sum[i] += sum;
-        if (p->dropout_p > 0.0f) {
-            const int64_t row = t->row0 + i;
-            for (int64_t j = 0; j < cols; j++)
-                if (!attn_philox_keep(p->dropout_seed, t->batch, t->head, row, col0 + j,
-                                      p->dropout_p))
-                    s[j] = 0.0f * s[j];  // keeps the sign: masked stays −0
-        }
+// The causal mask on a tile that crosses the diagonal: row i hides keys past
+// i + causal_offset, i.e. key col0 + j hides rows below col0 + j − causal_offset − row0.
+static void apply_causal_mask(const task_view *t, int64_t col0, int64_t cols, float *st) {
+    for (int64_t j = 0; j < cols; j++) {
+        int64_t hidden_rows = col0 + j - t->causal_offset - t->row0;
+        if (hidden_rows <= 0) continue;
+        if (hidden_rows > QUERY_TILE) hidden_rows = QUERY_TILE;
+        for (int64_t i = 0; i < hidden_rows; i++) st[j * QUERY_TILE + i] = -INFINITY;
     }
+}
+
+// Dropout on the weights: a dropped cell is scaled by 0, which keeps a masked
+// cell's −0 sign and a NaN a NaN.
+static void apply_dropout(const task_view *t, int64_t col0, int64_t cols, float *pt) {
+    const attn_params *p = t->p;
+    for (int64_t i = 0; i < t->rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            if (!attn_philox_keep(p->dropout_seed, t->batch, t->head, t->row0 + i, col0 + j,
+                                  p->dropout_p))
+                pt[j * QUERY_TILE + i] *= 0.0f;
 }
 
 // acc += p·v for a value tile that holds a NaN or an infinity: masked cells
 // (weight −0) are skipped so that 0·Inf never turns a masked key into NaN.
-static void pv_tile_skipping_masked(const float *p, const float *v, int64_t v_row_stride,
+static void pv_tile_skipping_masked(const float *pt, const float *v, int64_t v_row_stride,
                                     int64_t rows, int64_t cols, int64_t value_dim, float *acc,
                                     int64_t acc_row_stride) {
     for (int64_t i = 0; i < rows; i++) {
         float *acc_row = acc + i * acc_row_stride;
         for (int64_t j = 0; j < cols; j++) {
-            const float weight = p[i * KEY_TILE + j];
+            const float weight = pt[j * QUERY_TILE + i];
             if (weight == 0.0f && signbit(weight)) continue;
             const float *v_row = v + j * v_row_stride;
             for (int64_t d = 0; d < value_dim; d++) acc_row[d] += weight * v_row[d];
@@ -222,9 +180,6 @@ static int all_finite(const float *v, int64_t v_row_stride, int64_t rows, int64_
     return 1;
 }
 
-// ---------------------------------------------------------------------------
-// One task: rows [row0, row0 + rows) of one (batch, head).
-
 static void run_task(const attn_params *p, const attn_microkernels *kernels, int64_t batch,
                      int64_t head, int64_t row0, row_state state, int64_t value_dim_padded) {
     task_view t;
@@ -235,21 +190,25 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
     t.row0 = row0;
     t.rows = p->query_length - row0 < QUERY_TILE ? p->query_length - row0 : QUERY_TILE;
     t.causal_offset = p->causal == ATTN_CAUSAL_BOTTOM_RIGHT ? p->key_length - p->query_length : 0;
-    t.q = p->query + batch * p->query_strides[0] + head * p->query_strides[1] +
-          row0 * p->query_strides[2];
-    t.k = p->key + batch * p->key_strides[0] + t.kv_head * p->key_strides[1];
-    t.v = p->value ? p->value + batch * p->value_strides[0] + t.kv_head * p->value_strides[1] : 0;
     const int64_t mask_offset = batch * p->mask_strides[0] + head * p->mask_strides[1] +
                                 row0 * p->mask_strides[2];
     t.keep_mask = p->mask_kind == ATTN_MASK_KEEP ? (const unsigned char *)p->mask + mask_offset : 0;
     t.additive_mask = p->mask_kind == ATTN_MASK_ADDITIVE ? (const float *)p->mask + mask_offset : 0;
+    const float *q = p->query ? p->query + batch * p->query_strides[0] +
+                                    head * p->query_strides[1] + row0 * p->query_strides[2]
+                              : 0;
+    const float *k = p->key ? p->key + batch * p->key_strides[0] + t.kv_head * p->key_strides[1] : 0;
+    const float *v = p->value ? p->value + batch * p->value_strides[0] +
+                                    t.kv_head * p->value_strides[1]
+                              : 0;
 
-    float row_max_new[QUERY_TILE];
-    for (int64_t i = 0; i < t.rows; i++) {
+    for (int64_t i = 0; i < QUERY_TILE; i++) {
         state.row_max[i] = -INFINITY;
         state.row_sum[i] = 0.0f;
     }
     memset(state.acc, 0, sizeof(float) * (size_t)(QUERY_TILE * value_dim_padded));
+    if (p->head_dim > 0)
+        kernels->pack_query(q, p->query_strides[2], t.rows, p->head_dim, p->scale, state.qt);
 
     // Keys past the tile's last visible one are skipped whole (causal block skipping);
     // only tiles that cross the diagonal need the per-cell causal mask.
@@ -260,26 +219,39 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
     }
     for (int64_t col0 = 0; col0 < key_end; col0 += KEY_TILE) {
         const int64_t cols = key_end - col0 < KEY_TILE ? key_end - col0 : KEY_TILE;
-        const int needs_causal = p->causal != ATTN_CAUSAL_NONE &&
-                                 col0 + cols - 1 > row0 + t.causal_offset;
-        const float *k_tile = t.k + col0 * p->key_strides[2];
-        if (p->head_dim > 0) {
-            kernels->qk_tile(t.q, p->query_strides[2], k_tile, p->key_strides[2], t.rows, cols,
-                             p->head_dim, state.scores, KEY_TILE);
-        } else {
-            for (int64_t i = 0; i < t.rows; i++)
-                memset(state.scores + i * KEY_TILE, 0, sizeof(float) * (size_t)cols);
+        float *st = state.scores;
+        if (p->head_dim > 0)
+            kernels->qk_tile(state.qt, k + col0 * p->key_strides[2], p->key_strides[2], cols,
+                             p->head_dim, st);
+        else
+            memset(st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
+        if (t.keep_mask || t.additive_mask) apply_explicit_mask(&t, col0, cols, st);
+        if (p->causal != ATTN_CAUSAL_NONE && col0 + cols - 1 > row0 + t.causal_offset)
+            apply_causal_mask(&t, col0, cols, st);
+
+        // Online softmax: rescale only the rows whose max grew.
+        kernels->row_max(st, cols, state.row_max, state.row_max_new);
+        kernels->exp_row_sum(st, cols, state.row_max_new, state.tile_sum);
+        for (int64_t i = 0; i < t.rows; i++) {
+            const float m_old = state.row_max[i], m_new = state.row_max_new[i];
+            if (m_new > m_old) {
+                const float alpha = expf(m_old - m_new);  // 0 when m_old = −∞
+                state.row_sum[i] *= alpha;
+                float *acc_row = state.acc + i * value_dim_padded;
+                for (int64_t d = 0; d < p->value_dim; d++) acc_row[d] *= alpha;
+            }
+            state.row_max[i] = m_new;
+            state.row_sum[i] += state.tile_sum[i];
         }
-        mask_and_row_max(&t, col0, cols, needs_causal, state.scores, state.row_max, row_max_new);
-        exp_and_row_sum(&t, col0, cols, state.scores, state.row_max, row_max_new, state.row_sum,
-                        state.acc, value_dim_padded);
+        if (p->dropout_p > 0.0f) apply_dropout(&t, col0, cols, st);
+
         if (p->value_dim > 0) {
-            const float *v_tile = t.v + col0 * p->value_strides[2];
+            const float *v_tile = v + col0 * p->value_strides[2];
             if (all_finite(v_tile, p->value_strides[2], cols, p->value_dim))
-                kernels->pv_tile(state.scores, KEY_TILE, v_tile, p->value_strides[2], t.rows,
-                                 cols, p->value_dim, state.acc, value_dim_padded);
+                kernels->pv_tile(st, v_tile, p->value_strides[2], t.rows, cols, p->value_dim,
+                                 state.acc, value_dim_padded);
             else
-                pv_tile_skipping_masked(state.scores, v_tile, p->value_strides[2], t.rows, cols,
+                pv_tile_skipping_masked(st, v_tile, p->value_strides[2], t.rows, cols,
                                         p->value_dim, state.acc, value_dim_padded);
         }
     }
@@ -319,7 +291,7 @@ attn_status attn_sdpa_forward(const attn_params *params) {
     const attn_microkernels *kernels = attn_selected_microkernels();
     const int64_t value_dim_padded = round_up(p->value_dim > 0 ? p->value_dim : 1,
                                               SCRATCH_ALIGNMENT / (int64_t)sizeof(float));
-    const int64_t per_thread = scratch_floats_per_thread(value_dim_padded);
+    const int64_t per_thread = scratch_floats_per_thread(p->head_dim, value_dim_padded);
 
     int threads = 1;
 #ifdef _OPENMP
@@ -341,7 +313,7 @@ attn_status attn_sdpa_forward(const attn_params *params) {
 #ifdef _OPENMP
         thread = omp_get_thread_num();
 #endif
-        const row_state state = row_state_at(scratch + per_thread * thread, value_dim_padded);
+        const row_state state = row_state_at(scratch + per_thread * thread, p->head_dim);
         for (;;) {
             const int64_t task = __atomic_fetch_add(&next_task, 1, __ATOMIC_RELAXED);
             if (task >= tasks) break;

@@ -114,6 +114,15 @@ const char *attn_status_description(attn_status status);
 /// The name of the micro-kernel path in use ("avx512", "avx2", "portable").
 const char *attn_kernel_path(void);
 
+/// Switches the micro-kernel path ("avx512", "avx2", "portable") for later calls.
+/// Returns 1 on success, 0 if the name is unknown or this CPU cannot run it.
+/// Not safe while other threads are inside attn_sdpa_forward; for tests and
+/// benchmarks. ATTENTION_KERNEL_PATH sets the initial path the same way.
+int attn_select_kernel_path(const char *name);
+
+/// 1 if this CPU can run the named micro-kernel path, else 0.
+int attn_kernel_path_supported(const char *name);
+
 /// Whether the library was compiled with OpenMP (1) or runs serially (0).
 int attn_has_openmp(void);
 

@@ -1,34 +1,59 @@
-// microkernels.h: the ISA-specific tile products behind one function table.
+// microkernels.h: the ISA-specific passes over one score tile, behind one table.
 //
-// The scheduling loop in sdpa.c owns tiles, masks and the online softmax; the
-// functions here only compute the two tile products of FlashAttention-2:
+// The scheduling loop in sdpa.c owns tiles, masks and the online-softmax
+// bookkeeping; the functions here do the arithmetic of one query tile against
+// one key/value tile. Scores are kept transposed, st[j][i] for key j and query
+// row i, with QUERY_TILE query rows across (one 64-float line per key): the row
+// statistics of the softmax (max, sum) then run down columns, lane by lane,
+// with no horizontal reductions, and a row's arithmetic is the same whichever
+// lane it occupies.
 //
-//   qk_tile:  s[i][j]   = q_i · k_j               i < rows, j < cols, over head_dim
-//   pv_tile:  acc[i][:] += Σ_j p[i][j] · v_j       i < rows, j < cols, over value_dim
+//   pack_query:  qt[d][i]   = scale · q[i][d]                       (once per task)
+//   qk_tile:     st[j][i]   = Σ_d k[j][d] · qt[d][i]               (FlashAttention-2 S = Q Kᵀ)
+//   row_max:     m_new[i]   = max(m[i], max_j st[j][i]), NaN wins
+//   exp_row_sum: st[j][i]   = exp(st[j][i] − m_new[i]) (−0 where st = −∞),
+//                sum[i]     = Σ_j st[j][i]
+//   pv_tile:     acc[i][:] += Σ_j st[j][i] · v[j][:]                (O += P V)
 //
-// Row strides are in floats; the innermost dimension of q, k, v, s, p and acc is
-// contiguous. A table is chosen once per process from the CPU's features
-// (see dispatch.c) and can be forced with ATTENTION_KERNEL_PATH.
+// Row strides are in floats; the innermost dimension of q, k, v and acc is
+// contiguous. A table is chosen once per process from the CPU's features (see
+// dispatch.c) and can be forced with ATTENTION_KERNEL_PATH.
 #ifndef CATTENTION_MICROKERNELS_H
 #define CATTENTION_MICROKERNELS_H
 
 #include <stdint.h>
 
+enum {
+    // Query rows per tile, the lane dimension of every score tile: 4 AVX-512 or
+    // 8 AVX2 registers across. A score tile (KEY_TILE × QUERY_TILE floats, 16 KiB)
+    // and the packed queries (head_dim × QUERY_TILE, 16 KiB at head_dim = 64)
+    // share a 48 KiB L1 data cache with the streaming key rows.
+    QUERY_TILE = 64,
+    // Keys per tile. Part of the numerical contract: it fixes the order of the
+    // online-softmax updates, so it is a compile-time constant.
+    KEY_TILE = 64,
+};
+
 typedef struct attn_microkernels {
     const char *name;
-    void (*qk_tile)(const float *q, int64_t q_row_stride,
-                    const float *k, int64_t k_row_stride,
-                    int64_t rows, int64_t cols, int64_t head_dim,
-                    float *s, int64_t s_row_stride);
-    void (*pv_tile)(const float *p, int64_t p_row_stride,
-                    const float *v, int64_t v_row_stride,
-                    int64_t rows, int64_t cols, int64_t value_dim,
-                    float *acc, int64_t acc_row_stride);
+    void (*pack_query)(const float *q, int64_t q_row_stride, int64_t rows, int64_t head_dim,
+                       float scale, float *qt);
+    void (*qk_tile)(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
+                    int64_t head_dim, float *st);
+    void (*row_max)(const float *st, int64_t cols, const float *row_max, float *row_max_new);
+    void (*exp_row_sum)(float *st, int64_t cols, const float *row_max_new, float *tile_sum);
+    void (*pv_tile)(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
+                    int64_t cols, int64_t value_dim, float *acc, int64_t acc_row_stride);
 } attn_microkernels;
 
 extern const attn_microkernels attn_microkernels_portable;
+extern const attn_microkernels attn_microkernels_avx2;
+extern const attn_microkernels attn_microkernels_avx512;
 
-/// The table in use: chosen on first call, then fixed for the process.
+/// Whether this CPU can run the table (checked with __builtin_cpu_supports).
+int attn_microkernels_supported(const attn_microkernels *table);
+
+/// The table in use: chosen on first call, then fixed unless attn_select_kernel_path changes it.
 const attn_microkernels *attn_selected_microkernels(void);
 
 #endif

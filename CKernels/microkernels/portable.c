@@ -1,44 +1,59 @@
-// portable.c: plain C tile products, the path for any CPU and the baseline the
-// ISA-specific paths are checked against.
-//
-// Dot products keep 8 independent partial sums so that the compiler can keep
-// them in one vector register without -ffast-math; the order of additions is
-// fixed by the code, so results are deterministic for a given binary.
+// portable.c: plain C passes for any CPU, and the baseline the ISA-specific
+// paths are checked against. Loops run across query rows (the lanes) innermost,
+// where every lane is an independent sum, so the compiler can vectorise them
+// without reassociating anything.
 #include "microkernels.h"
 
-enum { PARTIAL_SUMS = 8 };
+#include <math.h>
 
-static float dot(const float *a, const float *b, int64_t n) {
-    float partial[PARTIAL_SUMS] = {0};
-    int64_t d = 0;
-    for (; d + PARTIAL_SUMS <= n; d += PARTIAL_SUMS)
-        for (int lane = 0; lane < PARTIAL_SUMS; lane++)
-            partial[lane] += a[d + lane] * b[d + lane];
-    float sum = 0.0f;
-    for (int lane = 0; lane < PARTIAL_SUMS; lane++) sum += partial[lane];
-    for (; d < n; d++) sum += a[d] * b[d];
-    return sum;
+static void pack_query_portable(const float *q, int64_t q_row_stride, int64_t rows,
+                                int64_t head_dim, float scale, float *qt) {
+    for (int64_t d = 0; d < head_dim; d++)
+        for (int64_t i = 0; i < QUERY_TILE; i++)
+            qt[d * QUERY_TILE + i] = i < rows ? q[i * q_row_stride + d] * scale : 0.0f;
 }
 
-// s [rows, cols] = q [rows, head_dim] · k [cols, head_dim]ᵀ
-static void qk_tile_portable(const float *q, int64_t q_row_stride,
-                             const float *k, int64_t k_row_stride,
-                             int64_t rows, int64_t cols, int64_t head_dim,
-                             float *s, int64_t s_row_stride) {
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++)
-            s[i * s_row_stride + j] = dot(q + i * q_row_stride, k + j * k_row_stride, head_dim);
+static void qk_tile_portable(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
+                             int64_t head_dim, float *st) {
+    for (int64_t j = 0; j < cols; j++) {
+        float *s = st + j * QUERY_TILE;
+        for (int64_t i = 0; i < QUERY_TILE; i++) s[i] = 0.0f;
+        for (int64_t d = 0; d < head_dim; d++) {
+            const float key = k[j * k_row_stride + d];
+            const float *q = qt + d * QUERY_TILE;
+            for (int64_t i = 0; i < QUERY_TILE; i++) s[i] += key * q[i];
+        }
+    }
 }
 
-// acc [rows, value_dim] += p [rows, cols] · v [cols, value_dim]
-static void pv_tile_portable(const float *p, int64_t p_row_stride,
-                             const float *v, int64_t v_row_stride,
-                             int64_t rows, int64_t cols, int64_t value_dim,
-                             float *acc, int64_t acc_row_stride) {
+static void row_max_portable(const float *st, int64_t cols, const float *row_max,
+                             float *row_max_new) {
+    for (int64_t i = 0; i < QUERY_TILE; i++) row_max_new[i] = row_max[i];
+    for (int64_t j = 0; j < cols; j++)
+        for (int64_t i = 0; i < QUERY_TILE; i++) {
+            const float s = st[j * QUERY_TILE + i];
+            // NaN wins, and stays: nothing compares greater than NaN.
+            if (s > row_max_new[i] || s != s) row_max_new[i] = s;
+        }
+}
+
+static void exp_row_sum_portable(float *st, int64_t cols, const float *row_max_new,
+                                 float *tile_sum) {
+    for (int64_t i = 0; i < QUERY_TILE; i++) tile_sum[i] = 0.0f;
+    for (int64_t j = 0; j < cols; j++)
+        for (int64_t i = 0; i < QUERY_TILE; i++) {
+            float *s = st + j * QUERY_TILE + i;
+            *s = *s == -INFINITY ? -0.0f : expf(*s - row_max_new[i]);
+            tile_sum[i] += *s;
+        }
+}
+
+static void pv_tile_portable(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
+                             int64_t cols, int64_t value_dim, float *acc, int64_t acc_row_stride) {
     for (int64_t i = 0; i < rows; i++) {
         float *acc_row = acc + i * acc_row_stride;
         for (int64_t j = 0; j < cols; j++) {
-            const float weight = p[i * p_row_stride + j];
+            const float weight = pt[j * QUERY_TILE + i];
             const float *v_row = v + j * v_row_stride;
             for (int64_t d = 0; d < value_dim; d++) acc_row[d] += weight * v_row[d];
         }
@@ -47,6 +62,9 @@ static void pv_tile_portable(const float *p, int64_t p_row_stride,
 
 const attn_microkernels attn_microkernels_portable = {
     .name = "portable",
+    .pack_query = pack_query_portable,
     .qk_tile = qk_tile_portable,
+    .row_max = row_max_portable,
+    .exp_row_sum = exp_row_sum_portable,
     .pv_tile = pv_tile_portable,
 };

@@ -3,7 +3,8 @@ import XCTest
 
 /// The fused kernel against the oracle over shapes at the tile edges, every mask
 /// kind, grouped-query attention, both causal alignments, dropout, and thread
-/// counts 1 and 2 (which must agree bit for bit).
+/// counts 1 and 2 (which must agree bit for bit), on every micro-kernel path
+/// this CPU supports.
 final class FusedEquivalenceTests: XCTestCase {
     /// The kernel's key/value and query tile: 64 rows (CKernels/sdpa.c).
     static let tile = 64
@@ -34,17 +35,21 @@ final class FusedEquivalenceTests: XCTestCase {
         let scale = c.scale ?? 1 / Float(c.headDim).squareRoot()
         var tolerance = Tolerance.outputBound(queries: q, keys: k, values: v, scale: scale)
         if c.dropout > 0 { tolerance /= (1 - c.dropout) }
-        var firstRun: AttentionResult?
-        for threads in [1, 2] {
-            let fused = try scaledDotProductAttentionWithLogsumexp(
-                queries: q, keys: k, values: v, mask: c.mask, scale: c.scale,
-                dropoutProbability: c.dropout, dropoutSeed: c.seed, threads: threads)
-            assertClose(fused.output, reference.output, tolerance: tolerance, "\(c), \(threads) threads", file: file, line: line)
-            assertClose(fused.logsumexp, reference.logsumexp, tolerance: tolerance * 4, "logsumexp \(c)", file: file, line: line)
-            if let firstRun {
-                XCTAssertEqual(firstRun.output, fused.output, "thread count changed bits: \(c)", file: file, line: line)
+        try forEachKernelPath { path in
+            var firstRun: AttentionResult?
+            for threads in [1, 2] {
+                let fused = try scaledDotProductAttentionWithLogsumexp(
+                    queries: q, keys: k, values: v, mask: c.mask, scale: c.scale,
+                    dropoutProbability: c.dropout, dropoutSeed: c.seed, threads: threads)
+                assertClose(fused.output, reference.output, tolerance: tolerance, "\(c), \(path), \(threads) threads",
+                            file: file, line: line)
+                assertClose(fused.logsumexp, reference.logsumexp, tolerance: tolerance * 4, "logsumexp \(c), \(path)",
+                            file: file, line: line)
+                if let firstRun {
+                    XCTAssertEqual(firstRun.output, fused.output, "thread count changed bits: \(c), \(path)", file: file, line: line)
+                }
+                firstRun = fused
             }
-            firstRun = fused
         }
     }
 

@@ -1,0 +1,173 @@
+// avx2.c: the passes with AVX2 + FMA intrinsics, 8 query rows per register.
+//
+// With 16 ymm registers the blocks are smaller than on AVX-512: qk_tile keeps
+// 3 keys × 32 query rows in 12 accumulators (the tile's 64 rows in two halves),
+// pv_tile 3 query rows × 32 value columns in 12 accumulators.
+#include "microkernels.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+#define AVX2 __attribute__((target("avx2,fma")))
+
+enum {
+    LANES = 8,
+    HALF_VECTORS = 4,   // ymm per half line of a score tile (32 query rows)
+    KEY_BLOCK = 3,      // keys per qk register block
+    ROW_BLOCK = 3,      // query rows per pv register block
+    VALUE_VECTORS = 4,  // ymm per pv register block: 32 value columns
+};
+
+// exp(x) for x ≤ 0 (or NaN), about 1 ulp: as exp512 in avx512.c, with 2^n built
+// in the exponent field. Results below FLT_MIN (x < −87.3) flush to 0.
+AVX2 static inline __m256 exp256(__m256 x) {
+    const __m256 underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
+    x = _mm256_max_ps(_mm256_set1_ps(-87.3f), x);  // NaN passes: max returns its 2nd operand
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    const __m256 result = _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
+    return _mm256_andnot_ps(underflow, result);
+}
+
+AVX2 static void pack_query_avx2(const float *q, int64_t q_row_stride, int64_t rows,
+                                 int64_t head_dim, float scale, float *qt) {
+    for (int64_t d = 0; d < head_dim; d++)
+        for (int64_t i = 0; i < QUERY_TILE; i++)
+            qt[d * QUERY_TILE + i] = i < rows ? q[i * q_row_stride + d] * scale : 0.0f;
+}
+
+AVX2 static inline void qk_block(const float *qt, const float *k, int64_t k_row_stride,
+                                 int64_t head_dim, float *st, const int keys) {
+    for (int half = 0; half < QUERY_TILE / (HALF_VECTORS * LANES); half++) {
+        const int64_t lane0 = half * HALF_VECTORS * LANES;
+        __m256 acc[KEY_BLOCK][HALF_VECTORS];
+        for (int r = 0; r < keys; r++)
+            for (int c = 0; c < HALF_VECTORS; c++) acc[r][c] = _mm256_setzero_ps();
+        for (int64_t d = 0; d < head_dim; d++) {
+            __m256 q[HALF_VECTORS];
+            for (int c = 0; c < HALF_VECTORS; c++)
+                q[c] = _mm256_load_ps(qt + d * QUERY_TILE + lane0 + c * LANES);
+            for (int r = 0; r < keys; r++) {
+                const __m256 key = _mm256_broadcast_ss(k + r * k_row_stride + d);
+                for (int c = 0; c < HALF_VECTORS; c++) acc[r][c] = _mm256_fmadd_ps(key, q[c], acc[r][c]);
+            }
+        }
+        for (int r = 0; r < keys; r++)
+            for (int c = 0; c < HALF_VECTORS; c++)
+                _mm256_store_ps(st + r * QUERY_TILE + lane0 + c * LANES, acc[r][c]);
+    }
+}
+
+AVX2 static void qk_tile_avx2(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
+                              int64_t head_dim, float *st) {
+    int64_t j = 0;
+    for (; j + KEY_BLOCK <= cols; j += KEY_BLOCK)
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, KEY_BLOCK);
+    if (cols - j == 2) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 2);
+    if (cols - j == 1) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 1);
+}
+
+AVX2 static void row_max_avx2(const float *st, int64_t cols, const float *row_max,
+                              float *row_max_new) {
+    for (int c = 0; c < QUERY_TILE / LANES; c++) {
+        __m256 m = _mm256_load_ps(row_max + c * LANES);
+        __m256 nan = _mm256_cmp_ps(m, m, _CMP_UNORD_Q);
+        for (int64_t j = 0; j < cols; j++) {
+            const __m256 s = _mm256_load_ps(st + j * QUERY_TILE + c * LANES);
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(s, s, _CMP_UNORD_Q));
+            m = _mm256_max_ps(m, s);
+        }
+        _mm256_store_ps(row_max_new + c * LANES, _mm256_blendv_ps(m, _mm256_set1_ps(NAN), nan));
+    }
+}
+
+AVX2 static void exp_row_sum_avx2(float *st, int64_t cols, const float *row_max_new,
+                                  float *tile_sum) {
+    const __m256 minus_infinity = _mm256_set1_ps(-INFINITY);
+    const __m256 masked_weight = _mm256_set1_ps(-0.0f);
+    for (int c = 0; c < QUERY_TILE / LANES; c++) {
+        const __m256 m = _mm256_load_ps(row_max_new + c * LANES);
+        __m256 sum = _mm256_setzero_ps();
+        for (int64_t j = 0; j < cols; j++) {
+            float *line = st + j * QUERY_TILE + c * LANES;
+            const __m256 s = _mm256_load_ps(line);
+            const __m256 masked = _mm256_cmp_ps(s, minus_infinity, _CMP_EQ_OQ);
+            const __m256 p = _mm256_blendv_ps(exp256(_mm256_sub_ps(s, m)), masked_weight, masked);
+            _mm256_store_ps(line, p);
+            sum = _mm256_add_ps(sum, p);
+        }
+        _mm256_store_ps(tile_sum + c * LANES, sum);
+    }
+}
+
+// acc rows += pt · v over `width` ≤ 32 value columns; a partial last vector is
+// handled with maskload/maskstore.
+AVX2 static inline void pv_block(const float *pt, const float *v, int64_t v_row_stride,
+                                 int64_t cols, float *acc, int64_t acc_row_stride, const int rows,
+                                 const int vectors, __m256i tail) {
+    const __m256i all = _mm256_set1_epi32(-1);
+    __m256 sum[ROW_BLOCK][VALUE_VECTORS];
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < vectors; c++)
+            sum[r][c] = _mm256_maskload_ps(acc + r * acc_row_stride + c * LANES, c == vectors - 1 ? tail : all);
+    for (int64_t j = 0; j < cols; j++) {
+        __m256 value[VALUE_VECTORS];
+        for (int c = 0; c < vectors; c++)
+            value[c] = _mm256_maskload_ps(v + j * v_row_stride + c * LANES, c == vectors - 1 ? tail : all);
+        for (int r = 0; r < rows; r++) {
+            const __m256 weight = _mm256_broadcast_ss(pt + j * QUERY_TILE + r);
+            for (int c = 0; c < vectors; c++) sum[r][c] = _mm256_fmadd_ps(weight, value[c], sum[r][c]);
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < vectors; c++)
+            _mm256_maskstore_ps(acc + r * acc_row_stride + c * LANES, c == vectors - 1 ? tail : all, sum[r][c]);
+}
+
+AVX2 static inline void pv_rows(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
+                                int64_t cols, float *acc, int64_t acc_row_stride, const int vectors,
+                                __m256i tail) {
+    int64_t i = 0;
+    for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
+        pv_block(pt + i, v, v_row_stride, cols, acc + i * acc_row_stride, acc_row_stride, ROW_BLOCK, vectors, tail);
+    for (; i < rows; i++)
+        pv_block(pt + i, v, v_row_stride, cols, acc + i * acc_row_stride, acc_row_stride, 1, vectors, tail);
+}
+
+AVX2 static void pv_tile_avx2(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
+                              int64_t cols, int64_t value_dim, float *acc, int64_t acc_row_stride) {
+    const int64_t block_width = VALUE_VECTORS * LANES;
+    for (int64_t d0 = 0; d0 < value_dim; d0 += block_width) {
+        const int64_t width = value_dim - d0 < block_width ? value_dim - d0 : block_width;
+        const int vectors = (int)((width + LANES - 1) / LANES);
+        const int tail_lanes = (int)(width - (vectors - 1) * LANES);
+        const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail_lanes),
+                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        switch (vectors) {
+        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 4, tail); break;
+        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 3, tail); break;
+        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 2, tail); break;
+        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 1, tail); break;
+        }
+    }
+}
+
+const attn_microkernels attn_microkernels_avx2 = {
+    .name = "avx2",
+    .pack_query = pack_query_avx2,
+    .qk_tile = qk_tile_avx2,
+    .row_max = row_max_avx2,
+    .exp_row_sum = exp_row_sum_avx2,
+    .pv_tile = pv_tile_avx2,
+};

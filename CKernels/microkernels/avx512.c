@@ -1,0 +1,192 @@
+// avx512.c: the passes with AVX-512F intrinsics, 16 query rows per register.
+//
+// Register blocking (ggml / BLIS style broadcast-FMA): qk_tile keeps a block of
+// 6 keys × 64 query rows in 24 zmm accumulators and, per head_dim step, loads 4
+// vectors of packed queries and broadcasts 6 key elements; pv_tile keeps 6 query
+// rows × 64 value columns in 24 accumulators and, per key, loads 4 vectors of
+// the value row and broadcasts 6 weights. Both issue 24 FMAs per 10 loads, so
+// the two FMA ports stay busy.
+#include "microkernels.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+#define AVX512 __attribute__((target("avx512f")))
+
+enum {
+    LANES = 16,
+    ROW_VECTORS = QUERY_TILE / LANES,  // 4 zmm across a score-tile line
+    KEY_BLOCK = 6,                     // keys per qk register block
+    ROW_BLOCK = 6,                     // query rows per pv register block
+    VALUE_VECTORS = 4,                 // zmm per pv register block: 64 value columns
+};
+
+// exp(x) for x ≤ 0 (or NaN), accurate to about 1 ulp: x = n·ln2 + r with
+// |r| ≤ ln2/2 (Cody–Waite split of ln2), e^r by its degree-7 Taylor polynomial
+// (truncation < 6e-9 relative), and 2^n applied with scalef, which gives 0 below
+// the denormal range. Inputs below −104 give 0; NaN stays NaN (max returns its
+// second operand when either is NaN).
+AVX512 static inline __m512 exp512(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64_t rows,
+                                     int64_t head_dim, float scale, float *qt) {
+    for (int64_t d = 0; d < head_dim; d++)
+        for (int64_t i = 0; i < QUERY_TILE; i++)
+            qt[d * QUERY_TILE + i] = i < rows ? q[i * q_row_stride + d] * scale : 0.0f;
+}
+
+// st[j0 .. j0+KEYS) = k rows · qt, KEYS ≤ KEY_BLOCK; inlined per block size.
+AVX512 static inline void qk_block(const float *qt, const float *k, int64_t k_row_stride,
+                                   int64_t head_dim, float *st, const int keys) {
+    __m512 acc[KEY_BLOCK][ROW_VECTORS];
+    for (int r = 0; r < keys; r++)
+        for (int c = 0; c < ROW_VECTORS; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < head_dim; d++) {
+        __m512 q[ROW_VECTORS];
+        for (int c = 0; c < ROW_VECTORS; c++) q[c] = _mm512_load_ps(qt + d * QUERY_TILE + c * LANES);
+        for (int r = 0; r < keys; r++) {
+            const __m512 key = _mm512_set1_ps(k[r * k_row_stride + d]);
+            for (int c = 0; c < ROW_VECTORS; c++) acc[r][c] = _mm512_fmadd_ps(key, q[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < keys; r++)
+        for (int c = 0; c < ROW_VECTORS; c++)
+            _mm512_store_ps(st + r * QUERY_TILE + c * LANES, acc[r][c]);
+}
+
+AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row_stride,
+                                  int64_t cols, int64_t head_dim, float *st) {
+    int64_t j = 0;
+    for (; j + KEY_BLOCK <= cols; j += KEY_BLOCK)
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, KEY_BLOCK);
+    switch (cols - j) {  // constant block sizes, so each call unrolls fully
+    case 5: qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 5); break;
+    case 4: qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 4); break;
+    case 3: qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 3); break;
+    case 2: qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 2); break;
+    case 1: qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 1); break;
+    default: break;
+    }
+}
+
+AVX512 static void row_max_avx512(const float *st, int64_t cols, const float *row_max,
+                                  float *row_max_new) {
+    __m512 m[ROW_VECTORS];
+    __mmask16 nan[ROW_VECTORS];
+    for (int c = 0; c < ROW_VECTORS; c++) {
+        m[c] = _mm512_load_ps(row_max + c * LANES);
+        nan[c] = _mm512_cmp_ps_mask(m[c], m[c], _CMP_UNORD_Q);
+    }
+    for (int64_t j = 0; j < cols; j++)
+        for (int c = 0; c < ROW_VECTORS; c++) {
+            const __m512 s = _mm512_load_ps(st + j * QUERY_TILE + c * LANES);
+            nan[c] |= _mm512_cmp_ps_mask(s, s, _CMP_UNORD_Q);
+            m[c] = _mm512_max_ps(m[c], s);
+        }
+    for (int c = 0; c < ROW_VECTORS; c++)
+        _mm512_store_ps(row_max_new + c * LANES,
+                        _mm512_mask_blend_ps(nan[c], m[c], _mm512_set1_ps(NAN)));
+}
+
+AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, const float *row_max_new,
+                                      float *tile_sum) {
+    const __m512 minus_infinity = _mm512_set1_ps(-INFINITY);
+    const __m512 masked_weight = _mm512_set1_ps(-0.0f);
+    __m512 m[ROW_VECTORS], sum[ROW_VECTORS];
+    for (int c = 0; c < ROW_VECTORS; c++) {
+        m[c] = _mm512_load_ps(row_max_new + c * LANES);
+        sum[c] = _mm512_setzero_ps();
+    }
+    for (int64_t j = 0; j < cols; j++)
+        for (int c = 0; c < ROW_VECTORS; c++) {
+            float *line = st + j * QUERY_TILE + c * LANES;
+            const __m512 s = _mm512_load_ps(line);
+            const __mmask16 masked = _mm512_cmp_ps_mask(s, minus_infinity, _CMP_EQ_OQ);
+            const __m512 p = _mm512_mask_blend_ps(masked, exp512(_mm512_sub_ps(s, m[c])), masked_weight);
+            _mm512_store_ps(line, p);
+            sum[c] = _mm512_add_ps(sum[c], p);
+        }
+    for (int c = 0; c < ROW_VECTORS; c++) _mm512_store_ps(tile_sum + c * LANES, sum[c]);
+}
+
+// acc[i0 .. i0+ROWS)[d0 .. d0+64) += pt · v, with `tail` masking the last vector.
+AVX512 static inline void pv_block(const float *pt, const float *v, int64_t v_row_stride,
+                                   int64_t cols, float *acc, int64_t acc_row_stride,
+                                   const int rows, const int vectors, __mmask16 tail) {
+    __m512 sum[ROW_BLOCK][VALUE_VECTORS];
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < vectors; c++) {
+            const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
+            sum[r][c] = _mm512_maskz_loadu_ps(lanes, acc + r * acc_row_stride + c * LANES);
+        }
+    for (int64_t j = 0; j < cols; j++) {
+        __m512 value[VALUE_VECTORS];
+        for (int c = 0; c < vectors; c++) {
+            const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
+            value[c] = _mm512_maskz_loadu_ps(lanes, v + j * v_row_stride + c * LANES);
+        }
+        for (int r = 0; r < rows; r++) {
+            const __m512 weight = _mm512_set1_ps(pt[j * QUERY_TILE + r]);
+            for (int c = 0; c < vectors; c++) sum[r][c] = _mm512_fmadd_ps(weight, value[c], sum[r][c]);
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < vectors; c++) {
+            const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
+            _mm512_mask_storeu_ps(acc + r * acc_row_stride + c * LANES, lanes, sum[r][c]);
+        }
+}
+
+AVX512 static inline void pv_rows(const float *pt, const float *v, int64_t v_row_stride,
+                                  int64_t rows, int64_t cols, float *acc, int64_t acc_row_stride,
+                                  const int vectors, __mmask16 tail) {
+    int64_t i = 0;
+    for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
+        pv_block(pt + i, v, v_row_stride, cols, acc + i * acc_row_stride, acc_row_stride, ROW_BLOCK,
+                 vectors, tail);
+    for (; i < rows; i++)
+        pv_block(pt + i, v, v_row_stride, cols, acc + i * acc_row_stride, acc_row_stride, 1,
+                 vectors, tail);
+}
+
+AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row_stride,
+                                  int64_t rows, int64_t cols, int64_t value_dim, float *acc,
+                                  int64_t acc_row_stride) {
+    const int64_t block_width = VALUE_VECTORS * LANES;
+    for (int64_t d0 = 0; d0 < value_dim; d0 += block_width) {
+        const int64_t width = value_dim - d0 < block_width ? value_dim - d0 : block_width;
+        const int vectors = (int)((width + LANES - 1) / LANES);
+        const int tail_lanes = (int)(width - (vectors - 1) * LANES);
+        const __mmask16 tail = (__mmask16)((1u << tail_lanes) - 1u);
+        switch (vectors) {  // constant vector counts, so each block unrolls fully
+        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 4, tail); break;
+        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 3, tail); break;
+        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 2, tail); break;
+        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 1, tail); break;
+        }
+    }
+}
+
+const attn_microkernels attn_microkernels_avx512 = {
+    .name = "avx512",
+    .pack_query = pack_query_avx512,
+    .qk_tile = qk_tile_avx512,
+    .row_max = row_max_avx512,
+    .exp_row_sum = exp_row_sum_avx512,
+    .pv_tile = pv_tile_avx512,
+};
