@@ -44,6 +44,7 @@ typedef struct row_state {
     float *row_max_new;  // m_new  [QUERY_TILE]
     float *row_sum;      // l      [QUERY_TILE]
     float *tile_sum;     // Σ_j p  [QUERY_TILE] of the current key tile
+    float *alpha;        // e^(m − m_new) [QUERY_TILE], 1 where the max did not grow
     float *qt;           // scale·Qᵀ [head_dim, QUERY_TILE]
     float *scores;       // st / pt  [KEY_TILE, QUERY_TILE]
     float *acc;          // unnormalised output [QUERY_TILE, value_dim_padded]
@@ -54,7 +55,7 @@ static int64_t round_up(int64_t value, int64_t multiple) {
 }
 
 static int64_t scratch_floats_per_thread(int64_t head_dim, int64_t value_dim_padded) {
-    return 4 * QUERY_TILE + head_dim * QUERY_TILE + KEY_TILE * QUERY_TILE +
+    return 5 * QUERY_TILE + head_dim * QUERY_TILE + KEY_TILE * QUERY_TILE +
            QUERY_TILE * value_dim_padded;
 }
 
@@ -64,7 +65,8 @@ static row_state row_state_at(float *scratch, int64_t head_dim) {
     state.row_max_new = state.row_max + QUERY_TILE;
     state.row_sum = state.row_max_new + QUERY_TILE;
     state.tile_sum = state.row_sum + QUERY_TILE;
-    state.qt = state.tile_sum + QUERY_TILE;
+    state.alpha = state.tile_sum + QUERY_TILE;
+    state.qt = state.alpha + QUERY_TILE;
     state.scores = state.qt + head_dim * QUERY_TILE;
     state.acc = state.scores + KEY_TILE * QUERY_TILE;
     return state;
@@ -157,13 +159,14 @@ static void apply_dropout(const task_view *t, int64_t col0, int64_t cols, float 
                 pt[j * QUERY_TILE + i] *= 0.0f;
 }
 
-// acc += p·v for a value tile that holds a NaN or an infinity: masked cells
-// (weight −0) are skipped so that 0·Inf never turns a masked key into NaN.
+// acc = alpha·acc + p·v for a value tile that holds a NaN or an infinity: masked
+// cells (weight −0) are skipped so that 0·Inf never turns a masked key into NaN.
 static void pv_tile_skipping_masked(const float *pt, const float *v, int64_t v_row_stride,
-                                    int64_t rows, int64_t cols, int64_t value_dim, float *acc,
-                                    int64_t acc_row_stride) {
+                                    int64_t rows, int64_t cols, int64_t value_dim,
+                                    const float *alpha, float *acc, int64_t acc_row_stride) {
     for (int64_t i = 0; i < rows; i++) {
         float *acc_row = acc + i * acc_row_stride;
+        for (int64_t d = 0; d < value_dim; d++) acc_row[d] *= alpha[i];
         for (int64_t j = 0; j < cols; j++) {
             const float weight = pt[j * QUERY_TILE + i];
             if (weight == 0.0f && signbit(weight)) continue;
@@ -171,13 +174,6 @@ static void pv_tile_skipping_masked(const float *pt, const float *v, int64_t v_r
             for (int64_t d = 0; d < value_dim; d++) acc_row[d] += weight * v_row[d];
         }
     }
-}
-
-static int all_finite(const float *v, int64_t v_row_stride, int64_t rows, int64_t value_dim) {
-    for (int64_t j = 0; j < rows; j++)
-        for (int64_t d = 0; d < value_dim; d++)
-            if (!isfinite(v[j * v_row_stride + d])) return 0;
-    return 1;
 }
 
 static void run_task(const attn_params *p, const attn_microkernels *kernels, int64_t batch,
@@ -229,30 +225,26 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
         if (p->causal != ATTN_CAUSAL_NONE && col0 + cols - 1 > row0 + t.causal_offset)
             apply_causal_mask(&t, col0, cols, st);
 
-        // Online softmax: rescale only the rows whose max grew.
+        // Online softmax: rows whose max grew rescale by alpha = e^(m − m_new)
+        // (0 when m was −∞); the accumulator's rescale is fused into pv_tile.
         kernels->row_max(st, cols, state.row_max, state.row_max_new);
         kernels->exp_row_sum(st, cols, state.row_max_new, state.tile_sum);
         for (int64_t i = 0; i < t.rows; i++) {
             const float m_old = state.row_max[i], m_new = state.row_max_new[i];
-            if (m_new > m_old) {
-                const float alpha = expf(m_old - m_new);  // 0 when m_old = −∞
-                state.row_sum[i] *= alpha;
-                float *acc_row = state.acc + i * value_dim_padded;
-                for (int64_t d = 0; d < p->value_dim; d++) acc_row[d] *= alpha;
-            }
+            state.alpha[i] = m_new > m_old ? expf(m_old - m_new) : 1.0f;
+            state.row_sum[i] = state.row_sum[i] * state.alpha[i] + state.tile_sum[i];
             state.row_max[i] = m_new;
-            state.row_sum[i] += state.tile_sum[i];
         }
         if (p->dropout_p > 0.0f) apply_dropout(&t, col0, cols, st);
 
         if (p->value_dim > 0) {
             const float *v_tile = v + col0 * p->value_strides[2];
-            if (all_finite(v_tile, p->value_strides[2], cols, p->value_dim))
+            if (kernels->all_finite(v_tile, p->value_strides[2], cols, p->value_dim))
                 kernels->pv_tile(st, v_tile, p->value_strides[2], t.rows, cols, p->value_dim,
-                                 state.acc, value_dim_padded);
+                                 state.alpha, state.acc, value_dim_padded);
             else
                 pv_tile_skipping_masked(st, v_tile, p->value_strides[2], t.rows, cols,
-                                        p->value_dim, state.acc, value_dim_padded);
+                                        p->value_dim, state.alpha, state.acc, value_dim_padded);
         }
     }
 

@@ -123,6 +123,11 @@ int attn_select_kernel_path(const char *name);
 /// 1 if this CPU can run the named micro-kernel path, else 0.
 int attn_kernel_path_supported(const char *name);
 
+/// The FMA throughput of this machine in GFLOP/s, measured for about `seconds`
+/// with `threads` threads running register-only FMA chains on the vectors of
+/// the selected path (2 FLOPs per lane per FMA). For benchmarks' "% of peak".
+double attn_fma_peak_gflops(int32_t threads, double seconds);
+
 /// Whether the library was compiled with OpenMP (1) or runs serially (0).
 int attn_has_openmp(void);
 

@@ -114,13 +114,17 @@ AVX2 static void exp_row_sum_avx2(float *st, int64_t cols, const float *row_max_
 // acc rows += pt · v over `width` ≤ 32 value columns; a partial last vector is
 // handled with maskload/maskstore.
 AVX2 static inline void pv_block(const float *pt, const float *v, int64_t v_row_stride,
-                                 int64_t cols, float *acc, int64_t acc_row_stride, const int rows,
-                                 const int vectors, __m256i tail) {
+                                 int64_t cols, const float *alpha, float *acc,
+                                 int64_t acc_row_stride, const int rows, const int vectors,
+                                 __m256i tail) {
     const __m256i all = _mm256_set1_epi32(-1);
     __m256 sum[ROW_BLOCK][VALUE_VECTORS];
-    for (int r = 0; r < rows; r++)
+    for (int r = 0; r < rows; r++) {
+        const __m256 rescale = _mm256_set1_ps(alpha[r]);
         for (int c = 0; c < vectors; c++)
-            sum[r][c] = _mm256_maskload_ps(acc + r * acc_row_stride + c * LANES, c == vectors - 1 ? tail : all);
+            sum[r][c] = _mm256_mul_ps(rescale, _mm256_maskload_ps(acc + r * acc_row_stride + c * LANES,
+                                                                  c == vectors - 1 ? tail : all));
+    }
     for (int64_t j = 0; j < cols; j++) {
         __m256 value[VALUE_VECTORS];
         for (int c = 0; c < vectors; c++)
@@ -136,17 +140,20 @@ AVX2 static inline void pv_block(const float *pt, const float *v, int64_t v_row_
 }
 
 AVX2 static inline void pv_rows(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
-                                int64_t cols, float *acc, int64_t acc_row_stride, const int vectors,
-                                __m256i tail) {
+                                int64_t cols, const float *alpha, float *acc, int64_t acc_row_stride,
+                                const int vectors, __m256i tail) {
     int64_t i = 0;
     for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
-        pv_block(pt + i, v, v_row_stride, cols, acc + i * acc_row_stride, acc_row_stride, ROW_BLOCK, vectors, tail);
+        pv_block(pt + i, v, v_row_stride, cols, alpha + i, acc + i * acc_row_stride, acc_row_stride,
+                 ROW_BLOCK, vectors, tail);
     for (; i < rows; i++)
-        pv_block(pt + i, v, v_row_stride, cols, acc + i * acc_row_stride, acc_row_stride, 1, vectors, tail);
+        pv_block(pt + i, v, v_row_stride, cols, alpha + i, acc + i * acc_row_stride, acc_row_stride,
+                 1, vectors, tail);
 }
 
 AVX2 static void pv_tile_avx2(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
-                              int64_t cols, int64_t value_dim, float *acc, int64_t acc_row_stride) {
+                              int64_t cols, int64_t value_dim, const float *alpha, float *acc,
+                              int64_t acc_row_stride) {
     const int64_t block_width = VALUE_VECTORS * LANES;
     for (int64_t d0 = 0; d0 < value_dim; d0 += block_width) {
         const int64_t width = value_dim - d0 < block_width ? value_dim - d0 : block_width;
@@ -155,12 +162,28 @@ AVX2 static void pv_tile_avx2(const float *pt, const float *v, int64_t v_row_str
         const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail_lanes),
                                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         switch (vectors) {
-        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 4, tail); break;
-        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 3, tail); break;
-        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 2, tail); break;
-        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 1, tail); break;
+        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 4, tail); break;
+        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 3, tail); break;
+        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 2, tail); break;
+        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 1, tail); break;
         }
     }
+}
+
+// 1 if no element is NaN or ±∞: those have an all-ones exponent field.
+AVX2 static int all_finite_avx2(const float *v, int64_t v_row_stride, int64_t rows, int64_t value_dim) {
+    const __m256i exponent = _mm256_set1_epi32(0x7F800000);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i special = _mm256_setzero_si256();
+    for (int64_t j = 0; j < rows; j++) {
+        const float *row = v + j * v_row_stride;
+        for (int64_t d = 0; d < value_dim; d += LANES) {
+            const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(value_dim - d)), lane);
+            const __m256i bits = _mm256_castps_si256(_mm256_maskload_ps(row + d, lanes));
+            special = _mm256_or_si256(special, _mm256_cmpeq_epi32(_mm256_and_si256(bits, exponent), exponent));
+        }
+    }
+    return _mm256_testz_si256(special, special);
 }
 
 const attn_microkernels attn_microkernels_avx2 = {
@@ -170,4 +193,5 @@ const attn_microkernels attn_microkernels_avx2 = {
     .row_max = row_max_avx2,
     .exp_row_sum = exp_row_sum_avx2,
     .pv_tile = pv_tile_avx2,
+    .all_finite = all_finite_avx2,
 };

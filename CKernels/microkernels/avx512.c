@@ -124,16 +124,20 @@ AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, const float *row_
     for (int c = 0; c < ROW_VECTORS; c++) _mm512_store_ps(tile_sum + c * LANES, sum[c]);
 }
 
-// acc[i0 .. i0+ROWS)[d0 .. d0+64) += pt · v, with `tail` masking the last vector.
+// acc[i0 .. i0+ROWS)[d0 .. d0+64) = alpha·acc + pt · v, with `tail` masking the last vector.
 AVX512 static inline void pv_block(const float *pt, const float *v, int64_t v_row_stride,
-                                   int64_t cols, float *acc, int64_t acc_row_stride,
-                                   const int rows, const int vectors, __mmask16 tail) {
+                                   int64_t cols, const float *alpha, float *acc,
+                                   int64_t acc_row_stride, const int rows, const int vectors,
+                                   __mmask16 tail) {
     __m512 sum[ROW_BLOCK][VALUE_VECTORS];
-    for (int r = 0; r < rows; r++)
+    for (int r = 0; r < rows; r++) {
+        const __m512 rescale = _mm512_set1_ps(alpha[r]);
         for (int c = 0; c < vectors; c++) {
             const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
-            sum[r][c] = _mm512_maskz_loadu_ps(lanes, acc + r * acc_row_stride + c * LANES);
+            sum[r][c] = _mm512_mul_ps(
+                rescale, _mm512_maskz_loadu_ps(lanes, acc + r * acc_row_stride + c * LANES));
         }
+    }
     for (int64_t j = 0; j < cols; j++) {
         __m512 value[VALUE_VECTORS];
         for (int c = 0; c < vectors; c++) {
@@ -153,20 +157,20 @@ AVX512 static inline void pv_block(const float *pt, const float *v, int64_t v_ro
 }
 
 AVX512 static inline void pv_rows(const float *pt, const float *v, int64_t v_row_stride,
-                                  int64_t rows, int64_t cols, float *acc, int64_t acc_row_stride,
-                                  const int vectors, __mmask16 tail) {
+                                  int64_t rows, int64_t cols, const float *alpha, float *acc,
+                                  int64_t acc_row_stride, const int vectors, __mmask16 tail) {
     int64_t i = 0;
     for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
-        pv_block(pt + i, v, v_row_stride, cols, acc + i * acc_row_stride, acc_row_stride, ROW_BLOCK,
-                 vectors, tail);
+        pv_block(pt + i, v, v_row_stride, cols, alpha + i, acc + i * acc_row_stride,
+                 acc_row_stride, ROW_BLOCK, vectors, tail);
     for (; i < rows; i++)
-        pv_block(pt + i, v, v_row_stride, cols, acc + i * acc_row_stride, acc_row_stride, 1,
-                 vectors, tail);
+        pv_block(pt + i, v, v_row_stride, cols, alpha + i, acc + i * acc_row_stride,
+                 acc_row_stride, 1, vectors, tail);
 }
 
 AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row_stride,
-                                  int64_t rows, int64_t cols, int64_t value_dim, float *acc,
-                                  int64_t acc_row_stride) {
+                                  int64_t rows, int64_t cols, int64_t value_dim,
+                                  const float *alpha, float *acc, int64_t acc_row_stride) {
     const int64_t block_width = VALUE_VECTORS * LANES;
     for (int64_t d0 = 0; d0 < value_dim; d0 += block_width) {
         const int64_t width = value_dim - d0 < block_width ? value_dim - d0 : block_width;
@@ -174,12 +178,29 @@ AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row
         const int tail_lanes = (int)(width - (vectors - 1) * LANES);
         const __mmask16 tail = (__mmask16)((1u << tail_lanes) - 1u);
         switch (vectors) {  // constant vector counts, so each block unrolls fully
-        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 4, tail); break;
-        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 3, tail); break;
-        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 2, tail); break;
-        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, acc + d0, acc_row_stride, 1, tail); break;
+        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 4, tail); break;
+        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 3, tail); break;
+        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 2, tail); break;
+        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 1, tail); break;
         }
     }
+}
+
+// 1 if no element is NaN or ±∞: those have an all-ones exponent field.
+AVX512 static int all_finite_avx512(const float *v, int64_t v_row_stride, int64_t rows,
+                                    int64_t value_dim) {
+    const __m512i exponent = _mm512_set1_epi32(0x7F800000);
+    __mmask16 special = 0;
+    for (int64_t j = 0; j < rows; j++) {
+        const float *row = v + j * v_row_stride;
+        for (int64_t d = 0; d < value_dim; d += LANES) {
+            const int64_t left = value_dim - d;
+            const __mmask16 lanes = left >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+            const __m512i bits = _mm512_castps_si512(_mm512_maskz_loadu_ps(lanes, row + d));
+            special |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, exponent), exponent);
+        }
+    }
+    return special == 0;
 }
 
 const attn_microkernels attn_microkernels_avx512 = {
@@ -189,4 +210,5 @@ const attn_microkernels attn_microkernels_avx512 = {
     .row_max = row_max_avx512,
     .exp_row_sum = exp_row_sum_avx512,
     .pv_tile = pv_tile_avx512,
+    .all_finite = all_finite_avx512,
 };

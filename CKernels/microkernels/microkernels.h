@@ -13,7 +13,9 @@
 //   row_max:     m_new[i]   = max(m[i], max_j st[j][i]), NaN wins
 //   exp_row_sum: st[j][i]   = exp(st[j][i] − m_new[i]) (−0 where st = −∞),
 //                sum[i]     = Σ_j st[j][i]
-//   pv_tile:     acc[i][:] += Σ_j st[j][i] · v[j][:]                (O += P V)
+//   pv_tile:     acc[i][:]  = alpha[i] · acc[i][:] + Σ_j st[j][i] · v[j][:]
+//                (O = diag(e^(m − m_new)) O + P V; alpha is 1 where the max did not grow)
+//   all_finite:  1 if a value tile holds no NaN or infinity
 //
 // Row strides are in floats; the innermost dimension of q, k, v and acc is
 // contiguous. A table is chosen once per process from the CPU's features (see
@@ -43,7 +45,9 @@ typedef struct attn_microkernels {
     void (*row_max)(const float *st, int64_t cols, const float *row_max, float *row_max_new);
     void (*exp_row_sum)(float *st, int64_t cols, const float *row_max_new, float *tile_sum);
     void (*pv_tile)(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
-                    int64_t cols, int64_t value_dim, float *acc, int64_t acc_row_stride);
+                    int64_t cols, int64_t value_dim, const float *alpha, float *acc,
+                    int64_t acc_row_stride);
+    int (*all_finite)(const float *v, int64_t v_row_stride, int64_t rows, int64_t value_dim);
 } attn_microkernels;
 
 extern const attn_microkernels attn_microkernels_portable;

@@ -49,15 +49,25 @@ static void exp_row_sum_portable(float *st, int64_t cols, const float *row_max_n
 }
 
 static void pv_tile_portable(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
-                             int64_t cols, int64_t value_dim, float *acc, int64_t acc_row_stride) {
+                             int64_t cols, int64_t value_dim, const float *alpha, float *acc,
+                             int64_t acc_row_stride) {
     for (int64_t i = 0; i < rows; i++) {
         float *acc_row = acc + i * acc_row_stride;
+        for (int64_t d = 0; d < value_dim; d++) acc_row[d] *= alpha[i];
         for (int64_t j = 0; j < cols; j++) {
             const float weight = pt[j * QUERY_TILE + i];
             const float *v_row = v + j * v_row_stride;
             for (int64_t d = 0; d < value_dim; d++) acc_row[d] += weight * v_row[d];
         }
     }
+}
+
+static int all_finite_portable(const float *v, int64_t v_row_stride, int64_t rows,
+                               int64_t value_dim) {
+    int finite = 1;
+    for (int64_t j = 0; j < rows; j++)
+        for (int64_t d = 0; d < value_dim; d++) finite &= isfinite(v[j * v_row_stride + d]) != 0;
+    return finite;
 }
 
 const attn_microkernels attn_microkernels_portable = {
@@ -67,4 +77,5 @@ const attn_microkernels attn_microkernels_portable = {
     .row_max = row_max_portable,
     .exp_row_sum = exp_row_sum_portable,
     .pv_tile = pv_tile_portable,
+    .all_finite = all_finite_portable,
 };

@@ -11,7 +11,7 @@ struct AttentionCommand: ParsableCommand {
             Kernel path: \(String(cString: attn_kernel_path())), OpenMP: \(attn_has_openmp() != 0 ? "on" : "off"), \
             default threads: \(attn_default_threads()) (set OMP_NUM_THREADS to change).
             """,
-        subcommands: [DemoCommand.self, SDPACommand.self],
+        subcommands: [DemoCommand.self, SDPACommand.self, BenchCommand.self],
         defaultSubcommand: DemoCommand.self
     )
 }

@@ -1,0 +1,83 @@
+// peak.c: the machine's FMA peak, measured, so that benchmarks can state what
+// fraction of it the kernel reaches in the same run.
+//
+// Sixteen independent chains of register-only FMAs (more than latency × ports
+// on current cores), on the widest vectors the selected micro-kernel path uses.
+#include "attention.h"
+#include "microkernels/microkernels.h"
+
+#include <immintrin.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef _OPENMP
+int omp_get_max_threads(void);
+#endif
+
+enum { CHAINS = 16, ITERATIONS_PER_CHECK = 1 << 16 };
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+#define FMA_LOOP(VEC, SET1, FMADD, ADD, STORE, LANES)                                   \
+    VEC acc[CHAINS];                                                                     \
+    for (int c = 0; c < CHAINS; c++) acc[c] = SET1(1.0f + 1e-3f * (float)c);            \
+    const VEC a = SET1(0.999999f), b = SET1(1e-7f);                                      \
+    for (int64_t it = 0; it < iterations; it++)                                          \
+        for (int c = 0; c < CHAINS; c++) acc[c] = FMADD(acc[c], a, b);                   \
+    VEC total = acc[0];                                                                  \
+    for (int c = 1; c < CHAINS; c++) total = ADD(total, acc[c]);                         \
+    float lanes[LANES];                                                                  \
+    STORE(lanes, total);                                                                 \
+    *sink = lanes[0];                                                                    \
+    return (double)iterations * CHAINS * LANES * 2.0;
+
+__attribute__((target("avx512f"))) static double fma_avx512(int64_t iterations, volatile float *sink) {
+    FMA_LOOP(__m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps, 16)
+}
+
+__attribute__((target("avx2,fma"))) static double fma_avx2(int64_t iterations, volatile float *sink) {
+    FMA_LOOP(__m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps, 8)
+}
+
+static double fma_portable(int64_t iterations, volatile float *sink) {
+    float acc[CHAINS];
+    for (int c = 0; c < CHAINS; c++) acc[c] = 1.0f + 1e-3f * (float)c;
+    for (int64_t it = 0; it < iterations; it++)
+        for (int c = 0; c < CHAINS; c++) acc[c] = acc[c] * 0.999999f + 1e-7f;
+    float total = 0.0f;
+    for (int c = 0; c < CHAINS; c++) total += acc[c];
+    *sink = total;
+    return (double)iterations * CHAINS * 2.0;
+}
+
+// FLOP/s of one thread running the loop for about `seconds`.
+static double one_thread(const char *path, double seconds) {
+    volatile float sink = 0.0f;
+    double flops = 0.0;
+    const double start = now_seconds();
+    double elapsed = 0.0;
+    do {
+        if (strcmp(path, "avx512") == 0) flops += fma_avx512(ITERATIONS_PER_CHECK, &sink);
+        else if (strcmp(path, "avx2") == 0) flops += fma_avx2(ITERATIONS_PER_CHECK, &sink);
+        else flops += fma_portable(ITERATIONS_PER_CHECK, &sink);
+        elapsed = now_seconds() - start;
+    } while (elapsed < seconds);
+    return flops / elapsed;
+}
+
+double attn_fma_peak_gflops(int32_t threads, double seconds) {
+    const char *path = attn_selected_microkernels()->name;
+    if (threads < 1) threads = 1;
+    double total = 0.0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    total += one_thread(path, seconds);
+#else
+    total = one_thread(path, seconds) * threads;
+#endif
+    return total / 1e9;
+}

@@ -1,0 +1,177 @@
+import ArgumentParser
+import Attention
+import CAttention
+import Foundation
+
+/// `attention bench`: threaded throughput of the fused kernel (and the oracle on
+/// small shapes), with ratios measured in the same run.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Throughput of scaled-dot-product attention over shapes × causal × threads × path.",
+        discussion: """
+            Each case runs twice to warm up, then repeats until 5 runs and 1 s have passed (or \
+            --repetitions times); the median is reported. FLOPs are 4·B·H·Lq·Lk·D, halved when causal \
+            with Lq = Lk. "% peak" is against a register-only FMA loop measured in the same run with \
+            the same thread count. --format json prints one object per line in the schema of \
+            shared/tools/torch_sdpa_bench.py (plus gbps, peakFraction, kernelPath).
+            """)
+
+    @Option(name: .long, help: "A shape B,H,Lq,Lk,D[,Hkv]; repeatable. Default: the peer table's grid.")
+    var shape: [String] = []
+
+    @Flag(name: .long, help: "Only causal cases (default: both).")
+    var causal = false
+
+    @Flag(name: .long, help: "Only non-causal cases (default: both).")
+    var nonCausal = false
+
+    @Option(name: .long, help: "Thread count; repeatable. Default: 1 … the number of cores.")
+    var threads: [Int] = []
+
+    @Option(name: .long, help: "Timed runs per case (default: until 5 runs and 1 s).")
+    var repetitions: Int?
+
+    @Option(name: .long, help: "fused or reference; repeatable. Default: fused, and reference on shapes under 0.2 GFLOP.")
+    var path: [BackendChoice] = []
+
+    @Option(name: .long, help: "table, json or csv.")
+    var format: OutputFormat = .table
+
+    enum OutputFormat: String, ExpressibleByArgument { case table, json, csv }
+
+    func validate() throws {
+        for text in shape where BenchmarkShape(parsing: text) == nil {
+            throw ValidationError("--shape \(text): expected B,H,Lq,Lk,D[,Hkv], positive, with Hkv dividing H")
+        }
+        if causal && nonCausal { throw ValidationError("--causal and --non-causal exclude each other") }
+        if threads.contains(where: { $0 < 1 }) { throw ValidationError("--threads must be at least 1") }
+        if let repetitions, repetitions < 1 { throw ValidationError("--repetitions must be at least 1") }
+    }
+
+    func run() throws {
+        let shapes = shape.isEmpty ? BenchmarkShape.defaultGrid : shape.compactMap(BenchmarkShape.init(parsing:))
+        let causalModes = causal ? [true] : nonCausal ? [false] : [false, true]
+        let threadCounts = threads.isEmpty ? Array(1...max(1, Int(attn_default_threads()))) : threads
+        let kernelPath = String(cString: attn_kernel_path())
+        var peaks: [Int: Double] = [:]
+        for count in threadCounts { peaks[count] = attn_fma_peak_gflops(Int32(count), 0.3) }
+
+        var cases: [(BenchmarkShape, Bool, Int, BackendChoice)] = []
+        for shape in shapes {
+            for isCausal in causalModes where !(isCausal && shape.isDecode) {
+                let paths = path.isEmpty ? (shape.flops(causal: isCausal) < 2e8 ? [.fused, .reference] : [.fused]) : path
+                for backend in paths {
+                    for count in (backend == .reference ? [1] : threadCounts) { cases.append((shape, isCausal, count, backend)) }
+                }
+            }
+        }
+        let progress = ProgressLine(total: cases.count)
+        var results: [BenchmarkResult] = []
+        for (index, (shape, isCausal, count, backend)) in cases.enumerated() {
+            progress.show(index, "\(shape) \(isCausal ? "causal" : "full") \(backend.rawValue) \(count)t")
+            let (median, runs) = try measure(shape: shape, causal: isCausal, threads: count, backend: backend.backend)
+            let gflops = shape.flops(causal: isCausal) / median / 1e9
+            let result = BenchmarkResult(
+                batch: shape.batch, heads: shape.heads, kvHeads: shape.kvHeads, queryLength: shape.queryLength,
+                keyLength: shape.keyLength, headDim: shape.headDim, causal: isCausal, threads: count,
+                path: backend.rawValue, medianSeconds: median, gflops: gflops, repetitions: runs,
+                gbps: shape.bytes / median / 1e9, peakFraction: gflops / (peaks[count] ?? .nan), kernelPath: kernelPath)
+            results.append(result)
+            if format == .json { try printJSON(result) }
+        }
+        progress.finish()
+        switch format {
+        case .json: break
+        case .csv: printCSV(results)
+        case .table: printTable(results, peaks: peaks, kernelPath: kernelPath)
+        }
+    }
+
+    /// Median seconds of one case after two warm-up runs.
+    func measure(shape: BenchmarkShape, causal: Bool, threads: Int, backend: AttentionBackend) throws -> (Double, Int) {
+        let q = try Tensor<Float>.randomNormal([shape.batch, shape.heads, shape.queryLength, shape.headDim], seed: 1)
+        let k = try Tensor<Float>.randomNormal([shape.batch, shape.kvHeads, shape.keyLength, shape.headDim], seed: 2)
+        let v = try Tensor<Float>.randomNormal([shape.batch, shape.kvHeads, shape.keyLength, shape.headDim], seed: 3)
+        let mask = causal ? shape.causalMask : .none
+        let call = { _ = try scaledDotProductAttention(queries: q, keys: k, values: v, mask: mask, backend: backend, threads: threads) }
+        for _ in 0..<(backend == .reference ? 1 : 2) { try call() }
+        var times: [Double] = []
+        let clock = ContinuousClock()
+        let start = clock.now
+        while true {
+            let elapsed = try clock.measure(call)
+            times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+            if let repetitions { if times.count >= repetitions { break } } else if times.count >= 5, clock.now - start > .seconds(1) {
+                break
+            }
+            if repetitions == nil, backend == .reference, times.count >= 3 { break }
+        }
+        times.sort()
+        let middle = times.count / 2
+        return (times.count % 2 == 1 ? times[middle] : (times[middle - 1] + times[middle]) / 2, times.count)
+    }
+
+    func printJSON(_ result: BenchmarkResult) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(result), as: UTF8.self))
+        fflush(nil)  // flush stdout, line by line for a pipe
+    }
+
+    func printCSV(_ results: [BenchmarkResult]) {
+        print("batch,heads,kvHeads,queryLength,keyLength,headDim,causal,threads,path,medianSeconds,gflops,gbps,peakFraction,repetitions")
+        for r in results {
+            print("\(r.batch),\(r.heads),\(r.kvHeads),\(r.queryLength),\(r.keyLength),\(r.headDim),\(r.causal),\(r.threads),\(r.path),\(r.medianSeconds),\(r.gflops),\(r.gbps),\(r.peakFraction),\(r.repetitions)")
+        }
+    }
+
+    func printTable(_ results: [BenchmarkResult], peaks: [Int: Double], kernelPath: String) {
+        let peakText = peaks.keys.sorted().map { "\($0)t \(fixed(peaks[$0]!, 0))" }.joined(separator: ", ")
+        print("kernel path \(kernelPath); FMA peak GFLOP/s: \(peakText)")
+        let header = ["shape B,H,Lq,Lk,D", "causal", "path", "thr", "median ms", "GFLOP/s", "GB/s", "% peak", "× 1 thread", "× reference"]
+        var rows: [[String]] = []
+        for r in results {
+            let key = "\(r.batch),\(r.heads),\(r.queryLength),\(r.keyLength),\(r.headDim)" + (r.kvHeads != r.heads ? ",\(r.kvHeads)" : "")
+            let single = results.first { $0.path == r.path && $0.causal == r.causal && $0.threads == 1 && same($0, r) }
+            let reference = results.first { $0.path == "reference" && $0.causal == r.causal && same($0, r) }
+            rows.append([
+                key, r.causal ? "yes" : "no", r.path, "\(r.threads)", fixed(r.medianSeconds * 1e3, 3), fixed(r.gflops, 1),
+                fixed(r.gbps, 1), fixed(100 * r.peakFraction, 0),
+                single.map { fixed($0.medianSeconds / r.medianSeconds, 2) } ?? "",
+                r.path == "fused" ? reference.map { fixed($0.medianSeconds / r.medianSeconds, 0) } ?? "" : "",
+            ])
+        }
+        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+        for row in [header] + rows {
+            print(row.enumerated().map { $1.leftPadded(to: widths[$0]) }.joined(separator: "  "))
+        }
+    }
+
+    private func same(_ a: BenchmarkResult, _ b: BenchmarkResult) -> Bool {
+        (a.batch, a.heads, a.kvHeads, a.queryLength, a.keyLength, a.headDim) == (b.batch, b.heads, b.kvHeads, b.queryLength, b.keyLength, b.headDim)
+    }
+
+    private func fixed(_ value: Double, _ decimals: Int) -> String {
+        guard value.isFinite else { return "-" }
+        return String(format: "%.\(decimals)f", value)
+    }
+}
+
+/// A one-line progress display on stderr, only when stderr is a terminal.
+final class ProgressLine {
+    let total: Int
+    let enabled = isatty(2) != 0
+
+    init(total: Int) { self.total = total }
+
+    func show(_ index: Int, _ label: String) {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K[\(index + 1)/\(total)] \(label)".utf8))
+    }
+
+    func finish() {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+    }
+}
