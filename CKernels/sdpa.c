@@ -48,6 +48,7 @@ typedef struct row_state {
     float *qt;           // scale·Qᵀ [head_dim, QUERY_TILE]
     float *scores;       // st / pt  [KEY_TILE, QUERY_TILE]
     float *acc;          // unnormalised output [QUERY_TILE, value_dim_padded]
+    float *v_clean;      // a value tile with non-finite values zeroed [KEY_TILE, value_dim_padded]
 } row_state;
 
 static int64_t round_up(int64_t value, int64_t multiple) {
@@ -56,10 +57,10 @@ static int64_t round_up(int64_t value, int64_t multiple) {
 
 static int64_t scratch_floats_per_thread(int64_t head_dim, int64_t value_dim_padded) {
     return 5 * QUERY_TILE + head_dim * QUERY_TILE + KEY_TILE * QUERY_TILE +
-           QUERY_TILE * value_dim_padded;
+           (QUERY_TILE + KEY_TILE) * value_dim_padded;
 }
 
-static row_state row_state_at(float *scratch, int64_t head_dim) {
+static row_state row_state_at(float *scratch, int64_t head_dim, int64_t value_dim_padded) {
     row_state state;
     state.row_max = scratch;
     state.row_max_new = state.row_max + QUERY_TILE;
@@ -69,6 +70,7 @@ static row_state row_state_at(float *scratch, int64_t head_dim) {
     state.qt = state.alpha + QUERY_TILE;
     state.scores = state.qt + head_dim * QUERY_TILE;
     state.acc = state.scores + KEY_TILE * QUERY_TILE;
+    state.v_clean = state.acc + QUERY_TILE * value_dim_padded;
     return state;
 }
 
@@ -159,21 +161,33 @@ static void apply_dropout(const task_view *t, int64_t col0, int64_t cols, float 
                 pt[j * QUERY_TILE + i] *= 0.0f;
 }
 
-// acc = alpha·acc + p·v for a value tile that holds a NaN or an infinity: masked
-// cells (weight −0) are skipped so that 0·Inf never turns a masked key into NaN.
-static void pv_tile_skipping_masked(const float *pt, const float *v, int64_t v_row_stride,
-                                    int64_t rows, int64_t cols, int64_t value_dim,
-                                    const float *alpha, float *acc, int64_t acc_row_stride) {
-    for (int64_t i = 0; i < rows; i++) {
-        float *acc_row = acc + i * acc_row_stride;
-        for (int64_t d = 0; d < value_dim; d++) acc_row[d] *= alpha[i];
-        for (int64_t j = 0; j < cols; j++) {
-            const float weight = pt[j * QUERY_TILE + i];
-            if (weight == 0.0f && signbit(weight)) continue;
-            const float *v_row = v + j * v_row_stride;
-            for (int64_t d = 0; d < value_dim; d++) acc_row[d] += weight * v_row[d];
+// acc = alpha·acc + p·v for a value tile that holds a NaN or an infinity, with
+// the same arithmetic as a finite tile: the micro-kernel runs on a copy whose
+// non-finite values are 0, then those values are added back for the cells that
+// are not masked. A masked cell (weight −0) so never turns 0·Inf into NaN, and
+// the finite part of every row is bit for bit what it would be without them.
+static void pv_tile_with_nonfinite_values(const attn_microkernels *kernels, const float *pt,
+                                          const float *v, int64_t v_row_stride, int64_t rows,
+                                          int64_t cols, int64_t value_dim, const float *alpha,
+                                          float *acc, int64_t acc_row_stride, float *v_clean,
+                                          int64_t clean_row_stride) {
+    for (int64_t j = 0; j < cols; j++)
+        for (int64_t d = 0; d < value_dim; d++) {
+            const float value = v[j * v_row_stride + d];
+            v_clean[j * clean_row_stride + d] = isfinite(value) ? value : 0.0f;
         }
-    }
+    kernels->pv_tile(pt, v_clean, clean_row_stride, rows, cols, value_dim, alpha, acc,
+                     acc_row_stride);
+    for (int64_t j = 0; j < cols; j++)
+        for (int64_t d = 0; d < value_dim; d++) {
+            const float value = v[j * v_row_stride + d];
+            if (isfinite(value)) continue;
+            for (int64_t i = 0; i < rows; i++) {
+                const float weight = pt[j * QUERY_TILE + i];
+                if (weight == 0.0f && signbit(weight)) continue;  // masked
+                acc[i * acc_row_stride + d] += weight * value;
+            }
+        }
 }
 
 static void run_task(const attn_params *p, const attn_microkernels *kernels, int64_t batch,
@@ -243,8 +257,9 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
                 kernels->pv_tile(st, v_tile, p->value_strides[2], t.rows, cols, p->value_dim,
                                  state.alpha, state.acc, value_dim_padded);
             else
-                pv_tile_skipping_masked(st, v_tile, p->value_strides[2], t.rows, cols,
-                                        p->value_dim, state.alpha, state.acc, value_dim_padded);
+                pv_tile_with_nonfinite_values(kernels, st, v_tile, p->value_strides[2], t.rows,
+                                              cols, p->value_dim, state.alpha, state.acc,
+                                              value_dim_padded, state.v_clean, value_dim_padded);
         }
     }
 
@@ -305,7 +320,8 @@ attn_status attn_sdpa_forward(const attn_params *params) {
 #ifdef _OPENMP
         thread = omp_get_thread_num();
 #endif
-        const row_state state = row_state_at(scratch + per_thread * thread, p->head_dim);
+        const row_state state =
+            row_state_at(scratch + per_thread * thread, p->head_dim, value_dim_padded);
         for (;;) {
             const int64_t task = __atomic_fetch_add(&next_task, 1, __ATOMIC_RELAXED);
             if (task >= tasks) break;

@@ -45,7 +45,7 @@ struct SDPACommand: ParsableCommand {
         let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: input))
         let names = Set(file.tensorNames)
         if names.contains("mask_keep") && names.contains("mask_additive") {
-            throw ValidationError("\(input): holds both mask_keep and mask_additive; keep one")
+            throw CommandError("\(input): holds both mask_keep and mask_additive; keep one")
         }
         var mask: AttentionMask = .none
         if names.contains("mask_keep") { mask = .keep(try file.boolTensor("mask_keep")) }
@@ -54,7 +54,7 @@ struct SDPACommand: ParsableCommand {
             if case .none = mask {
                 mask = .causal(causal.alignment)
             } else {
-                throw ValidationError("--causal cannot be combined with the mask in \(input) (as in PyTorch)")
+                throw CommandError("--causal cannot be combined with the mask in \(input) (as in PyTorch)")
             }
         }
         let result = try scaledDotProductAttentionWithLogsumexp(
@@ -70,7 +70,7 @@ struct SDPACommand: ParsableCommand {
         if let compare {
             let expected = try file.floatTensor(compare)
             guard let difference = result.output.maxAbsoluteDifference(to: expected) else {
-                throw ValidationError("\(compare) has shape \(expected.shape), out has \(result.output.shape)")
+                throw CommandError("\(compare) has shape \(expected.shape), out has \(result.output.shape)")
             }
             print("max |out - \(compare)| = \(difference)")
         }
