@@ -190,8 +190,27 @@ static void pv_tile_with_nonfinite_values(const attn_microkernels *kernels, cons
         }
 }
 
+// Whether value tile `tile` of (batch, kv head) is free of NaN and infinities,
+// checked by the first task that needs it and remembered for the others in
+// `finite_tiles` (0 = not checked yet, 1 = finite, 2 = not finite). Two tasks
+// may race to check the same tile; both store the same answer.
+enum { TILE_UNCHECKED = 0, TILE_FINITE = 1, TILE_NOT_FINITE = 2 };
+
+static int value_tile_finite(const attn_microkernels *kernels, unsigned char *finite_tiles,
+                             int64_t tile_index, const float *v_tile, int64_t v_row_stride,
+                             int64_t cols, int64_t value_dim) {
+    unsigned char state = __atomic_load_n(finite_tiles + tile_index, __ATOMIC_RELAXED);
+    if (state == TILE_UNCHECKED) {
+        state = kernels->all_finite(v_tile, v_row_stride, cols, value_dim) ? TILE_FINITE
+                                                                           : TILE_NOT_FINITE;
+        __atomic_store_n(finite_tiles + tile_index, state, __ATOMIC_RELAXED);
+    }
+    return state == TILE_FINITE;
+}
+
 static void run_task(const attn_params *p, const attn_microkernels *kernels, int64_t batch,
-                     int64_t head, int64_t row0, row_state state, int64_t value_dim_padded) {
+                     int64_t head, int64_t row0, row_state state, int64_t value_dim_padded,
+                     unsigned char *finite_tiles) {
     task_view t;
     t.p = p;
     t.batch = batch;
@@ -253,7 +272,10 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
 
         if (p->value_dim > 0) {
             const float *v_tile = v + col0 * p->value_strides[2];
-            if (kernels->all_finite(v_tile, p->value_strides[2], cols, p->value_dim))
+            const int64_t key_tiles = (p->key_length + KEY_TILE - 1) / KEY_TILE;
+            const int64_t tile_index = (batch * p->kv_heads + t.kv_head) * key_tiles + col0 / KEY_TILE;
+            if (value_tile_finite(kernels, finite_tiles, tile_index, v_tile, p->value_strides[2],
+                                  cols, p->value_dim))
                 kernels->pv_tile(st, v_tile, p->value_strides[2], t.rows, cols, p->value_dim,
                                  state.alpha, state.acc, value_dim_padded);
             else
@@ -307,7 +329,13 @@ attn_status attn_sdpa_forward(const attn_params *params) {
 #endif
     float *scratch = aligned_alloc(SCRATCH_ALIGNMENT,
                                    sizeof(float) * (size_t)(per_thread * threads));
-    if (!scratch) return ATTN_ERROR_OUT_OF_MEMORY;
+    const int64_t key_tiles = (p->key_length + KEY_TILE - 1) / KEY_TILE;
+    unsigned char *finite_tiles = calloc((size_t)(p->batch * p->kv_heads * key_tiles + 1), 1);
+    if (!scratch || !finite_tiles) {
+        free(scratch);
+        free(finite_tiles);
+        return ATTN_ERROR_OUT_OF_MEMORY;
+    }
 
     // Tasks run from the last query tile to the first: under a causal mask the
     // last tiles cost most, and starting with them balances the tail.
@@ -328,10 +356,11 @@ attn_status attn_sdpa_forward(const attn_params *params) {
             const int64_t query_tile = query_tiles - 1 - task / heads_total;
             const int64_t batch_head = task % heads_total;
             run_task(p, kernels, batch_head / p->query_heads, batch_head % p->query_heads,
-                     query_tile * QUERY_TILE, state, value_dim_padded);
+                     query_tile * QUERY_TILE, state, value_dim_padded, finite_tiles);
         }
     }
     free(scratch);
+    free(finite_tiles);
     return ATTN_OK;
 }
 

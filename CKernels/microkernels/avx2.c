@@ -8,6 +8,9 @@
 #include <immintrin.h>
 #include <math.h>
 
+// Blocks take their sizes as constants: forced inlining lets every size unroll fully.
+#define INLINE __attribute__((always_inline)) inline
+
 #define AVX2 __attribute__((target("avx2,fma")))
 
 enum {
@@ -47,7 +50,7 @@ AVX2 static void pack_query_avx2(const float *q, int64_t q_row_stride, int64_t r
             qt[d * QUERY_TILE + i] = i < rows ? q[i * q_row_stride + d] * scale : 0.0f;
 }
 
-AVX2 static inline void qk_block(const float *qt, const float *k, int64_t k_row_stride,
+AVX2 INLINE static void qk_block(const float *qt, const float *k, int64_t k_row_stride,
                                  int64_t head_dim, float *st, const int keys) {
     for (int half = 0; half < QUERY_TILE / (HALF_VECTORS * LANES); half++) {
         const int64_t lane0 = half * HALF_VECTORS * LANES;
@@ -113,7 +116,7 @@ AVX2 static void exp_row_sum_avx2(float *st, int64_t cols, const float *row_max_
 
 // acc rows += pt · v over `width` ≤ 32 value columns; a partial last vector is
 // handled with maskload/maskstore.
-AVX2 static inline void pv_block(const float *pt, const float *v, int64_t v_row_stride,
+AVX2 INLINE static void pv_block(const float *pt, const float *v, int64_t v_row_stride,
                                  int64_t cols, const float *alpha, float *acc,
                                  int64_t acc_row_stride, const int rows, const int vectors,
                                  __m256i tail) {
@@ -139,14 +142,17 @@ AVX2 static inline void pv_block(const float *pt, const float *v, int64_t v_row_
             _mm256_maskstore_ps(acc + r * acc_row_stride + c * LANES, c == vectors - 1 ? tail : all, sum[r][c]);
 }
 
-AVX2 static inline void pv_rows(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
+AVX2 INLINE static void pv_rows(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                                 int64_t cols, const float *alpha, float *acc, int64_t acc_row_stride,
                                 const int vectors, __m256i tail) {
     int64_t i = 0;
     for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
         pv_block(pt + i, v, v_row_stride, cols, alpha + i, acc + i * acc_row_stride, acc_row_stride,
                  ROW_BLOCK, vectors, tail);
-    for (; i < rows; i++)
+    if (rows - i == 2)
+        pv_block(pt + i, v, v_row_stride, cols, alpha + i, acc + i * acc_row_stride, acc_row_stride,
+                 2, vectors, tail);
+    if (rows - i == 1)
         pv_block(pt + i, v, v_row_stride, cols, alpha + i, acc + i * acc_row_stride, acc_row_stride,
                  1, vectors, tail);
 }

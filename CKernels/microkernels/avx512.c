@@ -11,6 +11,9 @@
 #include <immintrin.h>
 #include <math.h>
 
+// Blocks take their sizes as constants: forced inlining lets every size unroll fully.
+#define INLINE __attribute__((always_inline)) inline
+
 #define AVX512 __attribute__((target("avx512f")))
 
 enum {
@@ -51,7 +54,7 @@ AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64
 }
 
 // st[j0 .. j0+KEYS) = k rows · qt, KEYS ≤ KEY_BLOCK; inlined per block size.
-AVX512 static inline void qk_block(const float *qt, const float *k, int64_t k_row_stride,
+AVX512 INLINE static void qk_block(const float *qt, const float *k, int64_t k_row_stride,
                                    int64_t head_dim, float *st, const int keys) {
     __m512 acc[KEY_BLOCK][ROW_VECTORS];
     for (int r = 0; r < keys; r++)
@@ -125,7 +128,7 @@ AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, const float *row_
 }
 
 // acc[i0 .. i0+ROWS)[d0 .. d0+64) = alpha·acc + pt · v, with `tail` masking the last vector.
-AVX512 static inline void pv_block(const float *pt, const float *v, int64_t v_row_stride,
+AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_row_stride,
                                    int64_t cols, const float *alpha, float *acc,
                                    int64_t acc_row_stride, const int rows, const int vectors,
                                    __mmask16 tail) {
@@ -156,16 +159,23 @@ AVX512 static inline void pv_block(const float *pt, const float *v, int64_t v_ro
         }
 }
 
-AVX512 static inline void pv_rows(const float *pt, const float *v, int64_t v_row_stride,
+AVX512 INLINE static void pv_rows(const float *pt, const float *v, int64_t v_row_stride,
                                   int64_t rows, int64_t cols, const float *alpha, float *acc,
                                   int64_t acc_row_stride, const int vectors, __mmask16 tail) {
     int64_t i = 0;
     for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
         pv_block(pt + i, v, v_row_stride, cols, alpha + i, acc + i * acc_row_stride,
                  acc_row_stride, ROW_BLOCK, vectors, tail);
-    for (; i < rows; i++)
-        pv_block(pt + i, v, v_row_stride, cols, alpha + i, acc + i * acc_row_stride,
-                 acc_row_stride, 1, vectors, tail);
+    const float *pt_rest = pt + i, *alpha_rest = alpha + i;
+    float *acc_rest = acc + i * acc_row_stride;
+    switch (rows - i) {  // the remaining rows in one block of constant size
+    case 5: pv_block(pt_rest, v, v_row_stride, cols, alpha_rest, acc_rest, acc_row_stride, 5, vectors, tail); break;
+    case 4: pv_block(pt_rest, v, v_row_stride, cols, alpha_rest, acc_rest, acc_row_stride, 4, vectors, tail); break;
+    case 3: pv_block(pt_rest, v, v_row_stride, cols, alpha_rest, acc_rest, acc_row_stride, 3, vectors, tail); break;
+    case 2: pv_block(pt_rest, v, v_row_stride, cols, alpha_rest, acc_rest, acc_row_stride, 2, vectors, tail); break;
+    case 1: pv_block(pt_rest, v, v_row_stride, cols, alpha_rest, acc_rest, acc_row_stride, 1, vectors, tail); break;
+    default: break;
+    }
 }
 
 AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row_stride,
