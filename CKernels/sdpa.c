@@ -170,14 +170,14 @@ static void pv_tile_with_nonfinite_values(const attn_microkernels *kernels, cons
                                           const float *v, int64_t v_row_stride, int64_t rows,
                                           int64_t cols, int64_t value_dim, const float *alpha,
                                           float *acc, int64_t acc_row_stride, float *v_clean,
-                                          int64_t clean_row_stride) {
+                                          int64_t clean_row_stride, int64_t visible_limit) {
     for (int64_t j = 0; j < cols; j++)
         for (int64_t d = 0; d < value_dim; d++) {
             const float value = v[j * v_row_stride + d];
             v_clean[j * clean_row_stride + d] = isfinite(value) ? value : 0.0f;
         }
     kernels->pv_tile(pt, v_clean, clean_row_stride, rows, cols, value_dim, alpha, acc,
-                     acc_row_stride);
+                     acc_row_stride, visible_limit);
     for (int64_t j = 0; j < cols; j++)
         for (int64_t d = 0; d < value_dim; d++) {
             const float value = v[j * v_row_stride + d];
@@ -255,8 +255,12 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
         else
             memset(st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
         if (t.keep_mask || t.additive_mask) apply_explicit_mask(&t, col0, cols, st);
-        if (p->causal != ATTN_CAUSAL_NONE && col0 + cols - 1 > row0 + t.causal_offset)
+        // Row i sees keys j < i + visible_limit of this tile (all of them off the diagonal).
+        int64_t visible_limit = cols;
+        if (p->causal != ATTN_CAUSAL_NONE && col0 + cols - 1 > row0 + t.causal_offset) {
             apply_causal_mask(&t, col0, cols, st);
+            visible_limit = row0 + t.causal_offset - col0 + 1;
+        }
 
         // Online softmax: rows whose max grew rescale by alpha = e^(m − m_new)
         // (0 when m was −∞); the accumulator's rescale is fused into pv_tile.
@@ -277,11 +281,12 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
             if (value_tile_finite(kernels, finite_tiles, tile_index, v_tile, p->value_strides[2],
                                   cols, p->value_dim))
                 kernels->pv_tile(st, v_tile, p->value_strides[2], t.rows, cols, p->value_dim,
-                                 state.alpha, state.acc, value_dim_padded);
+                                 state.alpha, state.acc, value_dim_padded, visible_limit);
             else
                 pv_tile_with_nonfinite_values(kernels, st, v_tile, p->value_strides[2], t.rows,
                                               cols, p->value_dim, state.alpha, state.acc,
-                                              value_dim_padded, state.v_clean, value_dim_padded);
+                                              value_dim_padded, state.v_clean, value_dim_padded,
+                                              visible_limit);
         }
     }
 

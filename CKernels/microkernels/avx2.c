@@ -23,7 +23,7 @@ enum {
 
 // exp(x) for x ≤ 0 (or NaN), about 1 ulp: as exp512 in avx512.c, with 2^n built
 // in the exponent field. Results below FLT_MIN (x < −87.3) flush to 0.
-AVX2 static inline __m256 exp256(__m256 x) {
+AVX2 INLINE static __m256 exp256(__m256 x) {
     const __m256 underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
     x = _mm256_max_ps(_mm256_set1_ps(-87.3f), x);  // NaN passes: max returns its 2nd operand
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
@@ -144,22 +144,22 @@ AVX2 INLINE static void pv_block(const float *pt, const float *v, int64_t v_row_
 
 AVX2 INLINE static void pv_rows(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                                 int64_t cols, const float *alpha, float *acc, int64_t acc_row_stride,
-                                const int vectors, __m256i tail) {
+                                const int vectors, __m256i tail, int64_t visible_limit) {
     int64_t i = 0;
     for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
-        pv_block(pt + i, v, v_row_stride, cols, alpha + i, acc + i * acc_row_stride, acc_row_stride,
-                 ROW_BLOCK, vectors, tail);
+        pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, ROW_BLOCK, visible_limit), alpha + i,
+                 acc + i * acc_row_stride, acc_row_stride, ROW_BLOCK, vectors, tail);
     if (rows - i == 2)
-        pv_block(pt + i, v, v_row_stride, cols, alpha + i, acc + i * acc_row_stride, acc_row_stride,
-                 2, vectors, tail);
+        pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, 2, visible_limit), alpha + i,
+                 acc + i * acc_row_stride, acc_row_stride, 2, vectors, tail);
     if (rows - i == 1)
-        pv_block(pt + i, v, v_row_stride, cols, alpha + i, acc + i * acc_row_stride, acc_row_stride,
-                 1, vectors, tail);
+        pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, 1, visible_limit), alpha + i,
+                 acc + i * acc_row_stride, acc_row_stride, 1, vectors, tail);
 }
 
 AVX2 static void pv_tile_avx2(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                               int64_t cols, int64_t value_dim, const float *alpha, float *acc,
-                              int64_t acc_row_stride) {
+                              int64_t acc_row_stride, int64_t visible_limit) {
     const int64_t block_width = VALUE_VECTORS * LANES;
     for (int64_t d0 = 0; d0 < value_dim; d0 += block_width) {
         const int64_t width = value_dim - d0 < block_width ? value_dim - d0 : block_width;
@@ -168,10 +168,10 @@ AVX2 static void pv_tile_avx2(const float *pt, const float *v, int64_t v_row_str
         const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail_lanes),
                                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         switch (vectors) {
-        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 4, tail); break;
-        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 3, tail); break;
-        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 2, tail); break;
-        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 1, tail); break;
+        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 4, tail, visible_limit); break;
+        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 3, tail, visible_limit); break;
+        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 2, tail, visible_limit); break;
+        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 1, tail, visible_limit); break;
         }
     }
 }

@@ -26,11 +26,15 @@ enum {
 
 // exp(x) for x ≤ 0 (or NaN), accurate to about 1 ulp: x = n·ln2 + r with
 // |r| ≤ ln2/2 (Cody–Waite split of ln2), e^r by its degree-7 Taylor polynomial
-// (truncation < 6e-9 relative), and 2^n applied with scalef, which gives 0 below
-// the denormal range. Inputs below −104 give 0; NaN stays NaN (max returns its
-// second operand when either is NaN).
-AVX512 static inline __m512 exp512(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+// (truncation < 6e-9 relative), and 2^n applied with scalef. Results below
+// FLT_MIN (x < −87.3) are flushed to 0 rather than made denormal: a denormal
+// result costs a microcode assist of ~100 cycles per vector on Intel cores, and
+// the masked upper triangle of every diagonal tile would pay it. NaN stays NaN
+// (max returns its second operand when either is NaN).
+AVX512 INLINE static __m512 exp512(__m512 x) {
+    const __m512 lowest = _mm512_set1_ps(-87.3f);
+    const __mmask16 normal = _mm512_cmp_ps_mask(x, lowest, _CMP_NLT_UQ);  // x ≥ −87.3 or NaN
+    x = _mm512_max_ps(lowest, x);
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -43,7 +47,7 @@ AVX512 static inline __m512 exp512(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_maskz_scalef_ps(normal, p, n);
 }
 
 AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64_t rows,
@@ -161,26 +165,29 @@ AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_ro
 
 AVX512 INLINE static void pv_rows(const float *pt, const float *v, int64_t v_row_stride,
                                   int64_t rows, int64_t cols, const float *alpha, float *acc,
-                                  int64_t acc_row_stride, const int vectors, __mmask16 tail) {
+                                  int64_t acc_row_stride, const int vectors, __mmask16 tail,
+                                  int64_t visible_limit) {
     int64_t i = 0;
     for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
-        pv_block(pt + i, v, v_row_stride, cols, alpha + i, acc + i * acc_row_stride,
-                 acc_row_stride, ROW_BLOCK, vectors, tail);
+        pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, ROW_BLOCK, visible_limit), alpha + i,
+                 acc + i * acc_row_stride, acc_row_stride, ROW_BLOCK, vectors, tail);
+    const int rest = (int)(rows - i);
+    const int64_t rest_cols = visible_cols(cols, i, rest, visible_limit);
     const float *pt_rest = pt + i, *alpha_rest = alpha + i;
     float *acc_rest = acc + i * acc_row_stride;
-    switch (rows - i) {  // the remaining rows in one block of constant size
-    case 5: pv_block(pt_rest, v, v_row_stride, cols, alpha_rest, acc_rest, acc_row_stride, 5, vectors, tail); break;
-    case 4: pv_block(pt_rest, v, v_row_stride, cols, alpha_rest, acc_rest, acc_row_stride, 4, vectors, tail); break;
-    case 3: pv_block(pt_rest, v, v_row_stride, cols, alpha_rest, acc_rest, acc_row_stride, 3, vectors, tail); break;
-    case 2: pv_block(pt_rest, v, v_row_stride, cols, alpha_rest, acc_rest, acc_row_stride, 2, vectors, tail); break;
-    case 1: pv_block(pt_rest, v, v_row_stride, cols, alpha_rest, acc_rest, acc_row_stride, 1, vectors, tail); break;
+    switch (rest) {  // the remaining rows in one block of constant size
+    case 5: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 5, vectors, tail); break;
+    case 4: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 4, vectors, tail); break;
+    case 3: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 3, vectors, tail); break;
+    case 2: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 2, vectors, tail); break;
+    case 1: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 1, vectors, tail); break;
     default: break;
     }
 }
 
 AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row_stride,
                                   int64_t rows, int64_t cols, int64_t value_dim,
-                                  const float *alpha, float *acc, int64_t acc_row_stride) {
+                                  const float *alpha, float *acc, int64_t acc_row_stride, int64_t visible_limit) {
     const int64_t block_width = VALUE_VECTORS * LANES;
     for (int64_t d0 = 0; d0 < value_dim; d0 += block_width) {
         const int64_t width = value_dim - d0 < block_width ? value_dim - d0 : block_width;
@@ -188,10 +195,10 @@ AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row
         const int tail_lanes = (int)(width - (vectors - 1) * LANES);
         const __mmask16 tail = (__mmask16)((1u << tail_lanes) - 1u);
         switch (vectors) {  // constant vector counts, so each block unrolls fully
-        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 4, tail); break;
-        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 3, tail); break;
-        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 2, tail); break;
-        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 1, tail); break;
+        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 4, tail, visible_limit); break;
+        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 3, tail, visible_limit); break;
+        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 2, tail, visible_limit); break;
+        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 1, tail, visible_limit); break;
         }
     }
 }

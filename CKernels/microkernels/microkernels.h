@@ -15,6 +15,8 @@
 //                sum[i]     = Σ_j st[j][i]
 //   pv_tile:     acc[i][:]  = alpha[i] · acc[i][:] + Σ_j st[j][i] · v[j][:]
 //                (O = diag(e^(m − m_new)) O + P V; alpha is 1 where the max did not grow)
+//                Row i may skip keys j ≥ i + visible_limit, which are masked (weight −0,
+//                so skipping them changes no bit); visible_limit ≥ cols means none.
 //   all_finite:  1 if a value tile holds no NaN or infinity
 //
 // Row strides are in floats; the innermost dimension of q, k, v and acc is
@@ -46,13 +48,21 @@ typedef struct attn_microkernels {
     void (*exp_row_sum)(float *st, int64_t cols, const float *row_max_new, float *tile_sum);
     void (*pv_tile)(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                     int64_t cols, int64_t value_dim, const float *alpha, float *acc,
-                    int64_t acc_row_stride);
+                    int64_t acc_row_stride, int64_t visible_limit);
     int (*all_finite)(const float *v, int64_t v_row_stride, int64_t rows, int64_t value_dim);
 } attn_microkernels;
 
 extern const attn_microkernels attn_microkernels_portable;
 extern const attn_microkernels attn_microkernels_avx2;
 extern const attn_microkernels attn_microkernels_avx512;
+
+/// Keys a block of query rows [i, i + block_rows) must visit: past the last
+/// row's visible limit every weight of the block is masked.
+static inline int64_t visible_cols(int64_t cols, int64_t i, int64_t block_rows, int64_t visible_limit) {
+    if (visible_limit >= cols) return cols;
+    const int64_t limit = i + block_rows - 1 + visible_limit;
+    return limit < 0 ? 0 : limit < cols ? limit : cols;
+}
 
 /// Whether this CPU can run the table (checked with __builtin_cpu_supports).
 int attn_microkernels_supported(const attn_microkernels *table);

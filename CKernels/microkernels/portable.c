@@ -50,7 +50,8 @@ static void exp_row_sum_portable(float *st, int64_t cols, const float *row_max_n
 
 static void pv_tile_portable(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                              int64_t cols, int64_t value_dim, const float *alpha, float *acc,
-                             int64_t acc_row_stride) {
+                             int64_t acc_row_stride, int64_t visible_limit) {
+    (void)visible_limit;  // the plain loop visits every key; masked weights add nothing
     for (int64_t i = 0; i < rows; i++) {
         float *acc_row = acc + i * acc_row_stride;
         for (int64_t d = 0; d < value_dim; d++) acc_row[d] *= alpha[i];

@@ -14,7 +14,7 @@ struct BenchCommand: ParsableCommand {
             --repetitions times); the median is reported. FLOPs are 4·B·H·Lq·Lk·D, halved when causal \
             with Lq = Lk. "% peak" is against a register-only FMA loop measured in the same run with \
             the same thread count. --format json prints one object per line in the schema of \
-            shared/tools/torch_sdpa_bench.py (plus gbps, peakFraction, kernelPath).
+            shared/tools/torch_sdpa_bench.py (plus minSeconds, gbps, peakFraction, kernelPath).
             """)
 
     @Option(name: .long, help: "A shape B,H,Lq,Lk,D[,Hkv]; repeatable. Default: the peer table's grid.")
@@ -70,12 +70,12 @@ struct BenchCommand: ParsableCommand {
         var results: [BenchmarkResult] = []
         for (index, (shape, isCausal, count, backend)) in cases.enumerated() {
             progress.show(index, "\(shape) \(isCausal ? "causal" : "full") \(backend.rawValue) \(count)t")
-            let (median, runs) = try measure(shape: shape, causal: isCausal, threads: count, backend: backend.backend)
+            let (median, fastest, runs) = try measure(shape: shape, causal: isCausal, threads: count, backend: backend.backend)
             let gflops = shape.flops(causal: isCausal) / median / 1e9
             let result = BenchmarkResult(
                 batch: shape.batch, heads: shape.heads, kvHeads: shape.kvHeads, queryLength: shape.queryLength,
                 keyLength: shape.keyLength, headDim: shape.headDim, causal: isCausal, threads: count,
-                path: backend.rawValue, medianSeconds: median, gflops: gflops, repetitions: runs,
+                path: backend.rawValue, medianSeconds: median, gflops: gflops, repetitions: runs, minSeconds: fastest,
                 gbps: shape.bytes / median / 1e9, peakFraction: gflops / (peaks[count] ?? .nan), kernelPath: kernelPath)
             results.append(result)
             if format == .json { try printJSON(result) }
@@ -88,8 +88,8 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
-    /// Median seconds of one case after two warm-up runs.
-    func measure(shape: BenchmarkShape, causal: Bool, threads: Int, backend: AttentionBackend) throws -> (Double, Int) {
+    /// Median and fastest seconds of one case after two warm-up runs.
+    func measure(shape: BenchmarkShape, causal: Bool, threads: Int, backend: AttentionBackend) throws -> (Double, Double, Int) {
         let q = try Tensor<Float>.randomNormal([shape.batch, shape.heads, shape.queryLength, shape.headDim], seed: 1)
         let k = try Tensor<Float>.randomNormal([shape.batch, shape.kvHeads, shape.keyLength, shape.headDim], seed: 2)
         let v = try Tensor<Float>.randomNormal([shape.batch, shape.kvHeads, shape.keyLength, shape.headDim], seed: 3)
@@ -109,7 +109,8 @@ struct BenchCommand: ParsableCommand {
         }
         times.sort()
         let middle = times.count / 2
-        return (times.count % 2 == 1 ? times[middle] : (times[middle - 1] + times[middle]) / 2, times.count)
+        let median = times.count % 2 == 1 ? times[middle] : (times[middle - 1] + times[middle]) / 2
+        return (median, times[0], times.count)
     }
 
     func printJSON(_ result: BenchmarkResult) throws {
@@ -120,9 +121,9 @@ struct BenchCommand: ParsableCommand {
     }
 
     func printCSV(_ results: [BenchmarkResult]) {
-        print("batch,heads,kvHeads,queryLength,keyLength,headDim,causal,threads,path,medianSeconds,gflops,gbps,peakFraction,repetitions")
+        print("batch,heads,kvHeads,queryLength,keyLength,headDim,causal,threads,path,medianSeconds,minSeconds,gflops,gbps,peakFraction,repetitions")
         for r in results {
-            print("\(r.batch),\(r.heads),\(r.kvHeads),\(r.queryLength),\(r.keyLength),\(r.headDim),\(r.causal),\(r.threads),\(r.path),\(r.medianSeconds),\(r.gflops),\(r.gbps),\(r.peakFraction),\(r.repetitions)")
+            print("\(r.batch),\(r.heads),\(r.kvHeads),\(r.queryLength),\(r.keyLength),\(r.headDim),\(r.causal),\(r.threads),\(r.path),\(r.medianSeconds),\(r.minSeconds),\(r.gflops),\(r.gbps),\(r.peakFraction),\(r.repetitions)")
         }
     }
 

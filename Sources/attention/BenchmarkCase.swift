@@ -52,7 +52,9 @@ struct BenchmarkResult: Encodable {
     let medianSeconds: Double
     let gflops: Double
     let repetitions: Int
-    /// Extra fields beyond the peer's schema.
+    /// Extra fields beyond the peer's schema: the fastest run, bandwidth, the
+    /// fraction of the FMA peak measured in the same run, the micro-kernel path.
+    let minSeconds: Double
     let gbps: Double
     let peakFraction: Double
     let kernelPath: String
