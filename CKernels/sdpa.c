@@ -251,7 +251,7 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
         float *st = state.scores;
         if (p->head_dim > 0)
             kernels->qk_tile(state.qt, k + col0 * p->key_strides[2], p->key_strides[2], cols,
-                             p->head_dim, st);
+                             p->head_dim, t.rows, st);
         else
             memset(st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
         if (t.keep_mask || t.additive_mask) apply_explicit_mask(&t, col0, cols, st);
@@ -264,8 +264,8 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
 
         // Online softmax: rows whose max grew rescale by alpha = e^(m − m_new)
         // (0 when m was −∞); the accumulator's rescale is fused into pv_tile.
-        kernels->row_max(st, cols, state.row_max, state.row_max_new);
-        kernels->exp_row_sum(st, cols, state.row_max_new, state.tile_sum);
+        kernels->row_max(st, cols, t.rows, state.row_max, state.row_max_new);
+        kernels->exp_row_sum(st, cols, t.rows, state.row_max_new, state.tile_sum);
         for (int64_t i = 0; i < t.rows; i++) {
             const float m_old = state.row_max[i], m_new = state.row_max_new[i];
             state.alpha[i] = m_new > m_old ? expf(m_old - m_new) : 1.0f;

@@ -8,7 +8,8 @@
 #include <immintrin.h>
 #include <math.h>
 
-// Blocks take their sizes as constants: forced inlining lets every size unroll fully.
+// Blocks take their sizes as constants: forced inlining and full unrolling keep
+// every accumulator of a block in a register.
 #define INLINE __attribute__((always_inline)) inline
 
 #define AVX2 __attribute__((target("avx2,fma")))
@@ -55,25 +56,33 @@ AVX2 INLINE static void qk_block(const float *qt, const float *k, int64_t k_row_
     for (int half = 0; half < QUERY_TILE / (HALF_VECTORS * LANES); half++) {
         const int64_t lane0 = half * HALF_VECTORS * LANES;
         __m256 acc[KEY_BLOCK][HALF_VECTORS];
+        _Pragma("clang loop unroll(full)")
         for (int r = 0; r < keys; r++)
+            _Pragma("clang loop unroll(full)")
             for (int c = 0; c < HALF_VECTORS; c++) acc[r][c] = _mm256_setzero_ps();
         for (int64_t d = 0; d < head_dim; d++) {
             __m256 q[HALF_VECTORS];
+            _Pragma("clang loop unroll(full)")
             for (int c = 0; c < HALF_VECTORS; c++)
                 q[c] = _mm256_load_ps(qt + d * QUERY_TILE + lane0 + c * LANES);
+            _Pragma("clang loop unroll(full)")
             for (int r = 0; r < keys; r++) {
                 const __m256 key = _mm256_broadcast_ss(k + r * k_row_stride + d);
+                _Pragma("clang loop unroll(full)")
                 for (int c = 0; c < HALF_VECTORS; c++) acc[r][c] = _mm256_fmadd_ps(key, q[c], acc[r][c]);
             }
         }
+        _Pragma("clang loop unroll(full)")
         for (int r = 0; r < keys; r++)
+            _Pragma("clang loop unroll(full)")
             for (int c = 0; c < HALF_VECTORS; c++)
                 _mm256_store_ps(st + r * QUERY_TILE + lane0 + c * LANES, acc[r][c]);
     }
 }
 
 AVX2 static void qk_tile_avx2(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
-                              int64_t head_dim, float *st) {
+                              int64_t head_dim, int64_t rows, float *st) {
+    (void)rows;  // both halves of the tile are computed
     int64_t j = 0;
     for (; j + KEY_BLOCK <= cols; j += KEY_BLOCK)
         qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, KEY_BLOCK);
@@ -81,9 +90,10 @@ AVX2 static void qk_tile_avx2(const float *qt, const float *k, int64_t k_row_str
     if (cols - j == 1) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 1);
 }
 
-AVX2 static void row_max_avx2(const float *st, int64_t cols, const float *row_max,
+AVX2 static void row_max_avx2(const float *st, int64_t cols, int64_t rows, const float *row_max,
                               float *row_max_new) {
-    for (int c = 0; c < QUERY_TILE / LANES; c++) {
+    const int64_t vectors = rows <= 0 ? 1 : (rows + LANES - 1) / LANES;
+    for (int c = 0; c < vectors && c < QUERY_TILE / LANES; c++) {
         __m256 m = _mm256_load_ps(row_max + c * LANES);
         __m256 nan = _mm256_cmp_ps(m, m, _CMP_UNORD_Q);
         for (int64_t j = 0; j < cols; j++) {
@@ -95,11 +105,12 @@ AVX2 static void row_max_avx2(const float *st, int64_t cols, const float *row_ma
     }
 }
 
-AVX2 static void exp_row_sum_avx2(float *st, int64_t cols, const float *row_max_new,
-                                  float *tile_sum) {
+AVX2 static void exp_row_sum_avx2(float *st, int64_t cols, int64_t rows,
+                                  const float *row_max_new, float *tile_sum) {
     const __m256 minus_infinity = _mm256_set1_ps(-INFINITY);
     const __m256 masked_weight = _mm256_set1_ps(-0.0f);
-    for (int c = 0; c < QUERY_TILE / LANES; c++) {
+    const int64_t vectors = rows <= 0 ? 1 : (rows + LANES - 1) / LANES;
+    for (int c = 0; c < vectors && c < QUERY_TILE / LANES; c++) {
         const __m256 m = _mm256_load_ps(row_max_new + c * LANES);
         __m256 sum = _mm256_setzero_ps();
         for (int64_t j = 0; j < cols; j++) {
@@ -122,22 +133,29 @@ AVX2 INLINE static void pv_block(const float *pt, const float *v, int64_t v_row_
                                  __m256i tail) {
     const __m256i all = _mm256_set1_epi32(-1);
     __m256 sum[ROW_BLOCK][VALUE_VECTORS];
+    _Pragma("clang loop unroll(full)")
     for (int r = 0; r < rows; r++) {
         const __m256 rescale = _mm256_set1_ps(alpha[r]);
+        _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++)
             sum[r][c] = _mm256_mul_ps(rescale, _mm256_maskload_ps(acc + r * acc_row_stride + c * LANES,
                                                                   c == vectors - 1 ? tail : all));
     }
     for (int64_t j = 0; j < cols; j++) {
         __m256 value[VALUE_VECTORS];
+        _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++)
             value[c] = _mm256_maskload_ps(v + j * v_row_stride + c * LANES, c == vectors - 1 ? tail : all);
+        _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) {
             const __m256 weight = _mm256_broadcast_ss(pt + j * QUERY_TILE + r);
+            _Pragma("clang loop unroll(full)")
             for (int c = 0; c < vectors; c++) sum[r][c] = _mm256_fmadd_ps(weight, value[c], sum[r][c]);
         }
     }
+    _Pragma("clang loop unroll(full)")
     for (int r = 0; r < rows; r++)
+        _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++)
             _mm256_maskstore_ps(acc + r * acc_row_stride + c * LANES, c == vectors - 1 ? tail : all, sum[r][c]);
 }

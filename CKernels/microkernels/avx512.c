@@ -11,7 +11,8 @@
 #include <immintrin.h>
 #include <math.h>
 
-// Blocks take their sizes as constants: forced inlining lets every size unroll fully.
+// Blocks take their sizes as constants: forced inlining and full unrolling keep
+// every accumulator of a block in a register.
 #define INLINE __attribute__((always_inline)) inline
 
 #define AVX512 __attribute__((target("avx512f")))
@@ -19,7 +20,8 @@
 enum {
     LANES = 16,
     ROW_VECTORS = QUERY_TILE / LANES,  // 4 zmm across a score-tile line
-    KEY_BLOCK = 6,                     // keys per qk register block
+    BLOCK_ACCUMULATORS = 24,           // zmm accumulators per qk block: keys × row vectors
+    MAX_BLOCK_KEYS = 24,               // keys per qk block with one row vector
     ROW_BLOCK = 6,                     // query rows per pv register block
     VALUE_VECTORS = 4,                 // zmm per pv register block: 64 value columns
 };
@@ -50,6 +52,12 @@ AVX512 INLINE static __m512 exp512(__m512 x) {
     return _mm512_maskz_scalef_ps(normal, p, n);
 }
 
+// Row vectors that hold the first `rows` query rows.
+static inline int row_vectors(int64_t rows) {
+    const int64_t vectors = (rows + LANES - 1) / LANES;
+    return vectors < 1 ? 1 : vectors > ROW_VECTORS ? ROW_VECTORS : (int)vectors;
+}
+
 AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64_t rows,
                                      int64_t head_dim, float scale, float *qt) {
     for (int64_t d = 0; d < head_dim; d++)
@@ -57,78 +65,104 @@ AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64
             qt[d * QUERY_TILE + i] = i < rows ? q[i * q_row_stride + d] * scale : 0.0f;
 }
 
-// st[j0 .. j0+KEYS) = k rows · qt, KEYS ≤ KEY_BLOCK; inlined per block size.
+// st[j0 .. j0+keys)[0 .. 16·vectors) = k rows · qt; keys × vectors ≤ 24 accumulators.
 AVX512 INLINE static void qk_block(const float *qt, const float *k, int64_t k_row_stride,
-                                   int64_t head_dim, float *st, const int keys) {
-    __m512 acc[KEY_BLOCK][ROW_VECTORS];
+                                   int64_t head_dim, float *st, const int keys, const int vectors) {
+    __m512 acc[MAX_BLOCK_KEYS][ROW_VECTORS];
+    _Pragma("clang loop unroll(full)")
     for (int r = 0; r < keys; r++)
-        for (int c = 0; c < ROW_VECTORS; c++) acc[r][c] = _mm512_setzero_ps();
+        _Pragma("clang loop unroll(full)")
+        for (int c = 0; c < vectors; c++) acc[r][c] = _mm512_setzero_ps();
     for (int64_t d = 0; d < head_dim; d++) {
         __m512 q[ROW_VECTORS];
-        for (int c = 0; c < ROW_VECTORS; c++) q[c] = _mm512_load_ps(qt + d * QUERY_TILE + c * LANES);
+        _Pragma("clang loop unroll(full)")
+        for (int c = 0; c < vectors; c++) q[c] = _mm512_load_ps(qt + d * QUERY_TILE + c * LANES);
+        _Pragma("clang loop unroll(full)")
         for (int r = 0; r < keys; r++) {
             const __m512 key = _mm512_set1_ps(k[r * k_row_stride + d]);
-            for (int c = 0; c < ROW_VECTORS; c++) acc[r][c] = _mm512_fmadd_ps(key, q[c], acc[r][c]);
+            _Pragma("clang loop unroll(full)")
+            for (int c = 0; c < vectors; c++) acc[r][c] = _mm512_fmadd_ps(key, q[c], acc[r][c]);
         }
     }
+    _Pragma("clang loop unroll(full)")
     for (int r = 0; r < keys; r++)
-        for (int c = 0; c < ROW_VECTORS; c++)
+        _Pragma("clang loop unroll(full)")
+        for (int c = 0; c < vectors; c++)
             _mm512_store_ps(st + r * QUERY_TILE + c * LANES, acc[r][c]);
 }
 
-AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row_stride,
-                                  int64_t cols, int64_t head_dim, float *st) {
+// All keys of a tile against the first `vectors` row vectors: blocks of
+// 24 / vectors keys, then blocks of 4, 2, 1 for the rest.
+AVX512 INLINE static void qk_keys(const float *qt, const float *k, int64_t k_row_stride,
+                                  int64_t cols, int64_t head_dim, float *st, const int vectors) {
+    const int block = BLOCK_ACCUMULATORS / vectors;
     int64_t j = 0;
-    for (; j + KEY_BLOCK <= cols; j += KEY_BLOCK)
-        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, KEY_BLOCK);
-    switch (cols - j) {  // constant block sizes, so each call unrolls fully
-    case 5: qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 5); break;
-    case 4: qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 4); break;
-    case 3: qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 3); break;
-    case 2: qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 2); break;
-    case 1: qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 1); break;
-    default: break;
+    for (; j + block <= cols; j += block)
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, block, vectors);
+    for (; j + 4 <= cols; j += 4)
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 4, vectors);
+    if (j + 2 <= cols) {
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 2, vectors);
+        j += 2;
+    }
+    if (j < cols) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 1, vectors);
+}
+
+// Only the row vectors that hold query rows are computed: a decode step (one
+// query row) costs one vector per key instead of four. Lanes are independent,
+// so a row's bits do not depend on how many other rows there are.
+AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row_stride,
+                                  int64_t cols, int64_t head_dim, int64_t rows, float *st) {
+    const int vectors = row_vectors(rows);
+    if (vectors == 1) {
+        // Few query rows (decoding): the tile is bandwidth-bound, and the key rows
+        // are read interleaved, `block` rows at a time. Touch them in address order
+        // first, so that the hardware prefetcher streams them in.
+        for (int64_t j = 0; j < cols; j++)
+            for (int64_t d = 0; d < head_dim; d += LANES)
+                _mm_prefetch((const char *)(k + j * k_row_stride + d), _MM_HINT_T0);
+    }
+    switch (vectors) {
+    case 1: qk_keys(qt, k, k_row_stride, cols, head_dim, st, 1); break;
+    case 2: qk_keys(qt, k, k_row_stride, cols, head_dim, st, 2); break;
+    case 3: qk_keys(qt, k, k_row_stride, cols, head_dim, st, 3); break;
+    default: qk_keys(qt, k, k_row_stride, cols, head_dim, st, 4); break;
     }
 }
 
-AVX512 static void row_max_avx512(const float *st, int64_t cols, const float *row_max,
-                                  float *row_max_new) {
-    __m512 m[ROW_VECTORS];
-    __mmask16 nan[ROW_VECTORS];
-    for (int c = 0; c < ROW_VECTORS; c++) {
-        m[c] = _mm512_load_ps(row_max + c * LANES);
-        nan[c] = _mm512_cmp_ps_mask(m[c], m[c], _CMP_UNORD_Q);
-    }
-    for (int64_t j = 0; j < cols; j++)
-        for (int c = 0; c < ROW_VECTORS; c++) {
+AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
+                                  const float *row_max, float *row_max_new) {
+    const int vectors = row_vectors(rows);
+    for (int c = 0; c < vectors; c++) {
+        __m512 m = _mm512_load_ps(row_max + c * LANES);
+        __mmask16 nan = _mm512_cmp_ps_mask(m, m, _CMP_UNORD_Q);
+        for (int64_t j = 0; j < cols; j++) {
             const __m512 s = _mm512_load_ps(st + j * QUERY_TILE + c * LANES);
-            nan[c] |= _mm512_cmp_ps_mask(s, s, _CMP_UNORD_Q);
-            m[c] = _mm512_max_ps(m[c], s);
+            nan |= _mm512_cmp_ps_mask(s, s, _CMP_UNORD_Q);
+            m = _mm512_max_ps(m, s);
         }
-    for (int c = 0; c < ROW_VECTORS; c++)
-        _mm512_store_ps(row_max_new + c * LANES,
-                        _mm512_mask_blend_ps(nan[c], m[c], _mm512_set1_ps(NAN)));
+        _mm512_store_ps(row_max_new + c * LANES, _mm512_mask_blend_ps(nan, m, _mm512_set1_ps(NAN)));
+    }
 }
 
-AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, const float *row_max_new,
-                                      float *tile_sum) {
+AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, int64_t rows,
+                                      const float *row_max_new, float *tile_sum) {
     const __m512 minus_infinity = _mm512_set1_ps(-INFINITY);
     const __m512 masked_weight = _mm512_set1_ps(-0.0f);
-    __m512 m[ROW_VECTORS], sum[ROW_VECTORS];
-    for (int c = 0; c < ROW_VECTORS; c++) {
-        m[c] = _mm512_load_ps(row_max_new + c * LANES);
-        sum[c] = _mm512_setzero_ps();
-    }
-    for (int64_t j = 0; j < cols; j++)
-        for (int c = 0; c < ROW_VECTORS; c++) {
+    const int vectors = row_vectors(rows);
+    for (int c = 0; c < vectors; c++) {
+        const __m512 m = _mm512_load_ps(row_max_new + c * LANES);
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t j = 0; j < cols; j++) {
             float *line = st + j * QUERY_TILE + c * LANES;
             const __m512 s = _mm512_load_ps(line);
             const __mmask16 masked = _mm512_cmp_ps_mask(s, minus_infinity, _CMP_EQ_OQ);
-            const __m512 p = _mm512_mask_blend_ps(masked, exp512(_mm512_sub_ps(s, m[c])), masked_weight);
+            const __m512 p = _mm512_mask_blend_ps(masked, exp512(_mm512_sub_ps(s, m)), masked_weight);
             _mm512_store_ps(line, p);
-            sum[c] = _mm512_add_ps(sum[c], p);
+            sum = _mm512_add_ps(sum, p);
         }
-    for (int c = 0; c < ROW_VECTORS; c++) _mm512_store_ps(tile_sum + c * LANES, sum[c]);
+        _mm512_store_ps(tile_sum + c * LANES, sum);
+    }
 }
 
 // acc[i0 .. i0+ROWS)[d0 .. d0+64) = alpha·acc + pt · v, with `tail` masking the last vector.
@@ -137,8 +171,10 @@ AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_ro
                                    int64_t acc_row_stride, const int rows, const int vectors,
                                    __mmask16 tail) {
     __m512 sum[ROW_BLOCK][VALUE_VECTORS];
+    _Pragma("clang loop unroll(full)")
     for (int r = 0; r < rows; r++) {
         const __m512 rescale = _mm512_set1_ps(alpha[r]);
+        _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++) {
             const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
             sum[r][c] = _mm512_mul_ps(
@@ -147,16 +183,21 @@ AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_ro
     }
     for (int64_t j = 0; j < cols; j++) {
         __m512 value[VALUE_VECTORS];
+        _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++) {
             const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
             value[c] = _mm512_maskz_loadu_ps(lanes, v + j * v_row_stride + c * LANES);
         }
+        _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) {
             const __m512 weight = _mm512_set1_ps(pt[j * QUERY_TILE + r]);
+            _Pragma("clang loop unroll(full)")
             for (int c = 0; c < vectors; c++) sum[r][c] = _mm512_fmadd_ps(weight, value[c], sum[r][c]);
         }
     }
+    _Pragma("clang loop unroll(full)")
     for (int r = 0; r < rows; r++)
+        _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++) {
             const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
             _mm512_mask_storeu_ps(acc + r * acc_row_stride + c * LANES, lanes, sum[r][c]);

@@ -19,6 +19,9 @@
 //                so skipping them changes no bit); visible_limit ≥ cols means none.
 //   all_finite:  1 if a value tile holds no NaN or infinity
 //
+// qk_tile, row_max and exp_row_sum may skip lanes at or past `rows` (they hold
+// no query row), but must give every lane below it the same bits whatever
+// `rows` is: a row's result may not depend on how many rows share its tile.
 // Row strides are in floats; the innermost dimension of q, k, v and acc is
 // contiguous. A table is chosen once per process from the CPU's features (see
 // dispatch.c) and can be forced with ATTENTION_KERNEL_PATH.
@@ -43,9 +46,11 @@ typedef struct attn_microkernels {
     void (*pack_query)(const float *q, int64_t q_row_stride, int64_t rows, int64_t head_dim,
                        float scale, float *qt);
     void (*qk_tile)(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
-                    int64_t head_dim, float *st);
-    void (*row_max)(const float *st, int64_t cols, const float *row_max, float *row_max_new);
-    void (*exp_row_sum)(float *st, int64_t cols, const float *row_max_new, float *tile_sum);
+                    int64_t head_dim, int64_t rows, float *st);
+    void (*row_max)(const float *st, int64_t cols, int64_t rows, const float *row_max,
+                    float *row_max_new);
+    void (*exp_row_sum)(float *st, int64_t cols, int64_t rows, const float *row_max_new,
+                        float *tile_sum);
     void (*pv_tile)(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                     int64_t cols, int64_t value_dim, const float *alpha, float *acc,
                     int64_t acc_row_stride, int64_t visible_limit);

@@ -14,7 +14,8 @@ static void pack_query_portable(const float *q, int64_t q_row_stride, int64_t ro
 }
 
 static void qk_tile_portable(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
-                             int64_t head_dim, float *st) {
+                             int64_t head_dim, int64_t rows, float *st) {
+    (void)rows;  // every lane is computed: simpler, and the loop vectorises
     for (int64_t j = 0; j < cols; j++) {
         float *s = st + j * QUERY_TILE;
         for (int64_t i = 0; i < QUERY_TILE; i++) s[i] = 0.0f;
@@ -26,8 +27,9 @@ static void qk_tile_portable(const float *qt, const float *k, int64_t k_row_stri
     }
 }
 
-static void row_max_portable(const float *st, int64_t cols, const float *row_max,
+static void row_max_portable(const float *st, int64_t cols, int64_t rows, const float *row_max,
                              float *row_max_new) {
+    (void)rows;
     for (int64_t i = 0; i < QUERY_TILE; i++) row_max_new[i] = row_max[i];
     for (int64_t j = 0; j < cols; j++)
         for (int64_t i = 0; i < QUERY_TILE; i++) {
@@ -37,8 +39,9 @@ static void row_max_portable(const float *st, int64_t cols, const float *row_max
         }
 }
 
-static void exp_row_sum_portable(float *st, int64_t cols, const float *row_max_new,
-                                 float *tile_sum) {
+static void exp_row_sum_portable(float *st, int64_t cols, int64_t rows,
+                                 const float *row_max_new, float *tile_sum) {
+    (void)rows;
     for (int64_t i = 0; i < QUERY_TILE; i++) tile_sum[i] = 0.0f;
     for (int64_t j = 0; j < cols; j++)
         for (int64_t i = 0; i < QUERY_TILE; i++) {
