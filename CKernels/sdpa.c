@@ -48,7 +48,7 @@ typedef struct row_state {
     float *qt;           // scale·Qᵀ [head_dim, QUERY_TILE]
     float *scores;       // st / pt  [KEY_TILE, QUERY_TILE]
     float *acc;          // unnormalised output [QUERY_TILE, value_dim_padded]
-    float *v_clean;      // a value tile with non-finite values zeroed [KEY_TILE, value_dim_padded]
+    float *v_packed;     // the value tile, aligned, NaN/±∞ zeroed [KEY_TILE, value_dim_padded]
 } row_state;
 
 static int64_t round_up(int64_t value, int64_t multiple) {
@@ -70,7 +70,7 @@ static row_state row_state_at(float *scratch, int64_t head_dim, int64_t value_di
     state.qt = state.alpha + QUERY_TILE;
     state.scores = state.qt + head_dim * QUERY_TILE;
     state.acc = state.scores + KEY_TILE * QUERY_TILE;
-    state.v_clean = state.acc + QUERY_TILE * value_dim_padded;
+    state.v_packed = state.acc + QUERY_TILE * value_dim_padded;
     return state;
 }
 
@@ -161,23 +161,13 @@ static void apply_dropout(const task_view *t, int64_t col0, int64_t cols, float 
                 pt[j * QUERY_TILE + i] *= 0.0f;
 }
 
-// acc = alpha·acc + p·v for a value tile that holds a NaN or an infinity, with
-// the same arithmetic as a finite tile: the micro-kernel runs on a copy whose
-// non-finite values are 0, then those values are added back for the cells that
-// are not masked. A masked cell (weight −0) so never turns 0·Inf into NaN, and
-// the finite part of every row is bit for bit what it would be without them.
-static void pv_tile_with_nonfinite_values(const attn_microkernels *kernels, const float *pt,
-                                          const float *v, int64_t v_row_stride, int64_t rows,
-                                          int64_t cols, int64_t value_dim, const float *alpha,
-                                          float *acc, int64_t acc_row_stride, float *v_clean,
-                                          int64_t clean_row_stride, int64_t visible_limit) {
-    for (int64_t j = 0; j < cols; j++)
-        for (int64_t d = 0; d < value_dim; d++) {
-            const float value = v[j * v_row_stride + d];
-            v_clean[j * clean_row_stride + d] = isfinite(value) ? value : 0.0f;
-        }
-    kernels->pv_tile(pt, v_clean, clean_row_stride, rows, cols, value_dim, alpha, acc,
-                     acc_row_stride, visible_limit);
+// A value tile with NaN or ±∞ went through pv_tile with those values as 0 (the
+// same arithmetic as a finite tile); add them back for the cells that are not
+// masked. A masked cell (weight −0) so never turns 0·Inf into NaN, and the
+// finite part of every row is bit for bit what it would be without them.
+static void add_nonfinite_values(const float *pt, const float *v, int64_t v_row_stride,
+                                 int64_t rows, int64_t cols, int64_t value_dim, float *acc,
+                                 int64_t acc_row_stride) {
     for (int64_t j = 0; j < cols; j++)
         for (int64_t d = 0; d < value_dim; d++) {
             const float value = v[j * v_row_stride + d];
@@ -190,27 +180,8 @@ static void pv_tile_with_nonfinite_values(const attn_microkernels *kernels, cons
         }
 }
 
-// Whether value tile `tile` of (batch, kv head) is free of NaN and infinities,
-// checked by the first task that needs it and remembered for the others in
-// `finite_tiles` (0 = not checked yet, 1 = finite, 2 = not finite). Two tasks
-// may race to check the same tile; both store the same answer.
-enum { TILE_UNCHECKED = 0, TILE_FINITE = 1, TILE_NOT_FINITE = 2 };
-
-static int value_tile_finite(const attn_microkernels *kernels, unsigned char *finite_tiles,
-                             int64_t tile_index, const float *v_tile, int64_t v_row_stride,
-                             int64_t cols, int64_t value_dim) {
-    unsigned char state = __atomic_load_n(finite_tiles + tile_index, __ATOMIC_RELAXED);
-    if (state == TILE_UNCHECKED) {
-        state = kernels->all_finite(v_tile, v_row_stride, cols, value_dim) ? TILE_FINITE
-                                                                           : TILE_NOT_FINITE;
-        __atomic_store_n(finite_tiles + tile_index, state, __ATOMIC_RELAXED);
-    }
-    return state == TILE_FINITE;
-}
-
 static void run_task(const attn_params *p, const attn_microkernels *kernels, int64_t batch,
-                     int64_t head, int64_t row0, row_state state, int64_t value_dim_padded,
-                     unsigned char *finite_tiles) {
+                     int64_t head, int64_t row0, row_state state, int64_t value_dim_padded) {
     task_view t;
     t.p = p;
     t.batch = batch;
@@ -266,27 +237,19 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
         // (0 when m was −∞); the accumulator's rescale is fused into pv_tile.
         kernels->row_max(st, cols, t.rows, state.row_max, state.row_max_new);
         kernels->exp_row_sum(st, cols, t.rows, state.row_max_new, state.tile_sum);
-        for (int64_t i = 0; i < t.rows; i++) {
-            const float m_old = state.row_max[i], m_new = state.row_max_new[i];
-            state.alpha[i] = m_new > m_old ? expf(m_old - m_new) : 1.0f;
-            state.row_sum[i] = state.row_sum[i] * state.alpha[i] + state.tile_sum[i];
-            state.row_max[i] = m_new;
-        }
+        kernels->update_rows(state.row_max, state.row_max_new, state.row_sum, state.tile_sum,
+                             state.alpha, t.rows);
         if (p->dropout_p > 0.0f) apply_dropout(&t, col0, cols, st);
 
         if (p->value_dim > 0) {
             const float *v_tile = v + col0 * p->value_strides[2];
-            const int64_t key_tiles = (p->key_length + KEY_TILE - 1) / KEY_TILE;
-            const int64_t tile_index = (batch * p->kv_heads + t.kv_head) * key_tiles + col0 / KEY_TILE;
-            if (value_tile_finite(kernels, finite_tiles, tile_index, v_tile, p->value_strides[2],
-                                  cols, p->value_dim))
-                kernels->pv_tile(st, v_tile, p->value_strides[2], t.rows, cols, p->value_dim,
-                                 state.alpha, state.acc, value_dim_padded, visible_limit);
-            else
-                pv_tile_with_nonfinite_values(kernels, st, v_tile, p->value_strides[2], t.rows,
-                                              cols, p->value_dim, state.alpha, state.acc,
-                                              value_dim_padded, state.v_clean, value_dim_padded,
-                                              visible_limit);
+            const int finite = kernels->pack_value(v_tile, p->value_strides[2], cols,
+                                                   p->value_dim, state.v_packed, value_dim_padded);
+            kernels->pv_tile(st, state.v_packed, value_dim_padded, t.rows, cols, p->value_dim,
+                             state.alpha, state.acc, value_dim_padded, visible_limit);
+            if (!finite)
+                add_nonfinite_values(st, v_tile, p->value_strides[2], t.rows, cols, p->value_dim,
+                                     state.acc, value_dim_padded);
         }
     }
 
@@ -334,13 +297,7 @@ attn_status attn_sdpa_forward(const attn_params *params) {
 #endif
     float *scratch = aligned_alloc(SCRATCH_ALIGNMENT,
                                    sizeof(float) * (size_t)(per_thread * threads));
-    const int64_t key_tiles = (p->key_length + KEY_TILE - 1) / KEY_TILE;
-    unsigned char *finite_tiles = calloc((size_t)(p->batch * p->kv_heads * key_tiles + 1), 1);
-    if (!scratch || !finite_tiles) {
-        free(scratch);
-        free(finite_tiles);
-        return ATTN_ERROR_OUT_OF_MEMORY;
-    }
+    if (!scratch) return ATTN_ERROR_OUT_OF_MEMORY;
 
     // Tasks run from the last query tile to the first: under a causal mask the
     // last tiles cost most, and starting with them balances the tail.
@@ -361,11 +318,10 @@ attn_status attn_sdpa_forward(const attn_params *params) {
             const int64_t query_tile = query_tiles - 1 - task / heads_total;
             const int64_t batch_head = task % heads_total;
             run_task(p, kernels, batch_head / p->query_heads, batch_head % p->query_heads,
-                     query_tile * QUERY_TILE, state, value_dim_padded, finite_tiles);
+                     query_tile * QUERY_TILE, state, value_dim_padded);
         }
     }
     free(scratch);
-    free(finite_tiles);
     return ATTN_OK;
 }
 

@@ -194,17 +194,37 @@ AVX2 static void pv_tile_avx2(const float *pt, const float *v, int64_t v_row_str
     }
 }
 
-// 1 if no element is NaN or ±∞: those have an all-ones exponent field.
-AVX2 static int all_finite_avx2(const float *v, int64_t v_row_stride, int64_t rows, int64_t value_dim) {
+AVX2 static void update_rows_avx2(float *row_max, const float *row_max_new, float *row_sum,
+                                  const float *tile_sum, float *alpha, int64_t rows) {
+    const int64_t vectors = rows <= 0 ? 1 : (rows + LANES - 1) / LANES;
+    for (int c = 0; c < vectors && c < QUERY_TILE / LANES; c++) {
+        const __m256 m = _mm256_load_ps(row_max + c * LANES);
+        const __m256 m_new = _mm256_load_ps(row_max_new + c * LANES);
+        const __m256 grew = _mm256_cmp_ps(m_new, m, _CMP_GT_OQ);
+        const __m256 a = _mm256_blendv_ps(_mm256_set1_ps(1.0f), exp256(_mm256_sub_ps(m, m_new)), grew);
+        _mm256_store_ps(alpha + c * LANES, a);
+        _mm256_store_ps(row_sum + c * LANES, _mm256_fmadd_ps(_mm256_load_ps(row_sum + c * LANES), a,
+                                                             _mm256_load_ps(tile_sum + c * LANES)));
+        _mm256_store_ps(row_max + c * LANES, m_new);
+    }
+}
+
+// Copies a value tile to aligned scratch with NaN and ±∞ (exponent field all
+// ones) replaced by 0; returns 1 if there were none.
+AVX2 static int pack_value_avx2(const float *v, int64_t v_row_stride, int64_t cols, int64_t value_dim,
+                                float *packed, int64_t packed_row_stride) {
     const __m256i exponent = _mm256_set1_epi32(0x7F800000);
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256i special = _mm256_setzero_si256();
-    for (int64_t j = 0; j < rows; j++) {
+    for (int64_t j = 0; j < cols; j++) {
         const float *row = v + j * v_row_stride;
+        float *out = packed + j * packed_row_stride;
         for (int64_t d = 0; d < value_dim; d += LANES) {
             const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(value_dim - d)), lane);
-            const __m256i bits = _mm256_castps_si256(_mm256_maskload_ps(row + d, lanes));
-            special = _mm256_or_si256(special, _mm256_cmpeq_epi32(_mm256_and_si256(bits, exponent), exponent));
+            const __m256 value = _mm256_maskload_ps(row + d, lanes);
+            const __m256i bad = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(value), exponent), exponent);
+            special = _mm256_or_si256(special, bad);
+            _mm256_store_ps(out + d, _mm256_andnot_ps(_mm256_castsi256_ps(bad), value));
         }
     }
     return _mm256_testz_si256(special, special);
@@ -217,5 +237,6 @@ const attn_microkernels attn_microkernels_avx2 = {
     .row_max = row_max_avx2,
     .exp_row_sum = exp_row_sum_avx2,
     .pv_tile = pv_tile_avx2,
-    .all_finite = all_finite_avx2,
+    .update_rows = update_rows_avx2,
+    .pack_value = pack_value_avx2,
 };

@@ -10,6 +10,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 
 // Blocks take their sizes as constants: forced inlining and full unrolling keep
 // every accumulator of a block in a register.
@@ -58,11 +59,33 @@ static inline int row_vectors(int64_t rows) {
     return vectors < 1 ? 1 : vectors > ROW_VECTORS ? ROW_VECTORS : (int)vectors;
 }
 
+// Qᵀ by gathers: one instruction collects a head_dim column of 16 rows. Rows
+// past `rows` are 0. Falls back to scalar code when 64 row strides do not fit
+// the gathers' 32-bit indices.
 AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64_t rows,
                                      int64_t head_dim, float scale, float *qt) {
-    for (int64_t d = 0; d < head_dim; d++)
-        for (int64_t i = 0; i < QUERY_TILE; i++)
-            qt[d * QUERY_TILE + i] = i < rows ? q[i * q_row_stride + d] * scale : 0.0f;
+    if (q_row_stride > INT32_MAX / QUERY_TILE) {
+        for (int64_t d = 0; d < head_dim; d++)
+            for (int64_t i = 0; i < QUERY_TILE; i++)
+                qt[d * QUERY_TILE + i] = i < rows ? q[i * q_row_stride + d] * scale : 0.0f;
+        return;
+    }
+    const __m512 scale_vector = _mm512_set1_ps(scale);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int c = 0; c < ROW_VECTORS; c++) {
+        const int64_t first = c * LANES;
+        const int64_t left = rows - first;
+        const __mmask16 valid = left >= LANES ? (__mmask16)0xFFFF
+                                : left <= 0   ? (__mmask16)0
+                                              : (__mmask16)((1u << left) - 1u);
+        const __m512i index = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32((int)first)),
+                                                 _mm512_set1_epi32((int)q_row_stride));
+        for (int64_t d = 0; d < head_dim; d++) {
+            const __m512 column = valid ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index, q + d, 4)
+                                        : _mm512_setzero_ps();
+            _mm512_store_ps(qt + d * QUERY_TILE + first, _mm512_mul_ps(column, scale_vector));
+        }
+    }
 }
 
 // st[j0 .. j0+keys)[0 .. 16·vectors) = k rows · qt; keys × vectors ≤ 24 accumulators.
@@ -244,21 +267,53 @@ AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row
     }
 }
 
-// 1 if no element is NaN or ±∞: those have an all-ones exponent field.
-AVX512 static int all_finite_avx512(const float *v, int64_t v_row_stride, int64_t rows,
-                                    int64_t value_dim) {
+AVX512 static void update_rows_avx512(float *row_max, const float *row_max_new, float *row_sum,
+                                      const float *tile_sum, float *alpha, int64_t rows) {
+    const int vectors = row_vectors(rows);
+    for (int c = 0; c < vectors; c++) {
+        const __m512 m = _mm512_load_ps(row_max + c * LANES);
+        const __m512 m_new = _mm512_load_ps(row_max_new + c * LANES);
+        const __mmask16 grew = _mm512_cmp_ps_mask(m_new, m, _CMP_GT_OQ);
+        const __m512 a = _mm512_mask_blend_ps(grew, _mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(m, m_new)));
+        _mm512_store_ps(alpha + c * LANES, a);
+        _mm512_store_ps(row_sum + c * LANES, _mm512_fmadd_ps(_mm512_load_ps(row_sum + c * LANES), a,
+                                                             _mm512_load_ps(tile_sum + c * LANES)));
+        _mm512_store_ps(row_max + c * LANES, m_new);
+    }
+}
+
+// Copies a value tile to 64-byte-aligned scratch (the caller's rows are rarely
+// aligned, and every unaligned 64-byte load in pv_tile would split a cache
+// line). NaN and ±∞ (exponent field all ones) are looked for on the way; only a
+// tile that has them is copied again with them replaced by 0.
+AVX512 static int pack_value_avx512(const float *v, int64_t v_row_stride, int64_t cols,
+                                    int64_t value_dim, float *packed, int64_t packed_row_stride) {
     const __m512i exponent = _mm512_set1_epi32(0x7F800000);
+    const int64_t full = value_dim / LANES * LANES;
+    const int tail = (int)(value_dim - full);
+    const __mmask16 tail_lanes = (__mmask16)((1u << tail) - 1u);
     __mmask16 special = 0;
-    for (int64_t j = 0; j < rows; j++) {
+    for (int64_t j = 0; j < cols; j++) {
         const float *row = v + j * v_row_stride;
-        for (int64_t d = 0; d < value_dim; d += LANES) {
-            const int64_t left = value_dim - d;
-            const __mmask16 lanes = left >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-            const __m512i bits = _mm512_castps_si512(_mm512_maskz_loadu_ps(lanes, row + d));
-            special |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, exponent), exponent);
+        float *out = packed + j * packed_row_stride;
+        for (int64_t d = 0; d < full; d += LANES) {
+            const __m512 value = _mm512_loadu_ps(row + d);
+            special |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(value), exponent), exponent);
+            _mm512_store_ps(out + d, value);
+        }
+        if (tail) {
+            const __m512 value = _mm512_maskz_loadu_ps(tail_lanes, row + full);
+            special |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(value), exponent), exponent);
+            _mm512_store_ps(out + full, value);
         }
     }
-    return special == 0;
+    if (special == 0) return 1;
+    for (int64_t j = 0; j < cols; j++)
+        for (int64_t d = 0; d < value_dim; d++) {
+            const float value = v[j * v_row_stride + d];
+            packed[j * packed_row_stride + d] = isfinite(value) ? value : 0.0f;
+        }
+    return 0;
 }
 
 const attn_microkernels attn_microkernels_avx512 = {
@@ -268,5 +323,6 @@ const attn_microkernels attn_microkernels_avx512 = {
     .row_max = row_max_avx512,
     .exp_row_sum = exp_row_sum_avx512,
     .pv_tile = pv_tile_avx512,
-    .all_finite = all_finite_avx512,
+    .update_rows = update_rows_avx512,
+    .pack_value = pack_value_avx512,
 };

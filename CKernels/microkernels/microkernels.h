@@ -17,7 +17,10 @@
 //                (O = diag(e^(m − m_new)) O + P V; alpha is 1 where the max did not grow)
 //                Row i may skip keys j ≥ i + visible_limit, which are masked (weight −0,
 //                so skipping them changes no bit); visible_limit ≥ cols means none.
-//   all_finite:  1 if a value tile holds no NaN or infinity
+//   update_rows: alpha[i] = m_new[i] > m[i] ? e^(m[i] − m_new[i]) : 1,
+//                l[i] = l[i]·alpha[i] + sum[i], m[i] = m_new[i]   (the online-softmax step)
+//   pack_value:  a value tile copied to aligned scratch with NaN and ±∞ replaced
+//                by 0; returns 1 if there were none
 //
 // qk_tile, row_max and exp_row_sum may skip lanes at or past `rows` (they hold
 // no query row), but must give every lane below it the same bits whatever
@@ -54,7 +57,10 @@ typedef struct attn_microkernels {
     void (*pv_tile)(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                     int64_t cols, int64_t value_dim, const float *alpha, float *acc,
                     int64_t acc_row_stride, int64_t visible_limit);
-    int (*all_finite)(const float *v, int64_t v_row_stride, int64_t rows, int64_t value_dim);
+    void (*update_rows)(float *row_max, const float *row_max_new, float *row_sum,
+                        const float *tile_sum, float *alpha, int64_t rows);
+    int (*pack_value)(const float *v, int64_t v_row_stride, int64_t cols, int64_t value_dim,
+                      float *packed, int64_t packed_row_stride);
 } attn_microkernels;
 
 extern const attn_microkernels attn_microkernels_portable;

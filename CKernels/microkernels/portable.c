@@ -66,11 +66,25 @@ static void pv_tile_portable(const float *pt, const float *v, int64_t v_row_stri
     }
 }
 
-static int all_finite_portable(const float *v, int64_t v_row_stride, int64_t rows,
-                               int64_t value_dim) {
+static void update_rows_portable(float *row_max, const float *row_max_new, float *row_sum,
+                                 const float *tile_sum, float *alpha, int64_t rows) {
+    for (int64_t i = 0; i < rows; i++) {
+        alpha[i] = row_max_new[i] > row_max[i] ? expf(row_max[i] - row_max_new[i]) : 1.0f;
+        row_sum[i] = row_sum[i] * alpha[i] + tile_sum[i];
+        row_max[i] = row_max_new[i];
+    }
+}
+
+static int pack_value_portable(const float *v, int64_t v_row_stride, int64_t cols,
+                               int64_t value_dim, float *packed, int64_t packed_row_stride) {
     int finite = 1;
-    for (int64_t j = 0; j < rows; j++)
-        for (int64_t d = 0; d < value_dim; d++) finite &= isfinite(v[j * v_row_stride + d]) != 0;
+    for (int64_t j = 0; j < cols; j++)
+        for (int64_t d = 0; d < value_dim; d++) {
+            const float value = v[j * v_row_stride + d];
+            const int ok = isfinite(value) != 0;
+            finite &= ok;
+            packed[j * packed_row_stride + d] = ok ? value : 0.0f;
+        }
     return finite;
 }
 
@@ -81,5 +95,6 @@ const attn_microkernels attn_microkernels_portable = {
     .row_max = row_max_portable,
     .exp_row_sum = exp_row_sum_portable,
     .pv_tile = pv_tile_portable,
-    .all_finite = all_finite_portable,
+    .update_rows = update_rows_portable,
+    .pack_value = pack_value_portable,
 };
