@@ -84,7 +84,10 @@ struct BenchCommand: ParsableCommand {
         switch format {
         case .json: break
         case .csv: printCSV(results)
-        case .table: printTable(results, peaks: peaks, kernelPath: kernelPath)
+        case .table:
+            printTable(results, peaks: peaks, kernelPath: kernelPath)
+            let largest = shapes.map(\.bytes).max() ?? 0
+            print("peak RSS \(fixed(Self.peakResidentMegabytes(), 1)) MB; largest inputs + output \(fixed(largest / 1e6, 1)) MB")
         }
     }
 
@@ -111,6 +114,17 @@ struct BenchCommand: ParsableCommand {
         let middle = times.count / 2
         let median = times.count % 2 == 1 ? times[middle] : (times[middle - 1] + times[middle]) / 2
         return (median, times[0], times.count)
+    }
+
+    /// The process's peak resident set size (getrusage; kilobytes on Linux).
+    static func peakResidentMegabytes() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF_VALUE, &usage)
+        #if os(Linux)
+        return Double(usage.ru_maxrss) / 1024
+        #else
+        return Double(usage.ru_maxrss) / 1_048_576
+        #endif
     }
 
     func printJSON(_ result: BenchmarkResult) throws {
@@ -158,6 +172,12 @@ struct BenchCommand: ParsableCommand {
         return String(format: "%.\(decimals)f", value)
     }
 }
+
+#if os(Linux)
+private let RUSAGE_SELF_VALUE = __rusage_who_t(RUSAGE_SELF.rawValue)
+#else
+private let RUSAGE_SELF_VALUE = RUSAGE_SELF
+#endif
 
 /// A one-line progress display on stderr, only when stderr is a terminal.
 final class ProgressLine {
