@@ -220,22 +220,24 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
     for (int64_t col0 = 0; col0 < key_end; col0 += KEY_TILE) {
         const int64_t cols = key_end - col0 < KEY_TILE ? key_end - col0 : KEY_TILE;
         float *st = state.scores;
-        if (p->head_dim > 0)
-            kernels->qk_tile(state.qt, k + col0 * p->key_strides[2], p->key_strides[2], cols,
-                             p->head_dim, t.rows, st);
-        else
-            memset(st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
-        if (t.keep_mask || t.additive_mask) apply_explicit_mask(&t, col0, cols, st);
         // Row i sees keys j < i + visible_limit of this tile (all of them off the diagonal).
-        int64_t visible_limit = cols;
-        if (p->causal != ATTN_CAUSAL_NONE && col0 + cols - 1 > row0 + t.causal_offset) {
-            apply_causal_mask(&t, col0, cols, st);
-            visible_limit = row0 + t.causal_offset - col0 + 1;
+        const int diagonal = p->causal != ATTN_CAUSAL_NONE && col0 + cols - 1 > row0 + t.causal_offset;
+        const int64_t visible_limit = diagonal ? row0 + t.causal_offset - col0 + 1 : cols;
+        const int masked = diagonal || t.keep_mask || t.additive_mask;
+        if (p->head_dim > 0) {
+            // Unmasked tiles take the row max from the micro-kernel, while the scores are in registers.
+            kernels->qk_tile(state.qt, k + col0 * p->key_strides[2], p->key_strides[2], cols,
+                             p->head_dim, t.rows, st, state.row_max, masked ? 0 : state.row_max_new);
+        } else {
+            memset(st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
         }
+        if (t.keep_mask || t.additive_mask) apply_explicit_mask(&t, col0, cols, st);
+        if (diagonal) apply_causal_mask(&t, col0, cols, st);
 
         // Online softmax: rows whose max grew rescale by alpha = e^(m − m_new)
         // (0 when m was −∞); the accumulator's rescale is fused into pv_tile.
-        kernels->row_max(st, cols, t.rows, state.row_max, state.row_max_new);
+        if (masked || p->head_dim == 0)
+            kernels->row_max(st, cols, t.rows, state.row_max, state.row_max_new);
         kernels->exp_row_sum(st, cols, t.rows, state.row_max_new, state.tile_sum);
         kernels->update_rows(state.row_max, state.row_max_new, state.row_sum, state.tile_sum,
                              state.alpha, t.rows);

@@ -80,14 +80,18 @@ AVX2 INLINE static void qk_block(const float *qt, const float *k, int64_t k_row_
     }
 }
 
+AVX2 static void row_max_avx2(const float *st, int64_t cols, int64_t rows, const float *row_max,
+                              float *row_max_new);
+
 AVX2 static void qk_tile_avx2(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
-                              int64_t head_dim, int64_t rows, float *st) {
-    (void)rows;  // both halves of the tile are computed
+                              int64_t head_dim, int64_t rows, float *st, const float *row_max,
+                              float *row_max_new) {
     int64_t j = 0;
     for (; j + KEY_BLOCK <= cols; j += KEY_BLOCK)
         qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, KEY_BLOCK);
     if (cols - j == 2) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 2);
     if (cols - j == 1) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 1);
+    if (row_max_new) row_max_avx2(st, cols, rows, row_max, row_max_new);
 }
 
 AVX2 static void row_max_avx2(const float *st, int64_t cols, int64_t rows, const float *row_max,

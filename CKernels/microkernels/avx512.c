@@ -90,7 +90,8 @@ AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64
 
 // st[j0 .. j0+keys)[0 .. 16·vectors) = k rows · qt; keys × vectors ≤ 24 accumulators.
 AVX512 INLINE static void qk_block(const float *qt, const float *k, int64_t k_row_stride,
-                                   int64_t head_dim, float *st, const int keys, const int vectors) {
+                                   int64_t head_dim, float *st, float *running_max,
+                                   const int keys, const int vectors) {
     __m512 acc[MAX_BLOCK_KEYS][ROW_VECTORS];
     _Pragma("clang loop unroll(full)")
     for (int r = 0; r < keys; r++)
@@ -112,31 +113,48 @@ AVX512 INLINE static void qk_block(const float *qt, const float *k, int64_t k_ro
         _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++)
             _mm512_store_ps(st + r * QUERY_TILE + c * LANES, acc[r][c]);
+    if (!running_max) return;
+    // The row max, fused while the scores are in registers. max(s, m) returns m
+    // when either is NaN, so a NaN max sticks; a NaN score is blended in.
+    _Pragma("clang loop unroll(full)")
+    for (int c = 0; c < vectors; c++) {
+        __m512 m = _mm512_load_ps(running_max + c * LANES);
+        _Pragma("clang loop unroll(full)")
+        for (int r = 0; r < keys; r++)
+            m = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(acc[r][c], acc[r][c], _CMP_UNORD_Q),
+                                     _mm512_max_ps(acc[r][c], m), acc[r][c]);
+        _mm512_store_ps(running_max + c * LANES, m);
+    }
 }
 
 // All keys of a tile against the first `vectors` row vectors: blocks of
 // 24 / vectors keys, then blocks of 4, 2, 1 for the rest.
 AVX512 INLINE static void qk_keys(const float *qt, const float *k, int64_t k_row_stride,
-                                  int64_t cols, int64_t head_dim, float *st, const int vectors) {
+                                  int64_t cols, int64_t head_dim, float *st, float *running_max,
+                                  const int vectors) {
     const int block = BLOCK_ACCUMULATORS / vectors;
     int64_t j = 0;
     for (; j + block <= cols; j += block)
-        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, block, vectors);
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, running_max, block, vectors);
     for (; j + 4 <= cols; j += 4)
-        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 4, vectors);
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, running_max, 4, vectors);
     if (j + 2 <= cols) {
-        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 2, vectors);
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, running_max, 2, vectors);
         j += 2;
     }
-    if (j < cols) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 1, vectors);
+    if (j < cols) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, running_max, 1, vectors);
 }
 
 // Only the row vectors that hold query rows are computed: a decode step (one
 // query row) costs one vector per key instead of four. Lanes are independent,
 // so a row's bits do not depend on how many other rows there are.
 AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row_stride,
-                                  int64_t cols, int64_t head_dim, int64_t rows, float *st) {
+                                  int64_t cols, int64_t head_dim, int64_t rows, float *st,
+                                  const float *row_max, float *row_max_new) {
     const int vectors = row_vectors(rows);
+    if (row_max_new)
+        for (int c = 0; c < vectors; c++)
+            _mm512_store_ps(row_max_new + c * LANES, _mm512_load_ps(row_max + c * LANES));
     if (vectors == 1) {
         // Few query rows (decoding): the tile is bandwidth-bound, and the key rows
         // are read interleaved, `block` rows at a time. Touch them in address order
@@ -146,10 +164,10 @@ AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row
                 _mm_prefetch((const char *)(k + j * k_row_stride + d), _MM_HINT_T0);
     }
     switch (vectors) {
-    case 1: qk_keys(qt, k, k_row_stride, cols, head_dim, st, 1); break;
-    case 2: qk_keys(qt, k, k_row_stride, cols, head_dim, st, 2); break;
-    case 3: qk_keys(qt, k, k_row_stride, cols, head_dim, st, 3); break;
-    default: qk_keys(qt, k, k_row_stride, cols, head_dim, st, 4); break;
+    case 1: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max_new, 1); break;
+    case 2: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max_new, 2); break;
+    case 3: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max_new, 3); break;
+    default: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max_new, 4); break;
     }
 }
 

@@ -10,6 +10,8 @@
 //
 //   pack_query:  qt[d][i]   = scale · q[i][d]                       (once per task)
 //   qk_tile:     st[j][i]   = Σ_d k[j][d] · qt[d][i]               (FlashAttention-2 S = Q Kᵀ)
+//                and, if row_max_new is not NULL, the row_max pass fused in (for tiles
+//                that need no mask)
 //   row_max:     m_new[i]   = max(m[i], max_j st[j][i]), NaN wins
 //   exp_row_sum: st[j][i]   = exp(st[j][i] − m_new[i]) (−0 where st = −∞),
 //                sum[i]     = Σ_j st[j][i]
@@ -49,7 +51,8 @@ typedef struct attn_microkernels {
     void (*pack_query)(const float *q, int64_t q_row_stride, int64_t rows, int64_t head_dim,
                        float scale, float *qt);
     void (*qk_tile)(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
-                    int64_t head_dim, int64_t rows, float *st);
+                    int64_t head_dim, int64_t rows, float *st, const float *row_max,
+                    float *row_max_new);
     void (*row_max)(const float *st, int64_t cols, int64_t rows, const float *row_max,
                     float *row_max_new);
     void (*exp_row_sum)(float *st, int64_t cols, int64_t rows, const float *row_max_new,

@@ -13,9 +13,12 @@ static void pack_query_portable(const float *q, int64_t q_row_stride, int64_t ro
             qt[d * QUERY_TILE + i] = i < rows ? q[i * q_row_stride + d] * scale : 0.0f;
 }
 
+static void row_max_portable(const float *st, int64_t cols, int64_t rows, const float *row_max,
+                             float *row_max_new);
+
 static void qk_tile_portable(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
-                             int64_t head_dim, int64_t rows, float *st) {
-    (void)rows;  // every lane is computed: simpler, and the loop vectorises
+                             int64_t head_dim, int64_t rows, float *st, const float *row_max,
+                             float *row_max_new) {
     for (int64_t j = 0; j < cols; j++) {
         float *s = st + j * QUERY_TILE;
         for (int64_t i = 0; i < QUERY_TILE; i++) s[i] = 0.0f;
@@ -25,6 +28,7 @@ static void qk_tile_portable(const float *qt, const float *k, int64_t k_row_stri
             for (int64_t i = 0; i < QUERY_TILE; i++) s[i] += key * q[i];
         }
     }
+    if (row_max_new) row_max_portable(st, cols, rows, row_max, row_max_new);
 }
 
 static void row_max_portable(const float *st, int64_t cols, int64_t rows, const float *row_max,
