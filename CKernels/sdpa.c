@@ -278,51 +278,75 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
 // ---------------------------------------------------------------------------
 // Entry point.
 
+// What every worker of one call shares.
+typedef struct call_plan {
+    const attn_microkernels *kernels;
+    int64_t query_tiles, heads_total, tasks;
+    int64_t value_dim_padded, per_thread;
+} call_plan;
+
+static call_plan plan_call(const attn_params *p) {
+    call_plan plan;
+    plan.kernels = attn_selected_microkernels();
+    plan.query_tiles = (p->query_length + QUERY_TILE - 1) / QUERY_TILE;
+    plan.heads_total = p->batch * p->query_heads;
+    plan.tasks = plan.heads_total * plan.query_tiles;
+    plan.value_dim_padded = round_up(p->value_dim > 0 ? p->value_dim : 1,
+                                     SCRATCH_ALIGNMENT / (int64_t)sizeof(float));
+    plan.per_thread = scratch_floats_per_thread(p->head_dim, plan.value_dim_padded);
+    return plan;
+}
+
+// One worker: takes task indices from the shared counter until none are left.
+// Tasks run from the last query tile to the first: under a causal mask the last
+// tiles cost most, and starting with them balances the tail.
+static void work(const attn_params *p, const call_plan *plan, float *scratch, int64_t *next_task) {
+    const row_state state = row_state_at(scratch, p->head_dim, plan->value_dim_padded);
+    for (;;) {
+        const int64_t task = __atomic_fetch_add(next_task, 1, __ATOMIC_RELAXED);
+        if (task >= plan->tasks) break;
+        const int64_t query_tile = plan->query_tiles - 1 - task / plan->heads_total;
+        const int64_t batch_head = task % plan->heads_total;
+        run_task(p, plan->kernels, batch_head / p->query_heads, batch_head % p->query_heads,
+                 query_tile * QUERY_TILE, state, plan->value_dim_padded);
+    }
+}
+
 attn_status attn_sdpa_forward(const attn_params *params) {
     const attn_status status = validate(params);
     if (status != ATTN_OK) return status;
     const attn_params *p = params;
-    const int64_t query_tiles = (p->query_length + QUERY_TILE - 1) / QUERY_TILE;
-    const int64_t heads_total = p->batch * p->query_heads;
-    const int64_t tasks = heads_total * query_tiles;
-    if (tasks == 0) return ATTN_OK;
-
-    const attn_microkernels *kernels = attn_selected_microkernels();
-    const int64_t value_dim_padded = round_up(p->value_dim > 0 ? p->value_dim : 1,
-                                              SCRATCH_ALIGNMENT / (int64_t)sizeof(float));
-    const int64_t per_thread = scratch_floats_per_thread(p->head_dim, value_dim_padded);
+    const call_plan plan = plan_call(p);
+    if (plan.tasks == 0) return ATTN_OK;
 
     int threads = 1;
 #ifdef _OPENMP
     threads = p->num_threads > 0 ? p->num_threads : omp_get_max_threads();
-    if ((int64_t)threads > tasks) threads = (int)tasks;
+    if ((int64_t)threads > plan.tasks) threads = (int)plan.tasks;
 #endif
     float *scratch = aligned_alloc(SCRATCH_ALIGNMENT,
-                                   sizeof(float) * (size_t)(per_thread * threads));
+                                   sizeof(float) * (size_t)(plan.per_thread * threads));
     if (!scratch) return ATTN_ERROR_OUT_OF_MEMORY;
-
-    // Tasks run from the last query tile to the first: under a causal mask the
-    // last tiles cost most, and starting with them balances the tail.
     int64_t next_task = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
+    work(p, &plan, scratch + plan.per_thread * omp_get_thread_num(), &next_task);
+#else
+    work(p, &plan, scratch, &next_task);
 #endif
-    {
-        int thread = 0;
-#ifdef _OPENMP
-        thread = omp_get_thread_num();
-#endif
-        const row_state state =
-            row_state_at(scratch + per_thread * thread, p->head_dim, value_dim_padded);
-        for (;;) {
-            const int64_t task = __atomic_fetch_add(&next_task, 1, __ATOMIC_RELAXED);
-            if (task >= tasks) break;
-            const int64_t query_tile = query_tiles - 1 - task / heads_total;
-            const int64_t batch_head = task % heads_total;
-            run_task(p, kernels, batch_head / p->query_heads, batch_head % p->query_heads,
-                     query_tile * QUERY_TILE, state, value_dim_padded);
-        }
-    }
+    free(scratch);
+    return ATTN_OK;
+}
+
+attn_status attn_sdpa_run_tasks(const attn_params *params, int64_t *next_task) {
+    const attn_status status = validate(params);
+    if (status != ATTN_OK) return status;
+    if (!next_task) return ATTN_ERROR_NULL_POINTER;
+    const call_plan plan = plan_call(params);
+    if (plan.tasks == 0) return ATTN_OK;
+    float *scratch = aligned_alloc(SCRATCH_ALIGNMENT, sizeof(float) * (size_t)plan.per_thread);
+    if (!scratch) return ATTN_ERROR_OUT_OF_MEMORY;
+    work(params, &plan, scratch, next_task);
     free(scratch);
     return ATTN_OK;
 }

@@ -108,6 +108,13 @@ attn_status attn_linear_forward(const float *x, int64_t rows, int64_t in_feature
                                 const float *weight, const float *bias, int64_t out_features,
                                 float *y, int32_t num_threads);
 
+/// The same computation for a driver other than OpenMP (Swift's Dispatch, a
+/// thread pool): start any number of workers, each calling this with the same
+/// counter, initialised to 0; each takes task indices (batch, head, query tile)
+/// from it atomically until none are left, with scratch of its own. The result
+/// is bit for bit that of attn_sdpa_forward. num_threads is ignored.
+attn_status attn_sdpa_run_tasks(const attn_params *params, int64_t *next_task);
+
 /// A static, human-readable description of a status code.
 const char *attn_status_description(attn_status status);
 

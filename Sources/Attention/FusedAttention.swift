@@ -72,7 +72,7 @@ extension AttentionProblem {
                             params.value = v.baseAddress.map { UnsafePointer($0 + value.offset) }
                             params.output = out.baseAddress
                             params.logsumexp = wantLogsumexp ? lse.baseAddress : nil
-                            return withMask(&params) { attn_sdpa_forward(&$0) }
+                            return withMask(&params) { KernelThreading.run(&$0, threads: threads) }
                         }
                     }
                 }
