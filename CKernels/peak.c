@@ -6,7 +6,6 @@
 #include "attention.h"
 #include "microkernels/microkernels.h"
 
-#include <immintrin.h>
 #include <string.h>
 #include <time.h>
 
@@ -35,6 +34,9 @@ static double now_seconds(void) {
     *sink = lanes[0];                                                                    \
     return (double)iterations * CHAINS * LANES * 2.0;
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
 __attribute__((target("avx512f"))) static double fma_avx512(int64_t iterations, volatile float *sink) {
     FMA_LOOP(__m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps, 16)
 }
@@ -42,6 +44,8 @@ __attribute__((target("avx512f"))) static double fma_avx512(int64_t iterations, 
 __attribute__((target("avx2,fma"))) static double fma_avx2(int64_t iterations, volatile float *sink) {
     FMA_LOOP(__m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps, 8)
 }
+
+#endif
 
 static double fma_portable(int64_t iterations, volatile float *sink) {
     float acc[CHAINS];
@@ -61,9 +65,12 @@ static double one_thread(const char *path, double seconds) {
     const double start = now_seconds();
     double elapsed = 0.0;
     do {
+#if defined(__x86_64__) || defined(__i386__)
         if (strcmp(path, "avx512") == 0) flops += fma_avx512(ITERATIONS_PER_CHECK, &sink);
         else if (strcmp(path, "avx2") == 0) flops += fma_avx2(ITERATIONS_PER_CHECK, &sink);
-        else flops += fma_portable(ITERATIONS_PER_CHECK, &sink);
+        else
+#endif
+            flops += fma_portable(ITERATIONS_PER_CHECK, &sink);
         elapsed = now_seconds() - start;
     } while (elapsed < seconds);
     return flops / elapsed;

@@ -5,6 +5,8 @@
 // pv_tile 3 query rows × 32 value columns in 12 accumulators.
 #include "microkernels.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+
 #include <immintrin.h>
 #include <math.h>
 
@@ -244,3 +246,5 @@ const attn_microkernels attn_microkernels_avx2 = {
     .update_rows = update_rows_avx2,
     .pack_value = pack_value_avx2,
 };
+
+#endif  // x86

@@ -8,6 +8,8 @@
 // the two FMA ports stay busy.
 #include "microkernels.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -344,3 +346,5 @@ const attn_microkernels attn_microkernels_avx512 = {
     .update_rows = update_rows_avx512,
     .pack_value = pack_value_avx512,
 };
+
+#endif  // x86

@@ -11,7 +11,10 @@
 #include <string.h>
 
 static const attn_microkernels *const all_paths[] = {
-    &attn_microkernels_avx512, &attn_microkernels_avx2, &attn_microkernels_portable,
+#if defined(__x86_64__) || defined(__i386__)
+    &attn_microkernels_avx512, &attn_microkernels_avx2,
+#endif
+    &attn_microkernels_portable,
 };
 enum { PATH_COUNT = sizeof(all_paths) / sizeof(all_paths[0]) };
 

@@ -67,8 +67,10 @@ typedef struct attn_microkernels {
 } attn_microkernels;
 
 extern const attn_microkernels attn_microkernels_portable;
-extern const attn_microkernels attn_microkernels_avx2;
-extern const attn_microkernels attn_microkernels_avx512;
+#if defined(__x86_64__) || defined(__i386__)
+extern const attn_microkernels attn_microkernels_avx2;    // avx2.c: AVX2 + FMA
+extern const attn_microkernels attn_microkernels_avx512;  // avx512.c: AVX-512F
+#endif
 
 /// Keys a block of query rows [i, i + block_rows) must visit: past the last
 /// row's visible limit every weight of the block is masked.
