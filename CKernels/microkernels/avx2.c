@@ -54,7 +54,7 @@ AVX2 static void pack_query_avx2(const float *q, int64_t q_row_stride, int64_t r
 }
 
 AVX2 INLINE static void qk_block(const float *qt, const float *k, int64_t k_row_stride,
-                                 int64_t head_dim, float *st, const int keys) {
+                                 int64_t head_dim, float *st, int attention, const int keys) {
     for (int half = 0; half < QUERY_TILE / (HALF_VECTORS * LANES); half++) {
         const int64_t lane0 = half * HALF_VECTORS * LANES;
         __m256 acc[KEY_BLOCK][HALF_VECTORS];
@@ -77,8 +77,12 @@ AVX2 INLINE static void qk_block(const float *qt, const float *k, int64_t k_row_
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < keys; r++)
             _Pragma("clang loop unroll(full)")
-            for (int c = 0; c < HALF_VECTORS; c++)
-                _mm256_store_ps(st + r * QUERY_TILE + lane0 + c * LANES, acc[r][c]);
+            for (int c = 0; c < HALF_VECTORS; c++) {
+                // Overflowed or infinite scores become NaN (s + 0·s), never a fake mask.
+                const __m256 score = attention ? _mm256_fmadd_ps(acc[r][c], _mm256_setzero_ps(), acc[r][c])
+                                               : acc[r][c];
+                _mm256_store_ps(st + r * QUERY_TILE + lane0 + c * LANES, score);
+            }
     }
 }
 
@@ -90,9 +94,9 @@ AVX2 static void qk_tile_avx2(const float *qt, const float *k, int64_t k_row_str
                               float *row_max_new) {
     int64_t j = 0;
     for (; j + KEY_BLOCK <= cols; j += KEY_BLOCK)
-        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, KEY_BLOCK);
-    if (cols - j == 2) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 2);
-    if (cols - j == 1) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, 1);
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, row_max != 0, KEY_BLOCK);
+    if (cols - j == 2) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, row_max != 0, 2);
+    if (cols - j == 1) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, row_max != 0, 1);
     if (row_max_new) row_max_avx2(st, cols, rows, row_max, row_max_new);
 }
 

@@ -92,7 +92,7 @@ AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64
 
 // st[j0 .. j0+keys)[0 .. 16·vectors) = k rows · qt; keys × vectors ≤ 24 accumulators.
 AVX512 INLINE static void qk_block(const float *qt, const float *k, int64_t k_row_stride,
-                                   int64_t head_dim, float *st, float *running_max,
+                                   int64_t head_dim, float *st, int attention, float *running_max,
                                    const int keys, const int vectors) {
     __m512 acc[MAX_BLOCK_KEYS][ROW_VECTORS];
     _Pragma("clang loop unroll(full)")
@@ -109,6 +109,15 @@ AVX512 INLINE static void qk_block(const float *qt, const float *k, int64_t k_ro
             _Pragma("clang loop unroll(full)")
             for (int c = 0; c < vectors; c++) acc[r][c] = _mm512_fmadd_ps(key, q[c], acc[r][c]);
         }
+    }
+    if (attention) {
+        // A score that overflowed, or met an infinite input, becomes NaN, so that
+        // it cannot pass for a masked cell (−∞): s + 0·s is s when finite, NaN not.
+        _Pragma("clang loop unroll(full)")
+        for (int r = 0; r < keys; r++)
+            _Pragma("clang loop unroll(full)")
+            for (int c = 0; c < vectors; c++)
+                acc[r][c] = _mm512_fmadd_ps(acc[r][c], _mm512_setzero_ps(), acc[r][c]);
     }
     _Pragma("clang loop unroll(full)")
     for (int r = 0; r < keys; r++)
@@ -132,19 +141,19 @@ AVX512 INLINE static void qk_block(const float *qt, const float *k, int64_t k_ro
 // All keys of a tile against the first `vectors` row vectors: blocks of
 // 24 / vectors keys, then blocks of 4, 2, 1 for the rest.
 AVX512 INLINE static void qk_keys(const float *qt, const float *k, int64_t k_row_stride,
-                                  int64_t cols, int64_t head_dim, float *st, float *running_max,
-                                  const int vectors) {
+                                  int64_t cols, int64_t head_dim, float *st, int attention,
+                                  float *running_max, const int vectors) {
     const int block = BLOCK_ACCUMULATORS / vectors;
     int64_t j = 0;
     for (; j + block <= cols; j += block)
-        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, running_max, block, vectors);
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, block, vectors);
     for (; j + 4 <= cols; j += 4)
-        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, running_max, 4, vectors);
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, 4, vectors);
     if (j + 2 <= cols) {
-        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, running_max, 2, vectors);
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, 2, vectors);
         j += 2;
     }
-    if (j < cols) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, running_max, 1, vectors);
+    if (j < cols) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, 1, vectors);
 }
 
 // Only the row vectors that hold query rows are computed: a decode step (one
@@ -166,10 +175,10 @@ AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row
                 _mm_prefetch((const char *)(k + j * k_row_stride + d), _MM_HINT_T0);
     }
     switch (vectors) {
-    case 1: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max_new, 1); break;
-    case 2: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max_new, 2); break;
-    case 3: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max_new, 3); break;
-    default: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max_new, 4); break;
+    case 1: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max != 0, row_max_new, 1); break;
+    case 2: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max != 0, row_max_new, 2); break;
+    case 3: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max != 0, row_max_new, 3); break;
+    default: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max != 0, row_max_new, 4); break;
     }
 }
 

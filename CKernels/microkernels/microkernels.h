@@ -10,8 +10,10 @@
 //
 //   pack_query:  qt[d][i]   = scale · q[i][d]                       (once per task)
 //   qk_tile:     st[j][i]   = Σ_d k[j][d] · qt[d][i]               (FlashAttention-2 S = Q Kᵀ)
-//                and, if row_max_new is not NULL, the row_max pass fused in (for tiles
-//                that need no mask)
+//                For attention (row_max not NULL) a score that is ±∞ — an overflow or
+//                an infinite input — becomes NaN, so that it cannot pass for a masked
+//                cell; if row_max_new is not NULL, the row_max pass is fused in (for
+//                tiles that need no mask). linear.c passes NULL for both.
 //   row_max:     m_new[i]   = max(m[i], max_j st[j][i]), NaN wins
 //   exp_row_sum: st[j][i]   = exp(st[j][i] − m_new[i]) (−0 where st = −∞),
 //                sum[i]     = Σ_j st[j][i]

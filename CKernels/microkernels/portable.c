@@ -28,6 +28,9 @@ static void qk_tile_portable(const float *qt, const float *k, int64_t k_row_stri
             for (int64_t i = 0; i < QUERY_TILE; i++) s[i] += key * q[i];
         }
     }
+    if (row_max)  // attention: overflowed or infinite scores become NaN (s + 0·s), never a fake mask
+        for (int64_t j = 0; j < cols; j++)
+            for (int64_t i = 0; i < QUERY_TILE; i++) st[j * QUERY_TILE + i] += 0.0f * st[j * QUERY_TILE + i];
     if (row_max_new) row_max_portable(st, cols, rows, row_max, row_max_new);
 }
 

@@ -105,7 +105,15 @@ extension AttentionProblem {
         self.dropoutSeed = dropoutSeed
         self.causal = nil
         self.mask = nil
+        try checkResultSizes(argument: "values")
         try apply(mask)
+    }
+
+    /// The output `[batch, queryHeads, queryLength, valueDim]` and the logsumexp
+    /// combine sizes of different arguments; check that they can be allocated.
+    func checkResultSizes(argument: String) throws {
+        _ = try Tensor<Float>.allocatableCount(of: [batch, queryHeads, queryLength, valueDim], argument: argument)
+        _ = try Tensor<Float>.allocatableCount(of: [batch, queryHeads, queryLength], argument: argument)
     }
 
     /// Adds a mask of the public enum to this problem.
@@ -155,7 +163,7 @@ extension AttentionProblem {
         guard divides else {
             throw AttentionError.invalidShape(
                 argument: argument,
-                expected: "a head count that divides the \(queryHeads) query heads (grouped-query attention)",
+                expected: "[batch, kvHeads, length, dim] with kvHeads dividing the \(queryHeads) query heads (grouped-query attention)",
                 actual: actual)
         }
     }

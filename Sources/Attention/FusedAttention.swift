@@ -36,7 +36,8 @@ extension AttentionProblem {
             throw AttentionError.invalidValue(argument: "threads", expected: "at least 1", actual: "\(threads)")
         }
         let outputStrides = layout.strides(batch: batch, heads: queryHeads, length: queryLength, dim: valueDim)
-        var output = [Float](repeating: 0, count: batch * queryHeads * queryLength * valueDim)
+        var output = [Float](repeating: 0, count: try Tensor<Float>.allocatableCount(
+            of: [batch, queryHeads, queryLength, valueDim], argument: "values"))
         var logsumexp = [Float](repeating: 0, count: wantLogsumexp ? batch * queryHeads * queryLength : 0)
 
         var params = attn_params()

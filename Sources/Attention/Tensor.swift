@@ -17,12 +17,12 @@ public struct Tensor<Element: Sendable>: Sendable {
 
     /// Creates a tensor from its elements in row-major order.
     ///
-    /// - Throws: `AttentionError.invalidShape` if a dimension is negative, or
+    /// - Throws: `AttentionError.invalidShape` if a dimension is negative or the
+    ///   size in bytes of the non-zero dimensions overflows `Int`, or
     ///   `AttentionError.elementCountMismatch` if `scalars.count` is not the
     ///   product of `shape`.
     public init(shape: [Int], scalars: [Element]) throws {
-        try Self.validate(shape: shape, argument: "shape")
-        let expected = shape.reduce(1, *)
+        let expected = try Self.elementCount(of: shape, argument: "shape")
         guard scalars.count == expected else {
             throw AttentionError.elementCountMismatch(shape: shape, expected: expected, actual: scalars.count)
         }
@@ -32,11 +32,12 @@ public struct Tensor<Element: Sendable>: Sendable {
 
     /// Creates a tensor of the given shape with every element equal to `value`.
     ///
-    /// - Throws: `AttentionError.invalidShape` if a dimension is negative.
+    /// - Throws: `AttentionError.invalidShape` if a dimension is negative or the
+    ///   size in bytes overflows `Int`.
     public init(shape: [Int], repeating value: Element) throws {
-        try Self.validate(shape: shape, argument: "shape")
+        let count = try Self.elementCount(of: shape, argument: "shape")
         self.shape = shape
-        self.scalars = Array(repeating: value, count: shape.reduce(1, *))
+        self.scalars = Array(repeating: value, count: count)
     }
 
     /// Internal initialiser for shapes already known to be valid.
@@ -115,10 +116,37 @@ public struct Tensor<Element: Sendable>: Sendable {
         return strides
     }
 
-    private static func validate(shape: [Int], argument: String) throws {
+    /// The element count of a tensor that is about to be allocated for a result,
+    /// checked like `elementCount(of:argument:)` and against the machine's
+    /// physical memory, so that an absurd shape is a typed error, not a crash.
+    static func allocatableCount(of shape: [Int], argument: String) throws -> Int {
+        let count = try elementCount(of: shape, argument: argument)
+        let bytes = UInt64(count) * UInt64(MemoryLayout<Element>.stride)
+        let available = ProcessInfo.processInfo.physicalMemory
+        guard bytes <= available else {
+            throw AttentionError.invalidShape(
+                argument: argument, expected: "a result that fits in memory (\(available) bytes, got \(bytes))", actual: shape)
+        }
+        return count
+    }
+
+    /// The product of `shape`, checked: no negative dimension, and the byte size
+    /// of the non-zero dimensions fits in `Int` (so strides and offsets computed
+    /// from the shape never overflow, even for an empty tensor).
+    static func elementCount(of shape: [Int], argument: String) throws -> Int {
         if shape.contains(where: { $0 < 0 }) {
             throw AttentionError.invalidShape(argument: argument, expected: "non-negative dimensions", actual: shape)
         }
+        var bytes = MemoryLayout<Element>.stride
+        for dimension in shape where dimension > 0 {
+            let (product, overflow) = bytes.multipliedReportingOverflow(by: dimension)
+            guard !overflow else {
+                throw AttentionError.invalidShape(
+                    argument: argument, expected: "a size in bytes that fits in Int (\(Int.max))", actual: shape)
+            }
+            bytes = product
+        }
+        return shape.contains(0) ? 0 : bytes / max(MemoryLayout<Element>.stride, 1)
     }
 
     private func flatIndex(_ indices: [Int]) -> Int {

@@ -14,7 +14,8 @@ struct BenchCommand: ParsableCommand {
             --repetitions times); the median is reported. FLOPs are 4·B·H·Lq·Lk·D, halved when causal \
             with Lq = Lk. "% peak" is against a register-only FMA loop measured in the same run with \
             the same thread count. --format json prints one object per line in the schema of \
-            shared/tools/torch_sdpa_bench.py (plus minSeconds, gbps, peakFraction, kernelPath).
+            PyTorch's timing script torch_sdpa_bench.py from the project's reference data (plus \
+            minSeconds, gbps, peakFraction, kernelPath); scripts/compare_with_pytorch.py runs both.
             """)
 
     @Option(name: .long, help: "A shape B,H,Lq,Lk,D[,Hkv]; repeatable. Default: the peer table's grid.")
@@ -65,6 +66,9 @@ struct BenchCommand: ParsableCommand {
                     for count in (backend == .reference ? [1] : threadCounts) { cases.append((shape, isCausal, count, backend)) }
                 }
             }
+        }
+        guard !cases.isEmpty else {
+            throw ValidationError("no case to run: causal is skipped for decode shapes (Lq ≤ 4, Lk ≥ 256); drop --causal")
         }
         let progress = ProgressLine(total: cases.count)
         var results: [BenchmarkResult] = []
@@ -135,9 +139,9 @@ struct BenchCommand: ParsableCommand {
     }
 
     func printCSV(_ results: [BenchmarkResult]) {
-        print("batch,heads,kvHeads,queryLength,keyLength,headDim,causal,threads,path,medianSeconds,minSeconds,gflops,gbps,peakFraction,repetitions")
+        print("batch,heads,kvHeads,queryLength,keyLength,headDim,causal,threads,path,medianSeconds,minSeconds,gflops,gbps,peakFraction,repetitions,kernelPath")
         for r in results {
-            print("\(r.batch),\(r.heads),\(r.kvHeads),\(r.queryLength),\(r.keyLength),\(r.headDim),\(r.causal),\(r.threads),\(r.path),\(r.medianSeconds),\(r.minSeconds),\(r.gflops),\(r.gbps),\(r.peakFraction),\(r.repetitions)")
+            print("\(r.batch),\(r.heads),\(r.kvHeads),\(r.queryLength),\(r.keyLength),\(r.headDim),\(r.causal),\(r.threads),\(r.path),\(r.medianSeconds),\(r.minSeconds),\(r.gflops),\(r.gbps),\(r.peakFraction),\(r.repetitions),\(r.kernelPath)")
         }
     }
 

@@ -14,6 +14,12 @@ struct DemoCommand: ParsableCommand {
     @Option(name: .long, help: "Largest difference to PyTorch's numbers that counts as agreement.")
     var tolerance: Float = 1e-4
 
+    func validate() throws {
+        guard tolerance.isFinite, tolerance >= 0 else {
+            throw ValidationError("--tolerance must be a finite number ≥ 0, got \(tolerance)")
+        }
+    }
+
     func run() throws {
         print("Attention demo: \"Your journey starts with one step\" (Raschka, ch. 3), backend \(backend.rawValue)\n")
         var worst: Float = 0

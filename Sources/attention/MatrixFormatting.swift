@@ -35,10 +35,10 @@ enum MatrixFormatting {
         return text.leftPadded(to: 8)
     }
 
-    /// A difference in scientific notation, e.g. "3.0e-08".
+    /// A non-negative difference in scientific notation, e.g. "3.0e-08".
     static func scientific(_ value: Float) -> String {
         if value == 0 { return "0" }
-        if !value.isFinite { return "\(value)" }
+        if !value.isFinite || value < 0 { return "\(value)" }
         var exponent = 0
         var mantissa = Double(value)
         while mantissa >= 10 { mantissa /= 10; exponent += 1 }

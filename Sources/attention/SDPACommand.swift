@@ -23,7 +23,7 @@ struct SDPACommand: ParsableCommand {
     @Option(name: .long, help: "Causal mask: top-left (PyTorch is_causal) or bottom-right (key/value cache).")
     var causal: CausalChoice?
 
-    @Option(name: .long, help: "Scale of the logits (default 1/sqrt(D)); any finite value.")
+    @Option(name: .long, help: "Scale of the logits (default 1/sqrt(D)); any finite value (negative: --scale=-2).")
     var scale: Float?
 
     @Option(name: .long, help: "Dropout probability on the attention weights, in [0, 1).")
@@ -61,19 +61,22 @@ struct SDPACommand: ParsableCommand {
             queries: file.floatTensor("q"), keys: file.floatTensor("k"), values: file.floatTensor("v"),
             mask: mask, scale: scale, dropoutProbability: dropout, dropoutSeed: seed,
             backend: backend.backend, threads: threads)
+        // Compare before writing, so that a failed comparison leaves no output file.
+        var comparison: String?
+        if let compare {
+            let expected = try file.floatTensor(compare)
+            guard let difference = result.output.maxAbsoluteDifference(to: expected) else {
+                throw CommandError("\(compare) has shape \(expected.shape), out has \(result.output.shape)")
+            }
+            comparison = "max |out - \(compare)| = \(difference)"
+        }
         var out = SafetensorsFile()
         out.set("out", result.output)
         out.set("logsumexp", result.logsumexp)
         out.metadata = ["producer": "attention sdpa", "input": input]
         try out.write(to: URL(fileURLWithPath: output))
         print("wrote out \(result.output.shape) and logsumexp \(result.logsumexp.shape) to \(output)")
-        if let compare {
-            let expected = try file.floatTensor(compare)
-            guard let difference = result.output.maxAbsoluteDifference(to: expected) else {
-                throw CommandError("\(compare) has shape \(expected.shape), out has \(result.output.shape)")
-            }
-            print("max |out - \(compare)| = \(difference)")
-        }
+        if let comparison { print(comparison) }
     }
 }
 

@@ -39,7 +39,7 @@ public struct CausalSelfAttention: Sendable {
             throw AttentionError.invalidValue(argument: "contextLength", expected: "a non-negative length", actual: "\(contextLength)")
         }
         try AttentionProblem.checkDropout(dropoutProbability)
-        projections = try QKVProjections(query: query, key: key, value: value, heads: 1, kvHeads: 1)
+        projections = try QKVProjections(query: query, key: key, value: value, heads: 1, kvHeads: 1, selfAttention: true)
         self.contextLength = contextLength
         self.dropoutProbability = dropoutProbability
     }
@@ -73,7 +73,7 @@ public struct CausalSelfAttention: Sendable {
     public func attentionWeights(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(input)
         return sequence.restoringRank(
-            Tensor(validShape: [problem.batch, problem.queryLength, problem.keyLength], scalars: problem.referenceWeights().scalars))
+            Tensor(validShape: [problem.batch, problem.queryLength, problem.keyLength], scalars: try problem.referenceWeights().scalars))
     }
 
     private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {

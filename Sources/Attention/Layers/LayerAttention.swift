@@ -65,7 +65,8 @@ extension AttentionProblem {
     }
 
     /// The oracle's attention weights `[batch, heads, queryLength, keyLength]`.
-    func referenceWeights() -> Tensor<Float> {
+    func referenceWeights() throws -> Tensor<Float> {
+        _ = try Tensor<Float>.allocatableCount(of: maskShape, argument: "input")
         let result = runReference(layout: .headsMajor, wantWeights: true)
         return Tensor(validShape: [batch, queryHeads, queryLength, keyLength], scalars: result.weights ?? [])
     }

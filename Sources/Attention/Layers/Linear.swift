@@ -64,8 +64,9 @@ public struct Linear: Sendable {
         guard input.rank >= 1, input.shape.last == inFeatures else {
             throw AttentionError.invalidShape(argument: argument, expected: "[..., \(inFeatures)] (inFeatures)", actual: input.shape)
         }
-        let rowCount = input.shape.dropLast().reduce(1, *)
-        var output = [Float](repeating: 0, count: rowCount * outFeatures)
+        let outputShape = Array(input.shape.dropLast()) + [outFeatures]
+        var output = [Float](repeating: 0, count: try Tensor<Float>.allocatableCount(of: outputShape, argument: argument))
+        let rowCount = input.shape.dropLast().contains(0) ? 0 : input.shape.dropLast().reduce(1, *)
         let status = input.withUnsafeBufferPointer { x in
             weight.withUnsafeBufferPointer { w in
                 output.withUnsafeMutableBufferPointer { y in
@@ -80,7 +81,7 @@ public struct Linear: Sendable {
         guard status == ATTN_OK else {
             throw AttentionError.kernelFailure(code: Int(status.rawValue), message: String(cString: attn_status_description(status)))
         }
-        return Tensor(validShape: Array(input.shape.dropLast()) + [outFeatures], scalars: output)
+        return Tensor(validShape: outputShape, scalars: output)
     }
 
     private func withBias<R>(_ body: (UnsafePointer<Float>?) -> R) -> R {

@@ -93,6 +93,10 @@ public struct MultiHeadAttention: Sendable {
         guard heads >= 1, dOut % heads == 0 else {
             throw AttentionError.invalidValue(argument: "heads", expected: "a positive divisor of dOut = \(dOut)", actual: "\(heads)")
         }
+        if let kvHeads, kvHeads < 1 || heads % kvHeads != 0 {
+            throw AttentionError.invalidValue(
+                argument: "kvHeads", expected: "a divisor of heads = \(heads) (grouped-query attention)", actual: "\(kvHeads)")
+        }
         let kvWidth = dOut / heads * (kvHeads ?? heads)
         try self.init(
             query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed),
@@ -170,15 +174,19 @@ public struct MultiHeadAttention: Sendable {
     }
 
     /// The attention weights of each head from the oracle,
-    /// `[batch, heads, queryLength, keyLength]` (after masks, and dropout in
-    /// training). O(Lq·Lk) memory; for inspection.
+    /// `[batch, heads, queryLength, keyLength]` (`[heads, queryLength, keyLength]`
+    /// for unbatched inputs), after masks, and dropout in training. O(Lq·Lk)
+    /// memory; for inspection.
     ///
     /// - Throws: as `callAsFunction(query:key:value:keyPaddingMask:mask:)`.
     public func attentionWeights(
         query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,
         keyPaddingMask: Tensor<Bool>? = nil, mask: AttentionMask = .none
     ) throws -> Tensor<Float> {
-        try prepare(query: query, key: key, value: value, keyPaddingMask: keyPaddingMask, mask: mask).1.referenceWeights()
+        let (sequence, problem) = try prepare(
+            query: query, key: key, value: value, keyPaddingMask: keyPaddingMask, mask: mask)
+        let weights = try problem.referenceWeights()
+        return sequence.wasUnbatched ? Tensor(validShape: Array(weights.shape.dropFirst()), scalars: weights.scalars) : weights
     }
 
     private func prepare(
@@ -188,8 +196,11 @@ public struct MultiHeadAttention: Sendable {
         let querySequence = try SequenceBatch(query, argument: "query", features: projections.query.inFeatures)
         let keySequence = try SequenceBatch(key, argument: "key", features: projections.key.inFeatures)
         let valueSequence = try SequenceBatch(value, argument: "value", features: projections.value.inFeatures)
-        guard keySequence.wasUnbatched == querySequence.wasUnbatched, valueSequence.wasUnbatched == querySequence.wasUnbatched else {
-            throw AttentionError.invalidShape(argument: "key/value", expected: "rank \(query.rank) like query", actual: key.shape)
+        guard keySequence.wasUnbatched == querySequence.wasUnbatched else {
+            throw AttentionError.invalidShape(argument: "key", expected: "rank \(query.rank) like query \(query.shape)", actual: key.shape)
+        }
+        guard valueSequence.wasUnbatched == querySequence.wasUnbatched else {
+            throw AttentionError.invalidShape(argument: "value", expected: "rank \(query.rank) like query \(query.shape)", actual: value.shape)
         }
         try checkContextLength(querySequence.length, contextLength: contextLength, argument: "query")
         try checkContextLength(keySequence.length, contextLength: contextLength, argument: "key")

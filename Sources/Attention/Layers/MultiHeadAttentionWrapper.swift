@@ -31,7 +31,10 @@ public struct MultiHeadAttentionWrapper: Sendable {
         dIn: Int, dOut: Int, contextLength: Int, numHeads: Int, dropoutProbability: Float = 0,
         qkvBias: Bool = false, seed: UInt64 = 0
     ) throws {
-        try self.init(heads: (0..<max(numHeads, 0)).map { index in
+        guard numHeads >= 1 else {
+            throw AttentionError.invalidValue(argument: "numHeads", expected: "at least one head", actual: "\(numHeads)")
+        }
+        try self.init(heads: (0..<numHeads).map { index in
             try CausalSelfAttention(
                 dIn: dIn, dOut: dOut, contextLength: contextLength, dropoutProbability: dropoutProbability,
                 qkvBias: qkvBias, seed: seed &+ UInt64(index) &* 16)

@@ -9,8 +9,16 @@ struct QKVProjections: Sendable {
     let kvHeads: Int
 
     /// Checks that the projections fit together: query and key project to the
-    /// same width, each width splits evenly into its heads, and `kvHeads` divides `heads`.
-    init(query: Linear, key: Linear, value: Linear, heads: Int, kvHeads: Int) throws {
+    /// same width, each width splits evenly into its heads, and `kvHeads` divides
+    /// `heads`; for self-attention, all three read the same input width.
+    init(query: Linear, key: Linear, value: Linear, heads: Int, kvHeads: Int, selfAttention: Bool = false) throws {
+        if selfAttention {
+            for (name, projection) in [("key.weight", key), ("value.weight", value)] where projection.inFeatures != query.inFeatures {
+                throw AttentionError.invalidShape(
+                    argument: name, expected: "[out, \(query.inFeatures)] (the query's inFeatures: one input)",
+                    actual: projection.weight.shape)
+            }
+        }
         guard heads >= 1 else {
             throw AttentionError.invalidValue(argument: "heads", expected: "at least 1", actual: "\(heads)")
         }
@@ -56,12 +64,14 @@ struct QKVProjections: Sendable {
                 argument: "value", expected: "[\(keyInput.batch), \(keyInput.length), features] matching key",
                 actual: valueInput.tensor.shape)
         }
-        return AttentionProblem(
+        let problem = AttentionProblem(
             projectedQueries: try query(queryInput.tensor, argument: "query"),
             keys: try key(keyInput.tensor, argument: "key"),
             values: try value(valueInput.tensor, argument: "value"),
-            queryHeads: heads, kvHeads: kvHeads, scale: 1 / Float(headDim).squareRoot(), causal: causal,
-            dropoutProbability: dropoutProbability, dropoutSeed: dropoutSeed)
+            queryHeads: heads, kvHeads: kvHeads, scale: try AttentionProblem.resolveScale(nil, headDim: headDim),
+            causal: causal, dropoutProbability: dropoutProbability, dropoutSeed: dropoutSeed)
+        try problem.checkResultSizes(argument: "value")
+        return problem
     }
 }
 

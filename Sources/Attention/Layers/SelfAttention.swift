@@ -21,7 +21,7 @@ public struct SelfAttention: Sendable {
     ///
     /// - Throws: `AttentionError.invalidShape` if query and key widths differ.
     public init(query: Linear, key: Linear, value: Linear) throws {
-        projections = try QKVProjections(query: query, key: key, value: value, heads: 1, kvHeads: 1)
+        projections = try QKVProjections(query: query, key: key, value: value, heads: 1, kvHeads: 1, selfAttention: true)
     }
 
     /// A freshly initialised layer (PyTorch's `nn.Linear` initialisation, seeded).
@@ -54,7 +54,7 @@ public struct SelfAttention: Sendable {
     public func attentionWeights(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(input)
         return sequence.restoringRank(
-            Tensor(validShape: [problem.batch, problem.queryLength, problem.keyLength], scalars: problem.referenceWeights().scalars))
+            Tensor(validShape: [problem.batch, problem.queryLength, problem.keyLength], scalars: try problem.referenceWeights().scalars))
     }
 
     private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {

@@ -9,7 +9,10 @@ import Foundation
 /// with the fused kernel, only the contract: masked cells get logit −∞ and add
 /// nothing (a NaN or Inf at a masked key has no effect), a row with no visible key
 /// gives zeros and logsumexp −∞, a NaN logit makes its row NaN, and dropout keeps
-/// the cells that `Philox.keeps` keeps, scaling them by 1/(1 − p).
+/// the cells that `Philox.keeps` keeps, scaling them by 1/(1 − p). Logits are
+/// float32 quantities: `scale·q` is rounded to float32 as the kernel does, and a
+/// logit beyond the float32 range (or from an infinite input) is NaN, as it is in
+/// the kernel and in PyTorch; everything else is computed in double precision.
 extension AttentionProblem {
     func runReference(layout: OutputLayout, wantWeights: Bool) -> BackendResult {
         let outputStrides = layout.strides(batch: batch, heads: queryHeads, length: queryLength, dim: valueDim)
@@ -19,18 +22,21 @@ extension AttentionProblem {
         let causalOffset = causal == .bottomRight ? keyLength - queryLength : 0
         var logits = [Double](repeating: 0, count: keyLength)
         var rowWeights = [Double](repeating: 0, count: keyLength)
+        var scaledQuery = [Double](repeating: 0, count: headDim)
 
         for b in 0..<batch {
             for h in 0..<queryHeads {
                 let kvHead = h / groupSize
                 for i in 0..<queryLength {
                     // Logits, with every mask applied as −∞ (or added, for an additive mask).
+                    for d in 0..<headDim { scaledQuery[d] = Double(scale * query[b, h, i, d]) }
                     for j in 0..<keyLength {
                         var dot = 0.0
                         for d in 0..<headDim {
-                            dot += Double(query[b, h, i, d]) * Double(key[b, kvHead, j, d])
+                            dot += scaledQuery[d] * Double(key[b, kvHead, j, d])
                         }
-                        var logit = Double(scale) * dot
+                        // Logits live in float32: one that is not finite there is NaN.
+                        var logit = abs(dot) <= Double(Float.greatestFiniteMagnitude) ? dot : .nan
                         switch mask {
                         case let .keep(keep)?:
                             if !keep[b, h, i, j] { logit = -.infinity }
@@ -119,6 +125,7 @@ public enum Reference {
         let problem = try AttentionProblem(
             queries: queries, keys: keys, values: values, mask: mask, scale: scale,
             dropoutProbability: dropoutProbability, dropoutSeed: dropoutSeed)
+        _ = try Tensor<Float>.allocatableCount(of: problem.maskShape, argument: "keys")  // the weights
         let result = problem.runReference(layout: .headsMajor, wantWeights: true)
         let rowShape = Array(queries.shape.dropLast())
         return ReferenceAttentionResult(
