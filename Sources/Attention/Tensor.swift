@@ -17,7 +17,8 @@ public struct Tensor<Element: Sendable>: Sendable {
 
     /// Creates a tensor from its elements in row-major order.
     ///
-    /// - Throws: `AttentionError.invalidShape` if a dimension is negative, or
+    /// - Throws: `AttentionError.invalidShape` if a dimension is negative or the
+    ///   size of the shape in bytes does not fit in `Int`, or
     ///   `AttentionError.elementCountMismatch` if `scalars.count` is not the
     ///   product of `shape`.
     public init(shape: [Int], scalars: [Element]) throws {
@@ -32,7 +33,8 @@ public struct Tensor<Element: Sendable>: Sendable {
 
     /// Creates a tensor of the given shape with every element equal to `value`.
     ///
-    /// - Throws: `AttentionError.invalidShape` if a dimension is negative.
+    /// - Throws: `AttentionError.invalidShape` if a dimension is negative or the
+    ///   size of the shape in bytes does not fit in `Int`.
     public init(shape: [Int], repeating value: Element) throws {
         try Self.validate(shape: shape, argument: "shape")
         self.shape = shape
@@ -115,9 +117,22 @@ public struct Tensor<Element: Sendable>: Sendable {
         return strides
     }
 
+    /// Dimensions must be non-negative, and the product of the non-zero ones times
+    /// the element size must fit in `Int` (as for safetensors shapes): then the
+    /// element count, every stride and every byte count of the tensor fit, and a
+    /// shape too large to exist throws instead of trapping on overflow.
     private static func validate(shape: [Int], argument: String) throws {
         if shape.contains(where: { $0 < 0 }) {
             throw AttentionError.invalidShape(argument: argument, expected: "non-negative dimensions", actual: shape)
+        }
+        var bytes = Swift.max(MemoryLayout<Element>.stride, 1)
+        for dimension in shape where dimension != 0 {
+            let (product, overflow) = bytes.multipliedReportingOverflow(by: dimension)
+            guard !overflow else {
+                throw AttentionError.invalidShape(
+                    argument: argument, expected: "an element count whose size in bytes fits in Int", actual: shape)
+            }
+            bytes = product
         }
     }
 

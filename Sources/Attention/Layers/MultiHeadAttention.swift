@@ -188,8 +188,9 @@ public struct MultiHeadAttention: Sendable {
         let querySequence = try SequenceBatch(query, argument: "query", features: projections.query.inFeatures)
         let keySequence = try SequenceBatch(key, argument: "key", features: projections.key.inFeatures)
         let valueSequence = try SequenceBatch(value, argument: "value", features: projections.value.inFeatures)
-        guard keySequence.wasUnbatched == querySequence.wasUnbatched, valueSequence.wasUnbatched == querySequence.wasUnbatched else {
-            throw AttentionError.invalidShape(argument: "key/value", expected: "rank \(query.rank) like query", actual: key.shape)
+        for (argument, sequence, tensor) in [("key", keySequence, key), ("value", valueSequence, value)]
+        where sequence.wasUnbatched != querySequence.wasUnbatched {
+            throw AttentionError.invalidShape(argument: argument, expected: "rank \(query.rank) like query \(query.shape)", actual: tensor.shape)
         }
         try checkContextLength(querySequence.length, contextLength: contextLength, argument: "query")
         try checkContextLength(keySequence.length, contextLength: contextLength, argument: "key")

@@ -26,12 +26,16 @@ public struct MultiHeadAttentionWrapper: Sendable {
 
     /// `numHeads` freshly initialised heads (PyTorch initialisation, seeded).
     ///
-    /// - Throws: as `init(heads:)` and `CausalSelfAttention.init`.
+    /// - Throws: `AttentionError.invalidValue` naming `numHeads` if it is less
+    ///   than 1; otherwise as `CausalSelfAttention.init`.
     public init(
         dIn: Int, dOut: Int, contextLength: Int, numHeads: Int, dropoutProbability: Float = 0,
         qkvBias: Bool = false, seed: UInt64 = 0
     ) throws {
-        try self.init(heads: (0..<max(numHeads, 0)).map { index in
+        guard numHeads >= 1 else {
+            throw AttentionError.invalidValue(argument: "numHeads", expected: "at least 1", actual: "\(numHeads)")
+        }
+        try self.init(heads: (0..<numHeads).map { index in
             try CausalSelfAttention(
                 dIn: dIn, dOut: dOut, contextLength: contextLength, dropoutProbability: dropoutProbability,
                 qkvBias: qkvBias, seed: seed &+ UInt64(index) &* 16)

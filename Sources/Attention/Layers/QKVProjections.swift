@@ -60,7 +60,7 @@ struct QKVProjections: Sendable {
             projectedQueries: try query(queryInput.tensor, argument: "query"),
             keys: try key(keyInput.tensor, argument: "key"),
             values: try value(valueInput.tensor, argument: "value"),
-            queryHeads: heads, kvHeads: kvHeads, scale: 1 / Float(headDim).squareRoot(), causal: causal,
+            queryHeads: heads, kvHeads: kvHeads, scale: try AttentionProblem.resolveScale(nil, headDim: headDim), causal: causal,
             dropoutProbability: dropoutProbability, dropoutSeed: dropoutSeed)
     }
 }
