@@ -91,8 +91,18 @@ static attn_status validate(const attn_params *p) {
     if (!isfinite(p->scale)) return ATTN_ERROR_SCALE;
     if (!(p->dropout_p >= 0.0f && p->dropout_p < 1.0f)) return ATTN_ERROR_DROPOUT;
 
-    const int64_t output_elements = p->batch * p->query_heads * p->query_length;
-    if (output_elements == 0) return ATTN_OK;  // nothing to read or write
+    // Every product the loops form from sizes must fit in int64: the query rows
+    // (which also bound the tasks), the output and logsumexp elements, and the
+    // scratch of one thread.
+    // scratch of one thread (bounded through the head and value dims).
+    const int64_t largest_dim = (int64_t)1 << 40;
+    int64_t rows, output_elements;
+    if (p->head_dim > largest_dim || p->value_dim > largest_dim ||
+        __builtin_mul_overflow(p->batch, p->query_heads, &rows) ||
+        __builtin_mul_overflow(rows, p->query_length, &rows) ||
+        __builtin_mul_overflow(rows, p->value_dim, &output_elements))
+        return ATTN_ERROR_SIZE_OVERFLOW;
+    if (rows == 0) return ATTN_OK;  // nothing to read or write
     if (p->kv_heads == 0 || p->query_heads % p->kv_heads != 0) return ATTN_ERROR_GROUPED_QUERY;
     if (p->value_dim > 0 && !p->output) return ATTN_ERROR_NULL_POINTER;
     if (p->value_dim > 0 && p->output_strides[3] != 1) return ATTN_ERROR_INNER_STRIDE;
@@ -365,6 +375,7 @@ const char *attn_status_description(attn_status status) {
     case ATTN_ERROR_DROPOUT: return "dropout_p is not in [0, 1)";
     case ATTN_ERROR_MASK_KIND: return "unknown mask kind or causal alignment";
     case ATTN_ERROR_OUT_OF_MEMORY: return "scratch memory could not be allocated";
+    case ATTN_ERROR_SIZE_OVERFLOW: return "a product of the sizes overflows int64";
     }
     return "unknown status";
 }

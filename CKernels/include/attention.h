@@ -55,6 +55,7 @@ typedef enum attn_status {
     ATTN_ERROR_DROPOUT = 6,           ///< dropout_p is not in [0, 1)
     ATTN_ERROR_MASK_KIND = 7,         ///< unknown mask kind or causal value
     ATTN_ERROR_OUT_OF_MEMORY = 8,     ///< per-thread scratch could not be allocated
+    ATTN_ERROR_SIZE_OVERFLOW = 9,     ///< a product of sizes (rows, tasks, scratch) overflows int64
 } attn_status;
 
 /// Which causal mask, if any, the kernel applies.

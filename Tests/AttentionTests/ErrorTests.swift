@@ -380,11 +380,8 @@ final class ErrorTests: XCTestCase {
     /// checks. Batch 2³² and 2³² query heads, every outer stride 0 so that a few
     /// floats back the whole problem, wrap the product to 0 (signed overflow,
     /// undefined behaviour): the call returns ATTN_OK and computes nothing,
-    /// where an error status is expected. Skipped unless ATTENTION_KNOWN_BUGS=1.
+    /// where an error status is expected.
     func testCEntryPointRejectsSizesWhoseProductOverflowsInt64() throws {
-        guard ProcessInfo.processInfo.environment["ATTENTION_KNOWN_BUGS"] == "1" else {
-            throw XCTSkip("known bug: attn_sdpa_forward returns ATTN_OK for batch · query_heads · query_length past 2^63 (sdpa.c validate)")
-        }
         let q: [Float] = [1], k: [Float] = [1], v: [Float] = [2]
         var output: [Float] = [KernelCall.sentinel]
         let status = q.withUnsafeBufferPointer { q in
@@ -405,7 +402,7 @@ final class ErrorTests: XCTestCase {
                 }
             }
         }
-        XCTAssertNotEqual(status, ATTN_OK, "2^64 query rows: expected an error status, got ATTN_OK with output \(output)")
+        XCTAssertEqual(status, ATTN_ERROR_SIZE_OVERFLOW, "2^64 query rows: got \(status) with output \(output)")
     }
 
     // MARK: The command-line tool
