@@ -127,10 +127,12 @@ typedef struct task_view {
     int64_t causal_offset;    // row i sees keys j <= i + causal_offset (when causal)
     const unsigned char *keep_mask;  // mask at (batch, head, row0, 0), or NULL
     const float *additive_mask;
+    const unsigned char *key_keep;   // key padding at (batch, 0), or NULL
 } task_view;
 
 // Explicit masks on st[j][i]: a kept-out cell becomes −∞, an additive one is
-// added (an additive −∞ overwrites, so NaN·K at a masked key has no effect).
+// added (an additive −∞ overwrites, so NaN·K at a masked key has no effect),
+// and a padded key is −∞ for every row.
 static void apply_explicit_mask(const task_view *t, int64_t col0, int64_t cols, float *st) {
     const int64_t *ms = t->p->mask_strides;
     for (int64_t i = 0; i < t->rows; i++) {
@@ -138,7 +140,7 @@ static void apply_explicit_mask(const task_view *t, int64_t col0, int64_t cols, 
             const unsigned char *mask_row = t->keep_mask + i * ms[2] + col0 * ms[3];
             for (int64_t j = 0; j < cols; j++)
                 if (!mask_row[j * ms[3]]) st[j * QUERY_TILE + i] = -INFINITY;
-        } else {
+        } else if (t->additive_mask) {
             const float *mask_row = t->additive_mask + i * ms[2] + col0 * ms[3];
             for (int64_t j = 0; j < cols; j++) {
                 const float bias = mask_row[j * ms[3]];
@@ -146,6 +148,12 @@ static void apply_explicit_mask(const task_view *t, int64_t col0, int64_t cols, 
                 *s = bias == -INFINITY ? -INFINITY : *s + bias;
             }
         }
+    }
+    if (t->key_keep) {
+        const int64_t stride = t->p->key_padding_strides[1];
+        for (int64_t j = 0; j < cols; j++)
+            if (!t->key_keep[(col0 + j) * stride])
+                for (int64_t i = 0; i < QUERY_TILE; i++) st[j * QUERY_TILE + i] = -INFINITY;
     }
 }
 
@@ -204,6 +212,9 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
                                 row0 * p->mask_strides[2];
     t.keep_mask = p->mask_kind == ATTN_MASK_KEEP ? (const unsigned char *)p->mask + mask_offset : 0;
     t.additive_mask = p->mask_kind == ATTN_MASK_ADDITIVE ? (const float *)p->mask + mask_offset : 0;
+    t.key_keep = p->key_padding_keep && p->key_length > 0
+                     ? p->key_padding_keep + batch * p->key_padding_strides[0]
+                     : 0;
     const float *q = p->query ? p->query + batch * p->query_strides[0] +
                                     head * p->query_strides[1] + row0 * p->query_strides[2]
                               : 0;
@@ -233,7 +244,8 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
         // Row i sees keys j < i + visible_limit of this tile (all of them off the diagonal).
         const int diagonal = p->causal != ATTN_CAUSAL_NONE && col0 + cols - 1 > row0 + t.causal_offset;
         const int64_t visible_limit = diagonal ? row0 + t.causal_offset - col0 + 1 : cols;
-        const int masked = diagonal || t.keep_mask || t.additive_mask;
+        const int explicit_mask = t.keep_mask || t.additive_mask || t.key_keep;
+        const int masked = diagonal || explicit_mask;
         if (p->head_dim > 0) {
             // Unmasked tiles take the row max from the micro-kernel, while the scores are in registers.
             kernels->qk_tile(state.qt, k + col0 * p->key_strides[2], p->key_strides[2], cols,
@@ -241,7 +253,7 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
         } else {
             memset(st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
         }
-        if (t.keep_mask || t.additive_mask) apply_explicit_mask(&t, col0, cols, st);
+        if (explicit_mask) apply_explicit_mask(&t, col0, cols, st);
         if (diagonal) apply_causal_mask(&t, col0, cols, st);
 
         // Online softmax: rows whose max grew rescale by alpha = e^(m − m_new)

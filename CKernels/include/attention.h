@@ -17,6 +17,7 @@
 //   output    [batch, query_heads, query_length, value_dim]
 //   logsumexp [batch, query_heads, query_length]              (optional)
 //   mask      [batch, query_heads, query_length, key_length]  (optional; stride 0 broadcasts)
+//   key_padding_keep [batch, key_length]                      (optional)
 // The innermost dimension of query, key, value and output must be contiguous
 // (stride 1). Strides and sizes are int64 element counts throughout.
 //
@@ -89,6 +90,11 @@ typedef struct attn_params {
 
     attn_mask_kind mask_kind;
     const void *mask;     int64_t mask_strides[4];      ///< stride 0 broadcasts a dimension
+
+    /// Optional (NULL) key padding, uint8 [batch, key_length]: 0 = the key is
+    /// padding and no query attends to it; combines with every other mask, so a
+    /// layer's padding never needs a [Lq, Lk] buffer.
+    const unsigned char *key_padding_keep;  int64_t key_padding_strides[2];
 
     float dropout_p;             ///< in [0, 1); 0 disables dropout
     uint64_t dropout_seed;       ///< Philox key

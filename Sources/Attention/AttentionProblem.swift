@@ -21,6 +21,8 @@ struct AttentionProblem: Sendable {
     var scale: Float
     var causal: CausalAlignment?
     var mask: BroadcastMask?
+    /// Key padding as keep flags `[batch, keyLength]` (`false` = padding), or nil.
+    var keyPaddingKeep: [Bool]?
     var dropoutProbability: Float
     var dropoutSeed: UInt64
 
@@ -105,6 +107,7 @@ extension AttentionProblem {
         self.dropoutSeed = dropoutSeed
         self.causal = nil
         self.mask = nil
+        self.keyPaddingKeep = nil
         try checkResultSizes(argument: "values")
         try apply(mask)
     }

@@ -73,7 +73,9 @@ extension AttentionProblem {
                             params.value = v.baseAddress.map { UnsafePointer($0 + value.offset) }
                             params.output = out.baseAddress
                             params.logsumexp = wantLogsumexp ? lse.baseAddress : nil
-                            return withMask(&params) { KernelThreading.run(&$0, threads: threads) }
+                            return withMask(&params) { params in
+                                withKeyPadding(&params) { KernelThreading.run(&$0, threads: threads) }
+                            }
                         }
                     }
                 }
@@ -107,6 +109,17 @@ extension AttentionProblem {
                 params.mask = buffer.baseAddress.map { UnsafeRawPointer($0 + operand.offset) }
                 return body(&params)
             }
+        }
+    }
+
+    /// Fills the key padding fields of `params` for the duration of `body`.
+    private func withKeyPadding(_ params: inout attn_params, _ body: (inout attn_params) -> attn_status) -> attn_status {
+        guard let keyPaddingKeep else { return body(&params) }
+        params.key_padding_strides = (Int64(keyLength), 1)
+        return keyPaddingKeep.withUnsafeBytes { bytes in
+            // Swift's Bool is one byte holding 0 or 1, the kernel's uint8 flags.
+            params.key_padding_keep = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)
+            return body(&params)
         }
     }
 

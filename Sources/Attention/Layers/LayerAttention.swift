@@ -53,6 +53,7 @@ extension AttentionProblem {
         self.scale = scale
         self.causal = causal
         self.mask = nil
+        self.keyPaddingKeep = nil
         self.dropoutProbability = dropoutProbability
         self.dropoutSeed = dropoutSeed
     }

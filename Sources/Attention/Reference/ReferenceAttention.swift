@@ -47,6 +47,7 @@ extension AttentionProblem {
                             break
                         }
                         if causal != nil, j > i + causalOffset { logit = -.infinity }
+                        if let keyPaddingKeep, !keyPaddingKeep[b * keyLength + j] { logit = -.infinity }
                         logits[j] = logit
                     }
                     // Softmax with the row max subtracted; NaN anywhere makes the max NaN.
