@@ -156,13 +156,96 @@ AVX512 INLINE static void qk_keys(const float *qt, const float *k, int64_t k_row
     if (j < cols) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, 1, vectors);
 }
 
+// A 16 × 16 block of floats transposed in registers (unpack, then shuffles
+// within and across 128-bit lanes): r[i][j] becomes r[j][i].
+AVX512 INLINE static void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) {
+            t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+            t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xDD);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+    }
+}
+
+// A few query rows (decoding): keys in lanes. Sixteen key rows are transposed
+// 16 dims at a time in registers, so each key element arrives in a vector load
+// instead of a broadcast of its own, and the loads stream along the key rows.
+// Each lane still computes fma(q_d, k_d, ·) over d = 0 … D−1 from 0, the very
+// operations of the row-in-lanes kernel (a·b = b·a exactly), so a row's scores
+// are bit for bit the same as when it shares a tile with 63 others.
+AVX512 INLINE static void qk_keys_in_lanes(const float *qt, const float *k, int64_t k_row_stride,
+                                           int64_t cols, int64_t head_dim, float *st,
+                                           const int rows) {
+    const __m512i lines = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(QUERY_TILE));
+    for (int64_t j0 = 0; j0 < cols; j0 += LANES) {
+        const int64_t keys = cols - j0 < LANES ? cols - j0 : LANES;
+        __m512 acc[4];
+        _Pragma("clang loop unroll(full)")
+        for (int r = 0; r < rows; r++) acc[r] = _mm512_setzero_ps();
+        for (int64_t d0 = 0; d0 < head_dim; d0 += LANES) {
+            const int64_t dims = head_dim - d0 < LANES ? head_dim - d0 : LANES;
+            const __mmask16 dim_lanes = (__mmask16)((1u << dims) - 1u);
+            // The next 16 key rows, one line each per step: the hardware prefetcher
+            // does not follow 16 interleaved streams, and decoding is bound by them.
+            for (int j = 0; j < LANES; j++)
+                _mm_prefetch((const char *)(k + (j0 + LANES + j) * k_row_stride + d0), _MM_HINT_T0);
+            __m512 kt[LANES];
+            _Pragma("clang loop unroll(full)")
+            for (int j = 0; j < LANES; j++)
+                kt[j] = j < keys ? _mm512_maskz_loadu_ps(dim_lanes, k + (j0 + j) * k_row_stride + d0)
+                                 : _mm512_setzero_ps();
+            transpose16(kt);  // kt[dd]: dim d0 + dd of keys j0 … j0 + 15
+            for (int64_t dd = 0; dd < dims; dd++)
+                _Pragma("clang loop unroll(full)")
+                for (int r = 0; r < rows; r++)
+                    acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(qt[(d0 + dd) * QUERY_TILE + r]), kt[dd], acc[r]);
+        }
+        const __mmask16 key_lanes = (__mmask16)((1u << keys) - 1u);
+        _Pragma("clang loop unroll(full)")
+        for (int r = 0; r < rows; r++) {
+            // As in qk_block: an overflowed or infinite score becomes NaN.
+            const __m512 score = _mm512_fmadd_ps(acc[r], _mm512_setzero_ps(), acc[r]);
+            _mm512_mask_i32scatter_ps(st + j0 * QUERY_TILE + r, key_lanes, lines, score, 4);
+        }
+    }
+}
+
 // Only the row vectors that hold query rows are computed: a decode step (one
 // query row) costs one vector per key instead of four. Lanes are independent,
 // so a row's bits do not depend on how many other rows there are.
+AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
+                                  const float *row_max, float *row_max_new);
+
 AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row_stride,
                                   int64_t cols, int64_t head_dim, int64_t rows, float *st,
                                   const float *row_max, float *row_max_new) {
     const int vectors = row_vectors(rows);
+    if (row_max && rows >= 1 && rows <= 4) {  // attention with a few query rows: decoding
+        switch (rows) {
+        case 1: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, 1); break;
+        case 2: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, 2); break;
+        case 3: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, 3); break;
+        default: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, 4); break;
+        }
+        if (row_max_new) row_max_avx512(st, cols, rows, row_max, row_max_new);
+        return;
+    }
     if (row_max_new)
         for (int c = 0; c < vectors; c++)
             _mm512_store_ps(row_max_new + c * LANES, _mm512_load_ps(row_max + c * LANES));
