@@ -48,7 +48,7 @@ build_sdpa() {
 build_safetensors() {
     # The parser's sources only (Foundation, no C kernel), with the harness's
     # LLVMFuzzerTestOneInput. -parse-as-library: the harness has no top-level code.
-    "$SWIFTC" -g -Onone -parse-as-library -sanitize=fuzzer,address \
+    "$SWIFTC" -g -Onone -parse-as-library -sanitize=fuzzer,address -use-ld=lld \
         -module-name AttentionFuzzSafetensors \
         Fuzz/safetensors/FuzzSafetensors.swift \
         Sources/Attention/IO/*.swift Sources/Attention/Tensor.swift Sources/Attention/AttentionError.swift \
@@ -74,23 +74,26 @@ run)
     shift
     build_one
     mkdir -p "$build/$name/corpus" "$build/$name/artifacts"
-    dictionary=()
-    [ -f "Fuzz/$name/$name.dict" ] && dictionary=(-dict="Fuzz/$name/$name.dict")
+    case $name in
+    # The kernel's inputs are positional (a header, then tensor elements): mutate
+    # at full length from the start (-len_control=0); 4 KiB describe the largest problems.
+    sdpa) options=(-len_control=0 -max_len=4096) ;;
+    # Room for the largest seed (a 43 KiB golden fixture), which a smaller
+    # -max_len would truncate into an invalid file; a dictionary of header tokens.
+    safetensors) options=(-max_len=65536 -dict=Fuzz/safetensors/safetensors.dict) ;;
+    esac
     log=$build/$name/last-run.log
     echo "Fuzz/run.sh: $name for $seconds s (log: $log)"
-    # -len_control=0: the inputs are structured (a header, then tensor
-    # elements), so mutate at full length from the start.
     status=0
-    "$binary" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 \
-        -len_control=0 -max_len=4096 -print_final_stats=1 \
-        -artifact_prefix="$build/$name/artifacts/" "${dictionary[@]}" "$@" \
+    "$binary" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
+        -artifact_prefix="$build/$name/artifacts/" "${options[@]}" "$@" \
         "$build/$name/corpus" "Fuzz/$name/corpus" > "$log" 2>&1 || status=$?
     if [ $status -ne 0 ]; then
         tail -n 120 "$log"
         echo "Fuzz/run.sh: $name FAILED (status $status); the input is in $build/$name/artifacts/" >&2
         exit $status
     fi
-    grep -E '^INFO: seed corpus|^#[0-9]+ +(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' "$log" || true
+    grep -E '^INFO: seed corpus|^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' "$log" || true
     ;;
 replay)
     [ $# -ge 1 ] || usage
