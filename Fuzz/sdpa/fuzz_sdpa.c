@@ -17,11 +17,11 @@
 //
 // Any of these aborts (libFuzzer then saves the input as a crash):
 //   * an output or logsumexp element further from the reference than a bound
-//     derived from float32 rounding (see tolerances()), or NaN where the
+//     derived from float32 rounding (see tolerances_for()), or NaN where the
 //     reference is finite or finite where it is NaN, or an infinity of the
 //     wrong sign;
 //   * 1 and 2 threads disagreeing in any bit (the determinism contract);
-//   * an output element left unwritten, or a byte written outside the output
+//   * an output element left unwritten, or an element written outside the output
 //     (outputs sit in padded layouts pre-filled with a sentinel NaN);
 //   * a wrong status for a deliberately invalid parameter set, or anything
 //     written on an error;
