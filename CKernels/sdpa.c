@@ -210,8 +210,14 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
     t.causal_offset = p->causal == ATTN_CAUSAL_BOTTOM_RIGHT ? p->key_length - p->query_length : 0;
     const int64_t mask_offset = batch * p->mask_strides[0] + head * p->mask_strides[1] +
                                 row0 * p->mask_strides[2];
-    t.keep_mask = p->mask_kind == ATTN_MASK_KEEP ? (const unsigned char *)p->mask + mask_offset : 0;
-    t.additive_mask = p->mask_kind == ATTN_MASK_ADDITIVE ? (const float *)p->mask + mask_offset : 0;
+    // validate() lets query, key, value and mask be NULL when there is no key:
+    // no pointer arithmetic on NULL, and nothing read through them below.
+    t.keep_mask = p->mask_kind == ATTN_MASK_KEEP && p->mask
+                      ? (const unsigned char *)p->mask + mask_offset
+                      : 0;
+    t.additive_mask = p->mask_kind == ATTN_MASK_ADDITIVE && p->mask
+                          ? (const float *)p->mask + mask_offset
+                          : 0;
     t.key_keep = p->key_padding_keep && p->key_length > 0
                      ? p->key_padding_keep + batch * p->key_padding_strides[0]
                      : 0;
@@ -228,7 +234,7 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
         state.row_sum[i] = 0.0f;
     }
     memset(state.acc, 0, sizeof(float) * (size_t)(QUERY_TILE * value_dim_padded));
-    if (p->head_dim > 0)
+    if (p->head_dim > 0 && p->key_length > 0)
         kernels->pack_query(q, p->query_strides[2], t.rows, p->head_dim, p->scale, state.qt);
 
     // Keys past the tile's last visible one are skipped whole (causal block skipping);

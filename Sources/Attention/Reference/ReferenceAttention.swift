@@ -70,7 +70,9 @@ extension AttentionProblem {
                             let kept = Philox.keeps(
                                 seed: dropoutSeed, batch: b, head: h, row: i, column: j,
                                 probability: dropoutProbability)
-                            weight = kept ? weight / (1 - Double(dropoutProbability)) : 0
+                            // A dropped weight is multiplied by 0, as in the kernel: a NaN
+                            // row stays NaN even when every one of its cells is dropped.
+                            weight = kept ? weight / (1 - Double(dropoutProbability)) : weight * 0
                         }
                         rowWeights[j] = weight
                         if wantWeights { weights[rowIndex * keyLength + j] = Float(weight) }
