@@ -278,14 +278,16 @@ static void run_reference(const problem *p, const inputs *in, reference *ref) {
                     for (int64_t d = 0; d < p->D; d++) {
                         const double qd = in->q[at4(&in->qv, b, h, i, d)];
                         const double kd = in->k[at4(&in->kv, b, kvh, j, d)];
-                        dot += qd * kd;
                         const float scaled = (float)(qd * p->scale);  // exactly the kernel's fl(q·scale)
+                        dot += (double)scaled * kd;
                         if (qd != 0 && scaled == 0 && isinf(kd)) ref->scaled_query_underflow = 1;
                         const double term = fabs((double)scaled * kd);
                         if (isfinite(term)) magnitude += term;
                     }
                     if (magnitude > ref->max_dot) ref->max_dot = magnitude;
-                    double logit = (double)p->scale * dot;
+                    // Logits are float32 quantities: one beyond FLT_MAX (an overflow, or
+                    // an infinite q or k) is NaN in the contract, never a masked cell.
+                    double logit = fabs(dot) <= FLT_MAX ? dot : NAN;
                     const int64_t m = b * in->mask_strides[0] + h * in->mask_strides[1] +
                                       i * in->mask_strides[2] + j * in->mask_strides[3];
                     if (p->mask_kind == ATTN_MASK_KEEP) {
