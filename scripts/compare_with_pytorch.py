@@ -10,7 +10,8 @@ environment (see the docstring of torch_sdpa_bench.py, about a minute):
         --torch-script ../shared/tools/torch_sdpa_bench.py --threads 1
 
 Each shape is timed by both tools within seconds of each other, ours first,
-so that a noisy neighbour affects both alike. FLOPs are 4·B·H·Lq·Lk·D, halved
+so that a noisy neighbour affects both alike; with --rounds N each tool times
+each case N times, alternating, and keeps its best median. FLOPs are 4·B·H·Lq·Lk·D, halved
 when causal with Lq = Lk (both tools).
 """
 import argparse, json, math, subprocess, sys
@@ -31,16 +32,23 @@ def main():
     ap.add_argument("--torch-script", required=True)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shape", action="append", help="B,H,Lq,Lk,D[,Hkv]; default: the peer grid")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="time each case this many times, alternating the tools, and keep each tool's "
+                         "best median: on a shared machine a neighbour's burst then hits neither tool alone")
     a = ap.parse_args()
     rows, ratios = [], []
     for shape in a.shape or GRID:
         decode = int(shape.split(",")[2]) <= 4
         for causal in ([False] if decode else [False, True]):
             flag = ["--causal"] if causal else ["--non-causal"]
-            ours = run_json([a.attention, "bench", "--shape", shape, *flag, "--threads", str(a.threads),
-                             "--path", "fused", "--format", "json"])[0]
-            theirs = run_json([a.torch_python, a.torch_script, "--shape", shape,
-                               *(["--causal"] if causal else []), "--threads", str(a.threads)])[0]
+            ours_runs, theirs_runs = [], []
+            for _ in range(a.rounds):
+                ours_runs += run_json([a.attention, "bench", "--shape", shape, *flag, "--threads", str(a.threads),
+                                       "--path", "fused", "--format", "json"])
+                theirs_runs += run_json([a.torch_python, a.torch_script, "--shape", shape,
+                                         *(["--causal"] if causal else []), "--threads", str(a.threads)])
+            ours = min(ours_runs, key=lambda r: r["medianSeconds"])
+            theirs = min(theirs_runs, key=lambda r: r["medianSeconds"])
             ratio = ours["gflops"] / theirs["gflops"]
             ratios.append(ratio)
             unit = f'{ours["gbps"]:.1f} GB/s' if decode else f'{100 * ours["peakFraction"]:.0f}%'
