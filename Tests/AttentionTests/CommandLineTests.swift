@@ -6,60 +6,14 @@ import XCTest
 /// golden sdpa case, and its behaviour on bad input (non-zero exit, one line on
 /// stderr, no output file).
 final class CommandLineTests: XCTestCase {
-    struct Run {
-        var status: Int32
-        var standardOutput: String
-        var standardError: String
-        var standardErrorLines: [Substring] { standardError.split(separator: "\n", omittingEmptySubsequences: true) }
-    }
-
-    /// The `attention` executable that SwiftPM builds next to the test bundle
-    /// (`swift build --build-tests` and `swift test` build every product).
-    private func executable() throws -> URL {
-        var directories: [URL] = [
-            Bundle.main.bundleURL,
-            Bundle.main.bundleURL.deletingLastPathComponent(),
-            Bundle.module.bundleURL.deletingLastPathComponent(),
-            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-        ]
-        for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
-            directories.append(bundle.bundleURL.deletingLastPathComponent())
-        }
-        for directory in directories {
-            let candidate = directory.appendingPathComponent("attention")
-            var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: candidate.path, isDirectory: &isDirectory), !isDirectory.boolValue,
-               FileManager.default.isExecutableFile(atPath: candidate.path) {
-                return candidate
-            }
-        }
-        XCTFail("the attention executable was not found in \(directories.map(\.path)); build it with `swift build --build-tests`")
-        throw CocoaError(.fileNoSuchFile)
-    }
+    typealias Run = AttentionRun
 
     private func run(_ arguments: [String]) throws -> Run {
-        let process = Process()
-        process.executableURL = try executable()
-        process.arguments = arguments
-        let output = Pipe(), error = Pipe()
-        process.standardOutput = output
-        process.standardError = error
-        try process.run()
-        // Both streams are a few lines: reading one to its end cannot block the other.
-        let outputData = output.fileHandleForReading.readDataToEndOfFile()
-        let errorData = error.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus,
-                   standardOutput: String(decoding: outputData, as: UTF8.self),
-                   standardError: String(decoding: errorData, as: UTF8.self))
+        try runAttentionExecutable(arguments)
     }
 
     private func temporaryDirectory() throws -> URL {
-        let directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("CommandLineTests-\(UUID().uuidString)", isDirectory: true)
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
-        return directory
+        try makeTemporaryDirectory()
     }
 
     /// `attention sdpa --input <case> --output <file>` with `--causal top-left` and

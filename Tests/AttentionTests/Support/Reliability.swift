@@ -138,7 +138,17 @@ struct KernelCall {
 
 // MARK: The command-line tool
 
-/// The `attention` executable that SwiftPM builds next to the test bundle.
+/// One run of the `attention` executable.
+struct AttentionRun {
+    var status: Int32
+    var standardOutput: String
+    var standardError: String
+    var standardErrorLines: [Substring] { standardError.split(separator: "\n", omittingEmptySubsequences: true) }
+}
+
+/// The `attention` executable that SwiftPM builds next to the test bundle
+/// (`swift build --build-tests` and `swift test` build every product). Not
+/// finding it fails the test: a CLI test must not pass by not running.
 func attentionExecutable() throws -> URL {
     var directories: [URL] = [
         Bundle.main.bundleURL,
@@ -157,21 +167,26 @@ func attentionExecutable() throws -> URL {
             return candidate
         }
     }
-    throw XCTSkip("the attention executable was not found next to the test bundle; build it with `swift build --build-tests`")
+    XCTFail("the attention executable was not found in \(directories.map(\.path)); build it with `swift build --build-tests`")
+    throw CocoaError(.fileNoSuchFile)
 }
 
-/// Runs `attention` with `arguments`; returns the exit status and stderr.
-func runAttentionExecutable(_ arguments: [String]) throws -> (status: Int32, standardError: String) {
+/// Runs `attention` with `arguments` and collects its exit status and output.
+func runAttentionExecutable(_ arguments: [String]) throws -> AttentionRun {
     let process = Process()
     process.executableURL = try attentionExecutable()
     process.arguments = arguments
-    let error = Pipe()
-    process.standardOutput = FileHandle.nullDevice
+    let output = Pipe(), error = Pipe()
+    process.standardOutput = output
     process.standardError = error
     try process.run()
+    // Both streams are a few lines: reading one to its end cannot block the other.
+    let outputData = output.fileHandleForReading.readDataToEndOfFile()
     let errorData = error.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: errorData, as: UTF8.self))
+    return AttentionRun(status: process.terminationStatus,
+                        standardOutput: String(decoding: outputData, as: UTF8.self),
+                        standardError: String(decoding: errorData, as: UTF8.self))
 }
 
 extension XCTestCase {
