@@ -255,7 +255,8 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
         if (p->head_dim > 0) {
             // Unmasked tiles take the row max from the micro-kernel, while the scores are in registers.
             kernels->qk_tile(state.qt, k + col0 * p->key_strides[2], p->key_strides[2], cols,
-                             p->head_dim, t.rows, st, state.row_max, masked ? 0 : state.row_max_new);
+                             p->head_dim, t.rows, visible_limit, st, state.row_max,
+                             masked ? 0 : state.row_max_new);
         } else {
             memset(st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
         }

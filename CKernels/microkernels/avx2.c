@@ -90,8 +90,9 @@ AVX2 static void row_max_avx2(const float *st, int64_t cols, int64_t rows, const
                               float *row_max_new);
 
 AVX2 static void qk_tile_avx2(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
-                              int64_t head_dim, int64_t rows, float *st, const float *row_max,
-                              float *row_max_new) {
+                              int64_t head_dim, int64_t rows, int64_t visible_limit, float *st,
+                              const float *row_max, float *row_max_new) {
+    (void)visible_limit;  // every score is computed
     int64_t j = 0;
     for (; j + KEY_BLOCK <= cols; j += KEY_BLOCK)
         qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, row_max != 0, KEY_BLOCK);

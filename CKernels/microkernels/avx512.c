@@ -233,8 +233,8 @@ AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
                                   const float *row_max, float *row_max_new);
 
 AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row_stride,
-                                  int64_t cols, int64_t head_dim, int64_t rows, float *st,
-                                  const float *row_max, float *row_max_new) {
+                                  int64_t cols, int64_t head_dim, int64_t rows, int64_t visible_limit,
+                                  float *st, const float *row_max, float *row_max_new) {
     const int vectors = row_vectors(rows);
     if (row_max && rows >= 1 && rows <= 4) {  // attention with a few query rows: decoding
         switch (rows) {
@@ -242,6 +242,28 @@ AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row
         case 2: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, 2); break;
         case 3: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, 3); break;
         default: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, 4); break;
+        }
+        if (row_max_new) row_max_avx512(st, cols, rows, row_max, row_max_new);
+        return;
+    }
+    if (visible_limit < cols) {
+        // A tile on the causal diagonal: for keys j0 … j0 + 15, the row vectors
+        // below row j0 − visible_limit + 1 see none of them and are left to the
+        // mask pass (which writes −∞ there); only the others are computed.
+        for (int64_t j0 = 0; j0 < cols; j0 += LANES) {
+            const int64_t needed_row = j0 - visible_limit + 1;
+            const int first = needed_row <= 0 ? 0 : (int)(needed_row / LANES);
+            if (first >= vectors) continue;
+            const int64_t keys = cols - j0 < LANES ? cols - j0 : LANES;
+            const float *qt_part = qt + first * LANES;
+            float *st_part = st + j0 * QUERY_TILE + first * LANES;
+            const float *k_part = k + j0 * k_row_stride;
+            switch (vectors - first) {
+            case 1: qk_keys(qt_part, k_part, k_row_stride, keys, head_dim, st_part, row_max != 0, 0, 1); break;
+            case 2: qk_keys(qt_part, k_part, k_row_stride, keys, head_dim, st_part, row_max != 0, 0, 2); break;
+            case 3: qk_keys(qt_part, k_part, k_row_stride, keys, head_dim, st_part, row_max != 0, 0, 3); break;
+            default: qk_keys(qt_part, k_part, k_row_stride, keys, head_dim, st_part, row_max != 0, 0, 4); break;
+            }
         }
         if (row_max_new) row_max_avx512(st, cols, rows, row_max, row_max_new);
         return;

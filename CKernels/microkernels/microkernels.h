@@ -13,7 +13,9 @@
 //                For attention (row_max not NULL) a score that is ±∞ — an overflow or
 //                an infinite input — becomes NaN, so that it cannot pass for a masked
 //                cell; if row_max_new is not NULL, the row_max pass is fused in (for
-//                tiles that need no mask). linear.c passes NULL for both.
+//                tiles that need no mask). linear.c passes NULL for both. Row i sees
+//                keys j < i + visible_limit (cols or more: all); scores it cannot see
+//                may be left unwritten, for the mask pass to overwrite with −∞.
 //   row_max:     m_new[i]   = max(m[i], max_j st[j][i]), NaN wins
 //   exp_row_sum: st[j][i]   = exp(st[j][i] − m_new[i]) (−0 where st = −∞),
 //                sum[i]     = Σ_j st[j][i]
@@ -53,8 +55,8 @@ typedef struct attn_microkernels {
     void (*pack_query)(const float *q, int64_t q_row_stride, int64_t rows, int64_t head_dim,
                        float scale, float *qt);
     void (*qk_tile)(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
-                    int64_t head_dim, int64_t rows, float *st, const float *row_max,
-                    float *row_max_new);
+                    int64_t head_dim, int64_t rows, int64_t visible_limit, float *st,
+                    const float *row_max, float *row_max_new);
     void (*row_max)(const float *st, int64_t cols, int64_t rows, const float *row_max,
                     float *row_max_new);
     void (*exp_row_sum)(float *st, int64_t cols, int64_t rows, const float *row_max_new,

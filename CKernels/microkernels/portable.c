@@ -17,8 +17,9 @@ static void row_max_portable(const float *st, int64_t cols, int64_t rows, const 
                              float *row_max_new);
 
 static void qk_tile_portable(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
-                             int64_t head_dim, int64_t rows, float *st, const float *row_max,
-                             float *row_max_new) {
+                             int64_t head_dim, int64_t rows, int64_t visible_limit, float *st,
+                             const float *row_max, float *row_max_new) {
+    (void)visible_limit;  // every score is computed
     for (int64_t j = 0; j < cols; j++) {
         float *s = st + j * QUERY_TILE;
         for (int64_t i = 0; i < QUERY_TILE; i++) s[i] = 0.0f;
