@@ -72,8 +72,7 @@ public struct CausalSelfAttention: Sendable {
     /// - Throws: as `callAsFunction(_:)`.
     public func attentionWeights(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(input)
-        return sequence.restoringRank(
-            Tensor(validShape: [problem.batch, problem.queryLength, problem.keyLength], scalars: try problem.referenceWeights().scalars))
+        return try sequence.singleHeadWeights(of: problem)
     }
 
     private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {

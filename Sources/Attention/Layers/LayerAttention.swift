@@ -19,6 +19,14 @@ struct SequenceBatch {
         tensor = wasUnbatched ? Tensor(validShape: [1] + input.shape, scalars: input.scalars) : input
     }
 
+    /// The oracle's weights of a single-head problem over this input:
+    /// `[batch, queryLength, keyLength]`, or without `batch` for an unbatched input.
+    func singleHeadWeights(of problem: AttentionProblem) throws -> Tensor<Float> {
+        let weights = try problem.referenceWeights()
+        return restoringRank(
+            Tensor(validShape: [problem.batch, problem.queryLength, problem.keyLength], scalars: weights.scalars))
+    }
+
     /// Gives `output [batch, length, width]` the rank the input had.
     func restoringRank(_ output: Tensor<Float>) -> Tensor<Float> {
         wasUnbatched ? Tensor(validShape: Array(output.shape.dropFirst()), scalars: output.scalars) : output

@@ -53,8 +53,7 @@ public struct SelfAttention: Sendable {
     /// - Throws: `AttentionError.invalidShape` naming `input`.
     public func attentionWeights(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(input)
-        return sequence.restoringRank(
-            Tensor(validShape: [problem.batch, problem.queryLength, problem.keyLength], scalars: try problem.referenceWeights().scalars))
+        return try sequence.singleHeadWeights(of: problem)
     }
 
     private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {

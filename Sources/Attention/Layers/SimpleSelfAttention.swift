@@ -28,9 +28,7 @@ public struct SimpleSelfAttention: Sendable {
     /// - Throws: `AttentionError.invalidShape` naming `input` for another rank.
     public func attentionWeights(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(input)
-        let weights = try problem.referenceWeights()
-        return sequence.restoringRank(
-            Tensor(validShape: [problem.batch, problem.queryLength, problem.keyLength], scalars: weights.scalars))
+        return try sequence.singleHeadWeights(of: problem)
     }
 
     private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
