@@ -181,47 +181,90 @@ AVX512 INLINE static void transpose16(__m512 r[16]) {
     }
 }
 
-// A few query rows (decoding): keys in lanes. Sixteen key rows are transposed
-// 16 dims at a time in registers, so each key element arrives in a vector load
-// instead of a broadcast of its own, and the loads stream along the key rows.
-// Each lane still computes fma(q_d, k_d, ·) over d = 0 … D−1 from 0, the very
-// operations of the row-in-lanes kernel (a·b = b·a exactly), so a row's scores
-// are bit for bit the same as when it shares a tile with 63 others.
-AVX512 INLINE static void qk_keys_in_lanes(const float *qt, const float *k, int64_t k_row_stride,
-                                           int64_t cols, int64_t head_dim, float *st,
-                                           const int rows) {
+// A few query rows (decoding): keys in lanes. Sixteen key rows at a time are
+// transposed 16 dims at a time in registers, so each key element arrives in a
+// vector load instead of a broadcast of its own. Each lane still computes
+// fma(q_d, k_d, ·) over d = 0 … D−1 from 0, the very operations of the
+// row-in-lanes kernel (a·b = b·a exactly), so a row's scores are bit for bit
+// the same as when it shares a tile with 63 others.
+//
+// One query row has one FMA chain per 16 keys, 4 cycles a link: DECODE_GROUPS
+// groups of 16 keys go through the head dims together, so that their chains
+// interleave; their transposed blocks wait in `kt` (L1) for the FMAs.
+enum { DECODE_GROUPS = 4 };
+
+AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t k_row_stride,
+                                        int64_t keys, int64_t head_dim, float *st,
+                                        const int rows, const int groups) {
+    _Alignas(64) float kt[DECODE_GROUPS][LANES * LANES];
+    __m512 acc[DECODE_GROUPS][4];
+    _Pragma("clang loop unroll(full)")
+    for (int g = 0; g < groups; g++)
+        _Pragma("clang loop unroll(full)")
+        for (int r = 0; r < rows; r++) acc[g][r] = _mm512_setzero_ps();
+    for (int64_t d0 = 0; d0 < head_dim; d0 += LANES) {
+        const int64_t dims = head_dim - d0 < LANES ? head_dim - d0 : LANES;
+        const __mmask16 dim_lanes = (__mmask16)((1u << dims) - 1u);
+        _Pragma("clang loop unroll(full)")
+        for (int g = 0; g < groups; g++) {
+            const float *rows_in = k + (int64_t)g * LANES * k_row_stride + d0;
+            // The same line of the key rows one block ahead: the hardware prefetcher
+            // does not follow this many interleaved streams, and decoding is bound by them.
+            for (int j = 0; j < LANES; j++)
+                _mm_prefetch((const char *)(rows_in + (DECODE_GROUPS * LANES + j) * k_row_stride), _MM_HINT_T0);
+            const int64_t group_keys = keys - g * LANES < LANES ? keys - g * LANES : LANES;
+            __m512 block[LANES];
+            _Pragma("clang loop unroll(full)")
+            for (int j = 0; j < LANES; j++)
+                block[j] = j < group_keys ? _mm512_maskz_loadu_ps(dim_lanes, rows_in + j * k_row_stride)
+                                          : _mm512_setzero_ps();
+            transpose16(block);  // block[dd]: dim d0 + dd of the group's 16 keys
+            _Pragma("clang loop unroll(full)")
+            for (int dd = 0; dd < LANES; dd++) _mm512_store_ps(kt[g] + dd * LANES, block[dd]);
+        }
+        for (int64_t dd = 0; dd < dims; dd++) {
+            __m512 q[4];
+            _Pragma("clang loop unroll(full)")
+            for (int r = 0; r < rows; r++) q[r] = _mm512_set1_ps(qt[(d0 + dd) * QUERY_TILE + r]);
+            _Pragma("clang loop unroll(full)")
+            for (int g = 0; g < groups; g++) {
+                const __m512 key = _mm512_load_ps(kt[g] + dd * LANES);
+                _Pragma("clang loop unroll(full)")
+                for (int r = 0; r < rows; r++) acc[g][r] = _mm512_fmadd_ps(q[r], key, acc[g][r]);
+            }
+        }
+    }
     const __m512i lines = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         _mm512_set1_epi32(QUERY_TILE));
-    for (int64_t j0 = 0; j0 < cols; j0 += LANES) {
-        const int64_t keys = cols - j0 < LANES ? cols - j0 : LANES;
-        __m512 acc[4];
-        _Pragma("clang loop unroll(full)")
-        for (int r = 0; r < rows; r++) acc[r] = _mm512_setzero_ps();
-        for (int64_t d0 = 0; d0 < head_dim; d0 += LANES) {
-            const int64_t dims = head_dim - d0 < LANES ? head_dim - d0 : LANES;
-            const __mmask16 dim_lanes = (__mmask16)((1u << dims) - 1u);
-            // The next 16 key rows, one line each per step: the hardware prefetcher
-            // does not follow 16 interleaved streams, and decoding is bound by them.
-            for (int j = 0; j < LANES; j++)
-                _mm_prefetch((const char *)(k + (j0 + LANES + j) * k_row_stride + d0), _MM_HINT_T0);
-            __m512 kt[LANES];
-            _Pragma("clang loop unroll(full)")
-            for (int j = 0; j < LANES; j++)
-                kt[j] = j < keys ? _mm512_maskz_loadu_ps(dim_lanes, k + (j0 + j) * k_row_stride + d0)
-                                 : _mm512_setzero_ps();
-            transpose16(kt);  // kt[dd]: dim d0 + dd of keys j0 … j0 + 15
-            for (int64_t dd = 0; dd < dims; dd++)
-                _Pragma("clang loop unroll(full)")
-                for (int r = 0; r < rows; r++)
-                    acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(qt[(d0 + dd) * QUERY_TILE + r]), kt[dd], acc[r]);
-        }
-        const __mmask16 key_lanes = (__mmask16)((1u << keys) - 1u);
+    _Pragma("clang loop unroll(full)")
+    for (int g = 0; g < groups; g++) {
+        const int64_t group_keys = keys - g * LANES < LANES ? keys - g * LANES : LANES;
+        const __mmask16 key_lanes = (__mmask16)((1u << group_keys) - 1u);
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) {
             // As in qk_block: an overflowed or infinite score becomes NaN.
-            const __m512 score = _mm512_fmadd_ps(acc[r], _mm512_setzero_ps(), acc[r]);
-            _mm512_mask_i32scatter_ps(st + j0 * QUERY_TILE + r, key_lanes, lines, score, 4);
+            const __m512 score = _mm512_fmadd_ps(acc[g][r], _mm512_setzero_ps(), acc[g][r]);
+            _mm512_mask_i32scatter_ps(st + g * LANES * QUERY_TILE + r, key_lanes, lines, score, 4);
+        }
+    }
+}
+
+// Rows 1 and 2 take four groups at a time; rows 3 and 4 already have that many
+// chains per group and would run out of registers with more.
+AVX512 INLINE static void qk_keys_in_lanes(const float *qt, const float *k, int64_t k_row_stride,
+                                           int64_t cols, int64_t head_dim, float *st,
+                                           const int rows) {
+    const int64_t step = rows <= 2 ? DECODE_GROUPS * LANES : LANES;
+    for (int64_t j0 = 0; j0 < cols; j0 += step) {
+        const int64_t keys = cols - j0 < step ? cols - j0 : step;
+        const float *k_block = k + j0 * k_row_stride;
+        float *st_block = st + j0 * QUERY_TILE;
+        switch ((keys + LANES - 1) / LANES) {
+        case 4: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, rows, 4); break;
+        case 3: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, rows, 3); break;
+        case 2: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, rows, 2); break;
+        default: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, rows, 1); break;
         }
     }
 }
@@ -323,10 +366,14 @@ AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, int64_t rows,
 }
 
 // acc[i0 .. i0+ROWS)[d0 .. d0+64) = alpha·acc + pt · v, with `tail` masking the last vector.
+// With `checked`, value elements that are NaN or ±∞ (exponent field all ones)
+// are read as 0, as pack_value would have stored them, and flagged in *special.
 AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_row_stride,
                                    int64_t cols, const float *alpha, float *acc,
                                    int64_t acc_row_stride, const int rows, const int vectors,
-                                   __mmask16 tail) {
+                                   __mmask16 tail, const int checked, __mmask16 *special) {
+    const __m512i exponent = _mm512_set1_epi32(0x7F800000);
+    __mmask16 found = 0;
     __m512 sum[ROW_BLOCK][VALUE_VECTORS];
     _Pragma("clang loop unroll(full)")
     for (int r = 0; r < rows; r++) {
@@ -344,6 +391,12 @@ AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_ro
         for (int c = 0; c < vectors; c++) {
             const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
             value[c] = _mm512_maskz_loadu_ps(lanes, v + j * v_row_stride + c * LANES);
+            if (checked) {
+                const __mmask16 bad = _mm512_cmpeq_epi32_mask(
+                    _mm512_and_si512(_mm512_castps_si512(value[c]), exponent), exponent);
+                found |= bad;
+                value[c] = _mm512_mask_mov_ps(value[c], bad, _mm512_setzero_ps());
+            }
         }
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) {
@@ -359,33 +412,35 @@ AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_ro
             const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
             _mm512_mask_storeu_ps(acc + r * acc_row_stride + c * LANES, lanes, sum[r][c]);
         }
+    if (checked) *special |= found;
 }
 
 AVX512 INLINE static void pv_rows(const float *pt, const float *v, int64_t v_row_stride,
                                   int64_t rows, int64_t cols, const float *alpha, float *acc,
                                   int64_t acc_row_stride, const int vectors, __mmask16 tail,
-                                  int64_t visible_limit) {
+                                  int64_t visible_limit, const int checked, __mmask16 *special) {
     int64_t i = 0;
     for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
         pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, ROW_BLOCK, visible_limit), alpha + i,
-                 acc + i * acc_row_stride, acc_row_stride, ROW_BLOCK, vectors, tail);
+                 acc + i * acc_row_stride, acc_row_stride, ROW_BLOCK, vectors, tail, checked, special);
     const int rest = (int)(rows - i);
     const int64_t rest_cols = visible_cols(cols, i, rest, visible_limit);
     const float *pt_rest = pt + i, *alpha_rest = alpha + i;
     float *acc_rest = acc + i * acc_row_stride;
     switch (rest) {  // the remaining rows in one block of constant size
-    case 5: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 5, vectors, tail); break;
-    case 4: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 4, vectors, tail); break;
-    case 3: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 3, vectors, tail); break;
-    case 2: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 2, vectors, tail); break;
-    case 1: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 1, vectors, tail); break;
+    case 5: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 5, vectors, tail, checked, special); break;
+    case 4: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 4, vectors, tail, checked, special); break;
+    case 3: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 3, vectors, tail, checked, special); break;
+    case 2: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 2, vectors, tail, checked, special); break;
+    case 1: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 1, vectors, tail, checked, special); break;
     default: break;
     }
 }
 
-AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row_stride,
-                                  int64_t rows, int64_t cols, int64_t value_dim,
-                                  const float *alpha, float *acc, int64_t acc_row_stride, int64_t visible_limit) {
+AVX512 INLINE static void pv_columns(const float *pt, const float *v, int64_t v_row_stride,
+                                     int64_t rows, int64_t cols, int64_t value_dim,
+                                     const float *alpha, float *acc, int64_t acc_row_stride,
+                                     int64_t visible_limit, const int checked, __mmask16 *special) {
     const int64_t block_width = VALUE_VECTORS * LANES;
     for (int64_t d0 = 0; d0 < value_dim; d0 += block_width) {
         const int64_t width = value_dim - d0 < block_width ? value_dim - d0 : block_width;
@@ -393,12 +448,27 @@ AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row
         const int tail_lanes = (int)(width - (vectors - 1) * LANES);
         const __mmask16 tail = (__mmask16)((1u << tail_lanes) - 1u);
         switch (vectors) {  // constant vector counts, so each block unrolls fully
-        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 4, tail, visible_limit); break;
-        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 3, tail, visible_limit); break;
-        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 2, tail, visible_limit); break;
-        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 1, tail, visible_limit); break;
+        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 4, tail, visible_limit, checked, special); break;
+        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 3, tail, visible_limit, checked, special); break;
+        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 2, tail, visible_limit, checked, special); break;
+        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 1, tail, visible_limit, checked, special); break;
         }
     }
+}
+
+AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row_stride,
+                                  int64_t rows, int64_t cols, int64_t value_dim,
+                                  const float *alpha, float *acc, int64_t acc_row_stride, int64_t visible_limit) {
+    pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, 0, 0);
+}
+
+AVX512 static int pv_tile_unpacked_avx512(const float *pt, const float *v, int64_t v_row_stride,
+                                          int64_t rows, int64_t cols, int64_t value_dim,
+                                          const float *alpha, float *acc, int64_t acc_row_stride,
+                                          int64_t visible_limit) {
+    __mmask16 special = 0;
+    pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, 1, &special);
+    return special == 0;
 }
 
 AVX512 static void update_rows_avx512(float *row_max, const float *row_max_new, float *row_sum,
@@ -457,6 +527,7 @@ const attn_microkernels attn_microkernels_avx512 = {
     .row_max = row_max_avx512,
     .exp_row_sum = exp_row_sum_avx512,
     .pv_tile = pv_tile_avx512,
+    .pv_tile_unpacked = pv_tile_unpacked_avx512,
     .update_rows = update_rows_avx512,
     .pack_value = pack_value_avx512,
 };

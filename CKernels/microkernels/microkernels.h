@@ -23,6 +23,10 @@
 //                (O = diag(e^(m − m_new)) O + P V; alpha is 1 where the max did not grow)
 //                Row i may skip keys j ≥ i + visible_limit, which are masked (weight −0,
 //                so skipping them changes no bit); visible_limit ≥ cols means none.
+//   pv_tile_unpacked: pv_tile on the caller's value rows as they are, reading NaN and
+//                ±∞ as 0 (the bits pack_value would store); returns 1 if there were
+//                none. For tiles of few query rows, where a value row is used too few
+//                times to repay a copy: the tile is streamed from memory once.
 //   update_rows: alpha[i] = m_new[i] > m[i] ? e^(m[i] − m_new[i]) : 1,
 //                l[i] = l[i]·alpha[i] + sum[i], m[i] = m_new[i]   (the online-softmax step)
 //   pack_value:  a value tile copied to aligned scratch with NaN and ±∞ replaced
@@ -64,6 +68,9 @@ typedef struct attn_microkernels {
     void (*pv_tile)(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                     int64_t cols, int64_t value_dim, const float *alpha, float *acc,
                     int64_t acc_row_stride, int64_t visible_limit);
+    int (*pv_tile_unpacked)(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
+                            int64_t cols, int64_t value_dim, const float *alpha, float *acc,
+                            int64_t acc_row_stride, int64_t visible_limit);
     void (*update_rows)(float *row_max, const float *row_max_new, float *row_sum,
                         const float *tile_sum, float *alpha, int64_t rows);
     int (*pack_value)(const float *v, int64_t v_row_stride, int64_t cols, int64_t value_dim,

@@ -74,6 +74,28 @@ static void pv_tile_portable(const float *pt, const float *v, int64_t v_row_stri
     }
 }
 
+static int pv_tile_unpacked_portable(const float *pt, const float *v, int64_t v_row_stride,
+                                     int64_t rows, int64_t cols, int64_t value_dim,
+                                     const float *alpha, float *acc, int64_t acc_row_stride,
+                                     int64_t visible_limit) {
+    (void)visible_limit;
+    int finite = 1;
+    for (int64_t i = 0; i < rows; i++) {
+        float *acc_row = acc + i * acc_row_stride;
+        for (int64_t d = 0; d < value_dim; d++) acc_row[d] *= alpha[i];
+        for (int64_t j = 0; j < cols; j++) {
+            const float weight = pt[j * QUERY_TILE + i];
+            const float *v_row = v + j * v_row_stride;
+            for (int64_t d = 0; d < value_dim; d++) {
+                const int ok = isfinite(v_row[d]) != 0;  // NaN and ±∞ read as 0, as pack_value stores them
+                finite &= ok;
+                acc_row[d] += weight * (ok ? v_row[d] : 0.0f);
+            }
+        }
+    }
+    return finite;
+}
+
 static void update_rows_portable(float *row_max, const float *row_max_new, float *row_sum,
                                  const float *tile_sum, float *alpha, int64_t rows) {
     for (int64_t i = 0; i < rows; i++) {
@@ -103,6 +125,7 @@ const attn_microkernels attn_microkernels_portable = {
     .row_max = row_max_portable,
     .exp_row_sum = exp_row_sum_portable,
     .pv_tile = pv_tile_portable,
+    .pv_tile_unpacked = pv_tile_unpacked_portable,
     .update_rows = update_rows_portable,
     .pack_value = pack_value_portable,
 };

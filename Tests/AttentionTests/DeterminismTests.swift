@@ -216,4 +216,45 @@ final class DecodeDeterminismTests: XCTestCase {
             }
         }
     }
+
+    /// Decoding reads the value rows in place (no packed copy), so it also makes
+    /// its own check for NaN and ±∞: with poisoned values, some of them at a masked
+    /// key, decode rows must still be bit for bit the rows of a full tile.
+    func testDecodeRowsWithNaNAndInfinityInTheValuesMatchTheSameRowsInsideAFullTile() throws {
+        let keys = try Tensor<Float>.randomNormal([1, 2, 300, 40], seed: 24)
+        var values = try Tensor<Float>.randomNormal([1, 2, 300, 24], seed: 25)
+        let full = try Tensor<Float>.randomNormal([1, 2, 100, 40], seed: 26)
+        for head in 0..<2 {
+            values[0, head, 10, 3] = .infinity
+            values[0, head, 100, 5] = -.infinity
+            values[0, head, 200, 7] = .nan
+            values[0, head, 250, 1] = .infinity  // hidden from every row by the mask
+        }
+        func keepMask(rows: Int) throws -> AttentionMask {
+            var keep = try Tensor<Bool>(shape: [rows, 300], repeating: true)
+            for row in 0..<rows { keep[row, 250] = false }
+            return .keep(keep)
+        }
+        try forEachKernelPath { path in
+            let reference = try scaledDotProductAttentionWithLogsumexp(
+                queries: full, keys: keys, values: values, mask: keepMask(rows: 100))
+            for column in [3, 5, 7] { XCTAssertFalse(reference.output[0, 0, 37, column].isFinite, "\(path): column \(column)") }
+            XCTAssertTrue(reference.output[0, 0, 37, 1].isFinite, "\(path): the masked infinity leaked")
+            for rows in 1...5 {
+                var scalars: [Float] = []
+                for head in 0..<2 { scalars += full.scalars[(head * 100 + 37) * 40..<(head * 100 + 37 + rows) * 40] }
+                let few = try Tensor<Float>(shape: [1, 2, rows, 40], scalars: scalars)
+                let result = try scaledDotProductAttentionWithLogsumexp(
+                    queries: few, keys: keys, values: values, mask: keepMask(rows: rows))
+                for head in 0..<2 {
+                    for row in 0..<rows {
+                        for d in 0..<24 {
+                            XCTAssertEqual(result.output[0, head, row, d].bitPattern, reference.output[0, head, 37 + row, d].bitPattern,
+                                           "\(path): \(rows) rows, head \(head), row \(row), d \(d)")
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
