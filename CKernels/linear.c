@@ -59,7 +59,7 @@ attn_status attn_linear_forward(const float *x, int64_t rows, int64_t in_feature
             const int64_t cols = out_features - out0 < KEY_TILE ? out_features - out0 : KEY_TILE;
             if (in_features > 0)
                 kernels->qk_tile(xt, weight + out0 * in_features, in_features, cols, in_features,
-                                 tile_rows, cols, yt, 0, 0);
+                                 tile_rows, cols, yt, 0, 0, 0);
             for (int64_t i = 0; i < tile_rows; i++)
                 for (int64_t j = 0; j < cols; j++) {
                     const float sum = in_features > 0 ? yt[j * QUERY_TILE + i] : 0.0f;

@@ -35,10 +35,10 @@ int omp_get_num_threads(void);
 
 enum {
     SCRATCH_ALIGNMENT = 64,  // one cache line; also the AVX-512 register width
-    // Tiles with at most this many query rows read the value rows in place
-    // (pv_tile_unpacked) instead of packing them first: measured on
-    // 1,32,1,2048,128, packing costs a third of a decode step.
-    UNPACKED_VALUE_ROWS = 4,
+    // Tiles with at most this many query rows (decoding) read the value rows in
+    // place instead of packing them first (see pv_in_place): on 1,32,1,2048,128
+    // the copy cost a third of the time.
+    IN_PLACE_VALUE_ROWS = 4,
 };
 
 // Per-thread scratch, each buffer on a cache line. Scores are transposed,
@@ -53,6 +53,7 @@ typedef struct row_state {
     float *scores;       // st / pt  [KEY_TILE, QUERY_TILE]
     float *acc;          // unnormalised output [QUERY_TILE, value_dim_padded]
     float *v_packed;     // the value tile, aligned, NaN/±∞ zeroed [KEY_TILE, value_dim_padded]
+    attn_prefetch_stream prefetch;  // decoding: the operand of the next pass
 } row_state;
 
 static int64_t round_up(int64_t value, int64_t multiple) {
@@ -75,6 +76,7 @@ static row_state row_state_at(float *scratch, int64_t head_dim, int64_t value_di
     state.scores = state.qt + head_dim * QUERY_TILE;
     state.acc = state.scores + KEY_TILE * QUERY_TILE;
     state.v_packed = state.acc + QUERY_TILE * value_dim_padded;
+    attn_prefetch_start(&state.prefetch, 0, 0, 0, 0);  // nothing to fetch yet
     return state;
 }
 
@@ -202,6 +204,40 @@ static void add_nonfinite_values(const float *pt, const float *v, int64_t v_row_
         }
 }
 
+// P·V for a tile of few query rows (decoding), on the caller's value rows in
+// place: each row is used by at most IN_PLACE_VALUE_ROWS query rows, too few to
+// repay pack_value's copy, and the tile is best streamed from memory once.
+// With finite values, pv_tile on the caller's rows does the very arithmetic it
+// does on the copy. A NaN or ±∞ value would leave its column of the updated
+// rows non-finite (w·±∞ is ±∞ or NaN for every w, and no later sum makes it
+// finite), so if the rows come out non-finite (that, an overflow, or a NaN
+// weight), they are restored from a copy and the tile goes the packed way,
+// which gives such values their defined meaning. Returns pack_value's flag.
+static int pv_in_place(const attn_params *p, const attn_microkernels *kernels, const task_view *t,
+                       const float *pt, const float *v_tile, int64_t cols, int64_t visible_limit,
+                       row_state *state, int64_t value_dim_padded) {
+    const int64_t count = t->rows * value_dim_padded;
+    float *saved = state->v_packed;  // unused by this path until the fallback, which restores first
+    int finite_before = 1;
+    for (int64_t e = 0; e < count; e++) {
+        saved[e] = state->acc[e];
+        finite_before &= isfinite(state->acc[e]) != 0;
+    }
+    if (finite_before) {
+        kernels->pv_tile(pt, v_tile, p->value_strides[2], t->rows, cols, p->value_dim, state->alpha,
+                         state->acc, value_dim_padded, visible_limit, &state->prefetch);
+        int finite_after = 1;
+        for (int64_t e = 0; e < count; e++) finite_after &= isfinite(state->acc[e]) != 0;
+        if (finite_after) return 1;
+        memcpy(state->acc, saved, sizeof(float) * (size_t)count);
+    }
+    const int finite = kernels->pack_value(v_tile, p->value_strides[2], cols, p->value_dim,
+                                           state->v_packed, value_dim_padded);
+    kernels->pv_tile(pt, state->v_packed, value_dim_padded, t->rows, cols, p->value_dim,
+                     state->alpha, state->acc, value_dim_padded, visible_limit, 0);
+    return finite;
+}
+
 static void run_task(const attn_params *p, const attn_microkernels *kernels, int64_t batch,
                      int64_t head, int64_t row0, row_state state, int64_t value_dim_padded) {
     task_view t;
@@ -237,7 +273,7 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
         state.row_max[i] = -INFINITY;
         state.row_sum[i] = 0.0f;
     }
-    memset(state.acc, 0, sizeof(float) * (size_t)(QUERY_TILE * value_dim_padded));
+    memset(state.acc, 0, sizeof(float) * (size_t)(t.rows * value_dim_padded));
     if (p->head_dim > 0 && p->key_length > 0)
         kernels->pack_query(q, p->query_strides[2], t.rows, p->head_dim, p->scale, state.qt);
 
@@ -256,11 +292,15 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
         const int64_t visible_limit = diagonal ? row0 + t.causal_offset - col0 + 1 : cols;
         const int explicit_mask = t.keep_mask || t.additive_mask || t.key_keep;
         const int masked = diagonal || explicit_mask;
+        const int in_place = t.rows <= IN_PLACE_VALUE_ROWS && p->value_dim > 0;
+        if (in_place)  // this tile's value rows come in while its keys are multiplied
+            attn_prefetch_start(&state.prefetch, v + col0 * p->value_strides[2], p->value_strides[2],
+                                cols, p->value_dim);
         if (p->head_dim > 0) {
             // Unmasked tiles take the row max from the micro-kernel, while the scores are in registers.
             kernels->qk_tile(state.qt, k + col0 * p->key_strides[2], p->key_strides[2], cols,
                              p->head_dim, t.rows, visible_limit, st, state.row_max,
-                             masked ? 0 : state.row_max_new);
+                             masked ? 0 : state.row_max_new, in_place ? &state.prefetch : 0);
         } else {
             memset(st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
         }
@@ -279,17 +319,17 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
         if (p->value_dim > 0) {
             const float *v_tile = v + col0 * p->value_strides[2];
             int finite;
-            if (t.rows <= UNPACKED_VALUE_ROWS) {
-                // Few query rows (decoding): each value row is used too few times to
-                // repay a copy, and the tile is best streamed from memory once.
-                finite = kernels->pv_tile_unpacked(st, v_tile, p->value_strides[2], t.rows, cols,
-                                                   p->value_dim, state.alpha, state.acc,
-                                                   value_dim_padded, visible_limit);
+            if (t.rows <= IN_PLACE_VALUE_ROWS) {
+                const int64_t next = col0 + KEY_TILE;  // the next tile's keys come in meanwhile
+                attn_prefetch_start(&state.prefetch, next < key_end ? k + next * p->key_strides[2] : 0,
+                                    p->key_strides[2], key_end - next, p->head_dim);
+                finite = pv_in_place(p, kernels, &t, st, v_tile, cols, visible_limit, &state,
+                                     value_dim_padded);
             } else {
                 finite = kernels->pack_value(v_tile, p->value_strides[2], cols, p->value_dim,
                                              state.v_packed, value_dim_padded);
                 kernels->pv_tile(st, state.v_packed, value_dim_padded, t.rows, cols, p->value_dim,
-                                 state.alpha, state.acc, value_dim_padded, visible_limit);
+                                 state.alpha, state.acc, value_dim_padded, visible_limit, 0);
             }
             if (!finite)
                 add_nonfinite_values(st, v_tile, p->value_strides[2], t.rows, cols, p->value_dim,

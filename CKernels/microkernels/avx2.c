@@ -91,7 +91,9 @@ AVX2 static void row_max_avx2(const float *st, int64_t cols, int64_t rows, const
 
 AVX2 static void qk_tile_avx2(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
                               int64_t head_dim, int64_t rows, int64_t visible_limit, float *st,
-                              const float *row_max, float *row_max_new) {
+                              const float *row_max, float *row_max_new,
+                              attn_prefetch_stream *prefetch) {
+    (void)prefetch;  // left to the hardware
     (void)visible_limit;  // every score is computed
     int64_t j = 0;
     for (; j + KEY_BLOCK <= cols; j += KEY_BLOCK)
@@ -141,10 +143,8 @@ AVX2 static void exp_row_sum_avx2(float *st, int64_t cols, int64_t rows,
 AVX2 INLINE static void pv_block(const float *pt, const float *v, int64_t v_row_stride,
                                  int64_t cols, const float *alpha, float *acc,
                                  int64_t acc_row_stride, const int rows, const int vectors,
-                                 __m256i tail, const int checked, __m256i *special) {
+                                 __m256i tail) {
     const __m256i all = _mm256_set1_epi32(-1);
-    const __m256i exponent = _mm256_set1_epi32(0x7F800000);
-    __m256i found = _mm256_setzero_si256();
     __m256 sum[ROW_BLOCK][VALUE_VECTORS];
     _Pragma("clang loop unroll(full)")
     for (int r = 0; r < rows; r++) {
@@ -158,15 +158,7 @@ AVX2 INLINE static void pv_block(const float *pt, const float *v, int64_t v_row_
         __m256 value[VALUE_VECTORS];
         _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++)
-        {
             value[c] = _mm256_maskload_ps(v + j * v_row_stride + c * LANES, c == vectors - 1 ? tail : all);
-            if (checked) {  // NaN and ±∞ read as 0, as pack_value stores them
-                const __m256i bad = _mm256_cmpeq_epi32(
-                    _mm256_and_si256(_mm256_castps_si256(value[c]), exponent), exponent);
-                found = _mm256_or_si256(found, bad);
-                value[c] = _mm256_andnot_ps(_mm256_castsi256_ps(bad), value[c]);
-            }
-        }
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) {
             const __m256 weight = _mm256_broadcast_ss(pt + j * QUERY_TILE + r);
@@ -179,29 +171,28 @@ AVX2 INLINE static void pv_block(const float *pt, const float *v, int64_t v_row_
         _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++)
             _mm256_maskstore_ps(acc + r * acc_row_stride + c * LANES, c == vectors - 1 ? tail : all, sum[r][c]);
-    if (checked) *special = _mm256_or_si256(*special, found);
 }
 
 AVX2 INLINE static void pv_rows(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                                 int64_t cols, const float *alpha, float *acc, int64_t acc_row_stride,
-                                const int vectors, __m256i tail, int64_t visible_limit,
-                                const int checked, __m256i *special) {
+                                const int vectors, __m256i tail, int64_t visible_limit) {
     int64_t i = 0;
     for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
         pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, ROW_BLOCK, visible_limit), alpha + i,
-                 acc + i * acc_row_stride, acc_row_stride, ROW_BLOCK, vectors, tail, checked, special);
+                 acc + i * acc_row_stride, acc_row_stride, ROW_BLOCK, vectors, tail);
     if (rows - i == 2)
         pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, 2, visible_limit), alpha + i,
-                 acc + i * acc_row_stride, acc_row_stride, 2, vectors, tail, checked, special);
+                 acc + i * acc_row_stride, acc_row_stride, 2, vectors, tail);
     if (rows - i == 1)
         pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, 1, visible_limit), alpha + i,
-                 acc + i * acc_row_stride, acc_row_stride, 1, vectors, tail, checked, special);
+                 acc + i * acc_row_stride, acc_row_stride, 1, vectors, tail);
 }
 
-AVX2 INLINE static void pv_columns(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
+AVX2 static void pv_tile_avx2(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                               int64_t cols, int64_t value_dim, const float *alpha, float *acc,
                               int64_t acc_row_stride, int64_t visible_limit,
-                                   const int checked, __m256i *special) {
+                              attn_prefetch_stream *prefetch) {
+    (void)prefetch;
     const int64_t block_width = VALUE_VECTORS * LANES;
     for (int64_t d0 = 0; d0 < value_dim; d0 += block_width) {
         const int64_t width = value_dim - d0 < block_width ? value_dim - d0 : block_width;
@@ -210,27 +201,12 @@ AVX2 INLINE static void pv_columns(const float *pt, const float *v, int64_t v_ro
         const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail_lanes),
                                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         switch (vectors) {
-        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 4, tail, visible_limit, checked, special); break;
-        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 3, tail, visible_limit, checked, special); break;
-        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 2, tail, visible_limit, checked, special); break;
-        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 1, tail, visible_limit, checked, special); break;
+        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 4, tail, visible_limit); break;
+        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 3, tail, visible_limit); break;
+        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 2, tail, visible_limit); break;
+        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 1, tail, visible_limit); break;
         }
     }
-}
-
-AVX2 static void pv_tile_avx2(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
-                              int64_t cols, int64_t value_dim, const float *alpha, float *acc,
-                              int64_t acc_row_stride, int64_t visible_limit) {
-    pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, 0, 0);
-}
-
-AVX2 static int pv_tile_unpacked_avx2(const float *pt, const float *v, int64_t v_row_stride,
-                                      int64_t rows, int64_t cols, int64_t value_dim,
-                                      const float *alpha, float *acc, int64_t acc_row_stride,
-                                      int64_t visible_limit) {
-    __m256i special = _mm256_setzero_si256();
-    pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, 1, &special);
-    return _mm256_testz_si256(special, special);
 }
 
 AVX2 static void update_rows_avx2(float *row_max, const float *row_max_new, float *row_sum,
@@ -276,7 +252,6 @@ const attn_microkernels attn_microkernels_avx2 = {
     .row_max = row_max_avx2,
     .exp_row_sum = exp_row_sum_avx2,
     .pv_tile = pv_tile_avx2,
-    .pv_tile_unpacked = pv_tile_unpacked_avx2,
     .update_rows = update_rows_avx2,
     .pack_value = pack_value_avx2,
 };

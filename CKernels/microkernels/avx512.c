@@ -27,6 +27,7 @@ enum {
     MAX_BLOCK_KEYS = 24,               // keys per qk block with one row vector
     ROW_BLOCK = 6,                     // query rows per pv register block
     VALUE_VECTORS = 4,                 // zmm per pv register block: 64 value columns
+    DECODE_VALUE_VECTORS = 8,          // with one or two query rows: 128 value columns
 };
 
 // exp(x) for x ≤ 0 (or NaN), accurate to about 1 ulp: x = n·ln2 + r with
@@ -195,7 +196,8 @@ enum { DECODE_GROUPS = 4 };
 
 AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t k_row_stride,
                                         int64_t keys, int64_t head_dim, float *st,
-                                        const int rows, const int groups) {
+                                        attn_prefetch_stream *prefetch, const int rows,
+                                        const int groups) {
     _Alignas(64) float kt[DECODE_GROUPS][LANES * LANES];
     __m512 acc[DECODE_GROUPS][4];
     _Pragma("clang loop unroll(full)")
@@ -208,10 +210,7 @@ AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t
         _Pragma("clang loop unroll(full)")
         for (int g = 0; g < groups; g++) {
             const float *rows_in = k + (int64_t)g * LANES * k_row_stride + d0;
-            // The same line of the key rows one block ahead: the hardware prefetcher
-            // does not follow this many interleaved streams, and decoding is bound by them.
-            for (int j = 0; j < LANES; j++)
-                _mm_prefetch((const char *)(rows_in + (DECODE_GROUPS * LANES + j) * k_row_stride), _MM_HINT_T0);
+            attn_prefetch_step(prefetch, LANES);  // 16 lines per 16 × 16 block: a tile's values by the end
             const int64_t group_keys = keys - g * LANES < LANES ? keys - g * LANES : LANES;
             __m512 block[LANES];
             _Pragma("clang loop unroll(full)")
@@ -254,19 +253,22 @@ AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t
 // chains per group and would run out of registers with more.
 AVX512 INLINE static void qk_keys_in_lanes(const float *qt, const float *k, int64_t k_row_stride,
                                            int64_t cols, int64_t head_dim, float *st,
-                                           const int rows) {
+                                           attn_prefetch_stream *prefetch, const int rows) {
+    // The stream is kept in registers meanwhile (stores to st could alias it).
+    attn_prefetch_stream stream = *prefetch, *local = &stream;
     const int64_t step = rows <= 2 ? DECODE_GROUPS * LANES : LANES;
     for (int64_t j0 = 0; j0 < cols; j0 += step) {
         const int64_t keys = cols - j0 < step ? cols - j0 : step;
         const float *k_block = k + j0 * k_row_stride;
         float *st_block = st + j0 * QUERY_TILE;
         switch ((keys + LANES - 1) / LANES) {
-        case 4: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, rows, 4); break;
-        case 3: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, rows, 3); break;
-        case 2: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, rows, 2); break;
-        default: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, rows, 1); break;
+        case 4: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 4); break;
+        case 3: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 3); break;
+        case 2: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 2); break;
+        default: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 1); break;
         }
     }
+    *prefetch = stream;
 }
 
 // Only the row vectors that hold query rows are computed: a decode step (one
@@ -277,14 +279,18 @@ AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
 
 AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row_stride,
                                   int64_t cols, int64_t head_dim, int64_t rows, int64_t visible_limit,
-                                  float *st, const float *row_max, float *row_max_new) {
+                                  float *st, const float *row_max, float *row_max_new,
+                                  attn_prefetch_stream *prefetch) {
     const int vectors = row_vectors(rows);
+    attn_prefetch_stream no_stream;
+    attn_prefetch_start(&no_stream, 0, 0, 0, 0);
+    if (!prefetch) prefetch = &no_stream;
     if (row_max && rows >= 1 && rows <= 4) {  // attention with a few query rows: decoding
         switch (rows) {
-        case 1: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, 1); break;
-        case 2: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, 2); break;
-        case 3: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, 3); break;
-        default: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, 4); break;
+        case 1: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 1); break;
+        case 2: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 2); break;
+        case 3: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 3); break;
+        default: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 4); break;
         }
         if (row_max_new) row_max_avx512(st, cols, rows, row_max, row_max_new);
         return;
@@ -366,15 +372,11 @@ AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, int64_t rows,
 }
 
 // acc[i0 .. i0+ROWS)[d0 .. d0+64) = alpha·acc + pt · v, with `tail` masking the last vector.
-// With `checked`, value elements that are NaN or ±∞ (exponent field all ones)
-// are read as 0, as pack_value would have stored them, and flagged in *special.
 AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_row_stride,
                                    int64_t cols, const float *alpha, float *acc,
-                                   int64_t acc_row_stride, const int rows, const int vectors,
-                                   __mmask16 tail, const int checked, __mmask16 *special) {
-    const __m512i exponent = _mm512_set1_epi32(0x7F800000);
-    __mmask16 found = 0;
-    __m512 sum[ROW_BLOCK][VALUE_VECTORS];
+                                   int64_t acc_row_stride, attn_prefetch_stream *prefetch,
+                                   const int rows, const int vectors, __mmask16 tail) {
+    __m512 sum[ROW_BLOCK][DECODE_VALUE_VECTORS];
     _Pragma("clang loop unroll(full)")
     for (int r = 0; r < rows; r++) {
         const __m512 rescale = _mm512_set1_ps(alpha[r]);
@@ -386,17 +388,12 @@ AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_ro
         }
     }
     for (int64_t j = 0; j < cols; j++) {
-        __m512 value[VALUE_VECTORS];
+        attn_prefetch_step(prefetch, 8);  // a 512-byte row per key: D = 128 in one pass
+        __m512 value[DECODE_VALUE_VECTORS];
         _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++) {
             const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
             value[c] = _mm512_maskz_loadu_ps(lanes, v + j * v_row_stride + c * LANES);
-            if (checked) {
-                const __mmask16 bad = _mm512_cmpeq_epi32_mask(
-                    _mm512_and_si512(_mm512_castps_si512(value[c]), exponent), exponent);
-                found |= bad;
-                value[c] = _mm512_mask_mov_ps(value[c], bad, _mm512_setzero_ps());
-            }
         }
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) {
@@ -412,63 +409,63 @@ AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_ro
             const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
             _mm512_mask_storeu_ps(acc + r * acc_row_stride + c * LANES, lanes, sum[r][c]);
         }
-    if (checked) *special |= found;
 }
 
 AVX512 INLINE static void pv_rows(const float *pt, const float *v, int64_t v_row_stride,
                                   int64_t rows, int64_t cols, const float *alpha, float *acc,
-                                  int64_t acc_row_stride, const int vectors, __mmask16 tail,
-                                  int64_t visible_limit, const int checked, __mmask16 *special) {
+                                  int64_t acc_row_stride, attn_prefetch_stream *prefetch,
+                                  const int vectors, __mmask16 tail, int64_t visible_limit) {
     int64_t i = 0;
     for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
         pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, ROW_BLOCK, visible_limit), alpha + i,
-                 acc + i * acc_row_stride, acc_row_stride, ROW_BLOCK, vectors, tail, checked, special);
+                 acc + i * acc_row_stride, acc_row_stride, prefetch, ROW_BLOCK, vectors, tail);
     const int rest = (int)(rows - i);
     const int64_t rest_cols = visible_cols(cols, i, rest, visible_limit);
     const float *pt_rest = pt + i, *alpha_rest = alpha + i;
     float *acc_rest = acc + i * acc_row_stride;
     switch (rest) {  // the remaining rows in one block of constant size
-    case 5: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 5, vectors, tail, checked, special); break;
-    case 4: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 4, vectors, tail, checked, special); break;
-    case 3: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 3, vectors, tail, checked, special); break;
-    case 2: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 2, vectors, tail, checked, special); break;
-    case 1: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, 1, vectors, tail, checked, special); break;
+    case 5: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, prefetch, 5, vectors, tail); break;
+    case 4: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, prefetch, 4, vectors, tail); break;
+    case 3: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, prefetch, 3, vectors, tail); break;
+    case 2: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, prefetch, 2, vectors, tail); break;
+    case 1: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, prefetch, 1, vectors, tail); break;
     default: break;
-    }
-}
-
-AVX512 INLINE static void pv_columns(const float *pt, const float *v, int64_t v_row_stride,
-                                     int64_t rows, int64_t cols, int64_t value_dim,
-                                     const float *alpha, float *acc, int64_t acc_row_stride,
-                                     int64_t visible_limit, const int checked, __mmask16 *special) {
-    const int64_t block_width = VALUE_VECTORS * LANES;
-    for (int64_t d0 = 0; d0 < value_dim; d0 += block_width) {
-        const int64_t width = value_dim - d0 < block_width ? value_dim - d0 : block_width;
-        const int vectors = (int)((width + LANES - 1) / LANES);
-        const int tail_lanes = (int)(width - (vectors - 1) * LANES);
-        const __mmask16 tail = (__mmask16)((1u << tail_lanes) - 1u);
-        switch (vectors) {  // constant vector counts, so each block unrolls fully
-        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 4, tail, visible_limit, checked, special); break;
-        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 3, tail, visible_limit, checked, special); break;
-        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 2, tail, visible_limit, checked, special); break;
-        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 1, tail, visible_limit, checked, special); break;
-        }
     }
 }
 
 AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row_stride,
                                   int64_t rows, int64_t cols, int64_t value_dim,
-                                  const float *alpha, float *acc, int64_t acc_row_stride, int64_t visible_limit) {
-    pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, 0, 0);
-}
-
-AVX512 static int pv_tile_unpacked_avx512(const float *pt, const float *v, int64_t v_row_stride,
-                                          int64_t rows, int64_t cols, int64_t value_dim,
-                                          const float *alpha, float *acc, int64_t acc_row_stride,
-                                          int64_t visible_limit) {
-    __mmask16 special = 0;
-    pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, 1, &special);
-    return special == 0;
+                                  const float *alpha, float *acc, int64_t acc_row_stride,
+                                  int64_t visible_limit, attn_prefetch_stream *prefetch) {
+    attn_prefetch_stream stream, *local = prefetch ? &stream : 0;  // in registers meanwhile
+    if (prefetch) stream = *prefetch;
+    int64_t d0 = 0;
+    // One or two query rows (decoding): 128 columns at once, so that 8 or 16
+    // independent FMA chains hide the FMA latency instead of 4. Each column's
+    // arithmetic is the same whatever the block width.
+    if (rows <= 2)
+        for (; d0 + DECODE_VALUE_VECTORS * LANES <= value_dim; d0 += DECODE_VALUE_VECTORS * LANES) {
+            if (rows == 1)
+                pv_block(pt, v + d0, v_row_stride, visible_cols(cols, 0, 1, visible_limit), alpha,
+                         acc + d0, acc_row_stride, local, 1, DECODE_VALUE_VECTORS, 0xFFFF);
+            else
+                pv_block(pt, v + d0, v_row_stride, visible_cols(cols, 0, 2, visible_limit), alpha,
+                         acc + d0, acc_row_stride, local, 2, DECODE_VALUE_VECTORS, 0xFFFF);
+        }
+    const int64_t block_width = VALUE_VECTORS * LANES;
+    for (; d0 < value_dim; d0 += block_width) {
+        const int64_t width = value_dim - d0 < block_width ? value_dim - d0 : block_width;
+        const int vectors = (int)((width + LANES - 1) / LANES);
+        const int tail_lanes = (int)(width - (vectors - 1) * LANES);
+        const __mmask16 tail = (__mmask16)((1u << tail_lanes) - 1u);
+        switch (vectors) {  // constant vector counts, so each block unrolls fully
+        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 4, tail, visible_limit); break;
+        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 3, tail, visible_limit); break;
+        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 2, tail, visible_limit); break;
+        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 1, tail, visible_limit); break;
+        }
+    }
+    if (prefetch) *prefetch = stream;
 }
 
 AVX512 static void update_rows_avx512(float *row_max, const float *row_max_new, float *row_sum,
@@ -527,7 +524,6 @@ const attn_microkernels attn_microkernels_avx512 = {
     .row_max = row_max_avx512,
     .exp_row_sum = exp_row_sum_avx512,
     .pv_tile = pv_tile_avx512,
-    .pv_tile_unpacked = pv_tile_unpacked_avx512,
     .update_rows = update_rows_avx512,
     .pack_value = pack_value_avx512,
 };

@@ -23,14 +23,14 @@
 //                (O = diag(e^(m − m_new)) O + P V; alpha is 1 where the max did not grow)
 //                Row i may skip keys j ≥ i + visible_limit, which are masked (weight −0,
 //                so skipping them changes no bit); visible_limit ≥ cols means none.
-//   pv_tile_unpacked: pv_tile on the caller's value rows as they are, reading NaN and
-//                ±∞ as 0 (the bits pack_value would store); returns 1 if there were
-//                none. For tiles of few query rows, where a value row is used too few
-//                times to repay a copy: the tile is streamed from memory once.
+//                v may be the caller's rows (any alignment) or pack_value's copy.
 //   update_rows: alpha[i] = m_new[i] > m[i] ? e^(m[i] − m_new[i]) : 1,
 //                l[i] = l[i]·alpha[i] + sum[i], m[i] = m_new[i]   (the online-softmax step)
 //   pack_value:  a value tile copied to aligned scratch with NaN and ±∞ replaced
 //                by 0; returns 1 if there were none
+//
+// qk_tile and pv_tile take an optional prefetch stream (NULL for none), which
+// they advance as they go; a path may ignore it.
 //
 // qk_tile, row_max and exp_row_sum may skip lanes at or past `rows` (they hold
 // no query row), but must give every lane below it the same bits whatever
@@ -54,23 +54,61 @@ enum {
     KEY_TILE = 64,
 };
 
+/// Rows of another pass's operand to prefetch into L2 a few cache lines at a
+/// time, interleaved with the arithmetic of the current pass. Decoding (a few
+/// query rows) does little arithmetic per byte and is bound by streaming K and
+/// V: while the keys of a tile are multiplied, its value rows are fetched, and
+/// while the values are, the next tile's keys. The hardware prefetcher alone
+/// leaves gaps at every switch between the two streams.
+typedef struct attn_prefetch_stream {
+    const char *row;       // next row to fetch from; NULL when there is nothing (left)
+    int64_t row_bytes;     // distance between rows
+    int64_t rows_left;
+    int64_t line, lines_per_row;
+} attn_prefetch_stream;
+
+/// Starts a stream over `count` rows of `width` floats, `stride` floats apart.
+static inline void attn_prefetch_start(attn_prefetch_stream *s, const float *rows, int64_t stride,
+                                       int64_t count, int64_t width) {
+    s->row = (const char *)rows;
+    s->row_bytes = stride * (int64_t)sizeof(float);
+    s->rows_left = rows && width > 0 ? count : 0;
+    s->line = 0;
+    s->lines_per_row = (width * (int64_t)sizeof(float) + 63) / 64;
+    if (s->rows_left > 0 && s->row_bytes == s->lines_per_row * 64) {  // contiguous: one long row
+        s->lines_per_row *= s->rows_left;
+        s->rows_left = 1;
+    }
+}
+
+/// Issues the next `lines` cache lines of the stream (into L2: an L1 prefetch
+/// would evict the operand in use); a NULL or finished stream does nothing.
+static inline void attn_prefetch_step(attn_prefetch_stream *s, int lines) {
+    if (!s) return;
+    for (; lines > 0 && s->rows_left > 0; lines--) {
+        __builtin_prefetch(s->row + s->line * 64, 0, 2);
+        if (++s->line == s->lines_per_row) {
+            s->line = 0;
+            s->row += s->row_bytes;
+            s->rows_left--;
+        }
+    }
+}
+
 typedef struct attn_microkernels {
     const char *name;
     void (*pack_query)(const float *q, int64_t q_row_stride, int64_t rows, int64_t head_dim,
                        float scale, float *qt);
     void (*qk_tile)(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
                     int64_t head_dim, int64_t rows, int64_t visible_limit, float *st,
-                    const float *row_max, float *row_max_new);
+                    const float *row_max, float *row_max_new, attn_prefetch_stream *prefetch);
     void (*row_max)(const float *st, int64_t cols, int64_t rows, const float *row_max,
                     float *row_max_new);
     void (*exp_row_sum)(float *st, int64_t cols, int64_t rows, const float *row_max_new,
                         float *tile_sum);
     void (*pv_tile)(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                     int64_t cols, int64_t value_dim, const float *alpha, float *acc,
-                    int64_t acc_row_stride, int64_t visible_limit);
-    int (*pv_tile_unpacked)(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
-                            int64_t cols, int64_t value_dim, const float *alpha, float *acc,
-                            int64_t acc_row_stride, int64_t visible_limit);
+                    int64_t acc_row_stride, int64_t visible_limit, attn_prefetch_stream *prefetch);
     void (*update_rows)(float *row_max, const float *row_max_new, float *row_sum,
                         const float *tile_sum, float *alpha, int64_t rows);
     int (*pack_value)(const float *v, int64_t v_row_stride, int64_t cols, int64_t value_dim,

@@ -18,8 +18,10 @@ static void row_max_portable(const float *st, int64_t cols, int64_t rows, const 
 
 static void qk_tile_portable(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
                              int64_t head_dim, int64_t rows, int64_t visible_limit, float *st,
-                             const float *row_max, float *row_max_new) {
+                             const float *row_max, float *row_max_new,
+                             attn_prefetch_stream *prefetch) {
     (void)visible_limit;  // every score is computed
+    (void)prefetch;       // left to the hardware
     for (int64_t j = 0; j < cols; j++) {
         float *s = st + j * QUERY_TILE;
         for (int64_t i = 0; i < QUERY_TILE; i++) s[i] = 0.0f;
@@ -61,8 +63,10 @@ static void exp_row_sum_portable(float *st, int64_t cols, int64_t rows,
 
 static void pv_tile_portable(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                              int64_t cols, int64_t value_dim, const float *alpha, float *acc,
-                             int64_t acc_row_stride, int64_t visible_limit) {
+                             int64_t acc_row_stride, int64_t visible_limit,
+                             attn_prefetch_stream *prefetch) {
     (void)visible_limit;  // the plain loop visits every key; masked weights add nothing
+    (void)prefetch;
     for (int64_t i = 0; i < rows; i++) {
         float *acc_row = acc + i * acc_row_stride;
         for (int64_t d = 0; d < value_dim; d++) acc_row[d] *= alpha[i];
@@ -72,28 +76,6 @@ static void pv_tile_portable(const float *pt, const float *v, int64_t v_row_stri
             for (int64_t d = 0; d < value_dim; d++) acc_row[d] += weight * v_row[d];
         }
     }
-}
-
-static int pv_tile_unpacked_portable(const float *pt, const float *v, int64_t v_row_stride,
-                                     int64_t rows, int64_t cols, int64_t value_dim,
-                                     const float *alpha, float *acc, int64_t acc_row_stride,
-                                     int64_t visible_limit) {
-    (void)visible_limit;
-    int finite = 1;
-    for (int64_t i = 0; i < rows; i++) {
-        float *acc_row = acc + i * acc_row_stride;
-        for (int64_t d = 0; d < value_dim; d++) acc_row[d] *= alpha[i];
-        for (int64_t j = 0; j < cols; j++) {
-            const float weight = pt[j * QUERY_TILE + i];
-            const float *v_row = v + j * v_row_stride;
-            for (int64_t d = 0; d < value_dim; d++) {
-                const int ok = isfinite(v_row[d]) != 0;  // NaN and ±∞ read as 0, as pack_value stores them
-                finite &= ok;
-                acc_row[d] += weight * (ok ? v_row[d] : 0.0f);
-            }
-        }
-    }
-    return finite;
 }
 
 static void update_rows_portable(float *row_max, const float *row_max_new, float *row_sum,
@@ -125,7 +107,6 @@ const attn_microkernels attn_microkernels_portable = {
     .row_max = row_max_portable,
     .exp_row_sum = exp_row_sum_portable,
     .pv_tile = pv_tile_portable,
-    .pv_tile_unpacked = pv_tile_unpacked_portable,
     .update_rows = update_rows_portable,
     .pack_value = pack_value_portable,
 };
