@@ -39,6 +39,12 @@ enum {
     // place instead of packing them first (see pv_in_place): on 1,32,1,2048,128
     // the copy cost a third of the time.
     IN_PLACE_VALUE_ROWS = 4,
+    // Keys per chunk of the online softmax. Each chunk runs from a fresh state
+    // and the chunks merge in key order through their logsumexp (FlashDecoding's
+    // split-KV): a thread may take a chunk of its own, or go through all of a
+    // row's chunks in turn, and the row gets the same bits. Part of the numerical
+    // contract, like KEY_TILE, of which it is a multiple.
+    KV_CHUNK = 8 * KEY_TILE,
 };
 
 // Per-thread scratch, each buffer on a cache line. Scores are transposed,
@@ -53,6 +59,9 @@ typedef struct row_state {
     float *scores;       // st / pt  [KEY_TILE, QUERY_TILE]
     float *acc;          // unnormalised output [QUERY_TILE, value_dim_padded]
     float *v_packed;     // the value tile, aligned, NaN/±∞ zeroed [KEY_TILE, value_dim_padded]
+    float *merged_max;   // the chunks so far, merged: M [QUERY_TILE]
+    float *merged_sum;   // L [QUERY_TILE]
+    float *merged_acc;   // O [QUERY_TILE, value_dim_padded]
     attn_prefetch_stream prefetch;  // decoding: the operand of the next pass
 } row_state;
 
@@ -61,8 +70,8 @@ static int64_t round_up(int64_t value, int64_t multiple) {
 }
 
 static int64_t scratch_floats_per_thread(int64_t head_dim, int64_t value_dim_padded) {
-    return 5 * QUERY_TILE + head_dim * QUERY_TILE + KEY_TILE * QUERY_TILE +
-           (QUERY_TILE + KEY_TILE) * value_dim_padded;
+    return 7 * QUERY_TILE + head_dim * QUERY_TILE + KEY_TILE * QUERY_TILE +
+           (2 * QUERY_TILE + KEY_TILE) * value_dim_padded;
 }
 
 static row_state row_state_at(float *scratch, int64_t head_dim, int64_t value_dim_padded) {
@@ -76,6 +85,9 @@ static row_state row_state_at(float *scratch, int64_t head_dim, int64_t value_di
     state.scores = state.qt + head_dim * QUERY_TILE;
     state.acc = state.scores + KEY_TILE * QUERY_TILE;
     state.v_packed = state.acc + QUERY_TILE * value_dim_padded;
+    state.merged_max = state.v_packed + KEY_TILE * value_dim_padded;
+    state.merged_sum = state.merged_max + QUERY_TILE;
+    state.merged_acc = state.merged_sum + QUERY_TILE;
     attn_prefetch_start(&state.prefetch, 0, 0, 0, 0);  // nothing to fetch yet
     return state;
 }
@@ -238,8 +250,10 @@ static int pv_in_place(const attn_params *p, const attn_microkernels *kernels, c
     return finite;
 }
 
-static void run_task(const attn_params *p, const attn_microkernels *kernels, int64_t batch,
-                     int64_t head, int64_t row0, row_state state, int64_t value_dim_padded) {
+// The rows of one task and what they read: rows [row0, row0 + rows) of one (batch, head).
+static task_view task_at(const attn_params *p, int64_t batch, int64_t head, int64_t row0,
+                         const float **q_out, const float **k_out, const float **v_out,
+                         int64_t *key_end_out) {
     task_view t;
     t.p = p;
     t.batch = batch;
@@ -269,14 +283,6 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
                                     t.kv_head * p->value_strides[1]
                               : 0;
 
-    for (int64_t i = 0; i < QUERY_TILE; i++) {
-        state.row_max[i] = -INFINITY;
-        state.row_sum[i] = 0.0f;
-    }
-    memset(state.acc, 0, sizeof(float) * (size_t)(t.rows * value_dim_padded));
-    if (p->head_dim > 0 && p->key_length > 0)
-        kernels->pack_query(q, p->query_strides[2], t.rows, p->head_dim, p->scale, state.qt);
-
     // Keys past the tile's last visible one are skipped whole (causal block skipping);
     // only tiles that cross the diagonal need the per-cell causal mask.
     int64_t key_end = p->key_length;
@@ -284,8 +290,29 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
         const int64_t last_visible = row0 + t.rows - 1 + t.causal_offset;
         key_end = last_visible + 1 < key_end ? last_visible + 1 : key_end;
     }
-    for (int64_t col0 = 0; col0 < key_end; col0 += KEY_TILE) {
-        const int64_t cols = key_end - col0 < KEY_TILE ? key_end - col0 : KEY_TILE;
+    *q_out = q;
+    *k_out = k;
+    *v_out = v;
+    *key_end_out = key_end;
+    return t;
+}
+
+// The online softmax of a task's rows over keys [chunk_begin, chunk_end), from a
+// fresh state: leaves m, l and the unnormalised output in state.row_max,
+// state.row_sum and state.acc. key_end bounds the prefetch of the next tile.
+static void attend_chunk(const attn_params *p, const attn_microkernels *kernels, const task_view *task,
+                         const float *k, const float *v, int64_t chunk_begin, int64_t chunk_end,
+                         int64_t key_end, row_state *state_in, int64_t value_dim_padded) {
+    const task_view t = *task;
+    row_state state = *state_in;
+    const int64_t row0 = t.row0;
+    for (int64_t i = 0; i < QUERY_TILE; i++) {
+        state.row_max[i] = -INFINITY;
+        state.row_sum[i] = 0.0f;
+    }
+    memset(state.acc, 0, sizeof(float) * (size_t)(t.rows * value_dim_padded));
+    for (int64_t col0 = chunk_begin; col0 < chunk_end; col0 += KEY_TILE) {
+        const int64_t cols = chunk_end - col0 < KEY_TILE ? chunk_end - col0 : KEY_TILE;
         float *st = state.scores;
         // Row i sees keys j < i + visible_limit of this tile (all of them off the diagonal).
         const int diagonal = p->causal != ATTN_CAUSAL_NONE && col0 + cols - 1 > row0 + t.causal_offset;
@@ -337,7 +364,55 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
         }
     }
 
-    // Normalise once: out = acc / l / (1 − dropout_p); a row that saw no key is 0.
+    state_in->prefetch = state.prefetch;
+}
+
+// Folds one chunk's state (m, l, o) into the merged state (M, L, O) of the
+// chunks before it, row by row: M' = max(M, m), L' = L·e^(M − M') + l·e^(m − M'),
+// O' = O·e^(M − M') + o·e^(m − M') (Dao et al. 2023, "Flash-Decoding"; the
+// logsumexp of the merged chunks is M' + log L'). A chunk that saw no key for a
+// row (m = −∞) changes nothing; the first one that did is taken as it is; NaN
+// wins. Split and unsplit calls merge the same chunk states in the same order
+// through this one function, so they give the same bits.
+static void merge_chunk(int64_t rows, int64_t value_dim, int64_t value_dim_padded, float *merged_max,
+                        float *merged_sum, float *merged_acc, const float *row_max,
+                        const float *row_sum, const float *acc) {
+    for (int64_t i = 0; i < rows; i++) {
+        const float m = row_max[i], merged = merged_max[i];
+        float *out = merged_acc + i * value_dim_padded;
+        const float *in = acc + i * value_dim_padded;
+        if (m == -INFINITY) continue;
+        if (merged == -INFINITY) {
+            merged_max[i] = m;
+            merged_sum[i] = row_sum[i];
+            memcpy(out, in, sizeof(float) * (size_t)value_dim);
+            continue;
+        }
+        const float m_new = m > merged || isnan(m) ? m : merged;
+        const float a = expf(merged - m_new), b = expf(m - m_new);
+        merged_max[i] = m_new;
+        merged_sum[i] = merged_sum[i] * a + row_sum[i] * b;
+        for (int64_t d = 0; d < value_dim; d++) out[d] = out[d] * a + in[d] * b;
+    }
+}
+
+static void start_merge(int64_t rows, row_state *state) {
+    for (int64_t i = 0; i < rows; i++) {
+        state->merged_max[i] = -INFINITY;
+        state->merged_sum[i] = 0.0f;
+    }
+}
+
+// Writes the merged rows: out = O / L / (1 − dropout_p), logsumexp = M + log L;
+// a row that saw no key is 0 (logsumexp −∞).
+static void write_rows(const attn_params *p, const task_view *task, const row_state *s,
+                       int64_t value_dim_padded) {
+    const task_view t = *task;
+    const int64_t batch = t.batch, head = t.head, row0 = t.row0;
+    row_state state = *s;
+    state.row_max = state.merged_max;
+    state.row_sum = state.merged_sum;
+    state.acc = state.merged_acc;
     const float keep_scale = 1.0f / (1.0f - p->dropout_p);
     for (int64_t i = 0; i < t.rows; i++) {
         const int64_t row = row0 + i;
@@ -357,6 +432,25 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
     }
 }
 
+
+// One task: all of a query tile's chunks in key order, merged, then written.
+static void run_task(const attn_params *p, const attn_microkernels *kernels, int64_t batch,
+                     int64_t head, int64_t row0, row_state *state, int64_t value_dim_padded) {
+    const float *q, *k, *v;
+    int64_t key_end;
+    const task_view t = task_at(p, batch, head, row0, &q, &k, &v, &key_end);
+    if (p->head_dim > 0 && p->key_length > 0)
+        kernels->pack_query(q, p->query_strides[2], t.rows, p->head_dim, p->scale, state->qt);
+    start_merge(t.rows, state);
+    for (int64_t begin = 0; begin < key_end; begin += KV_CHUNK) {
+        const int64_t end = key_end - begin < KV_CHUNK ? key_end : begin + KV_CHUNK;
+        attend_chunk(p, kernels, &t, k, v, begin, end, key_end, state, value_dim_padded);
+        merge_chunk(t.rows, p->value_dim, value_dim_padded, state->merged_max, state->merged_sum,
+                    state->merged_acc, state->row_max, state->row_sum, state->acc);
+    }
+    write_rows(p, &t, state, value_dim_padded);
+}
+
 // ---------------------------------------------------------------------------
 // Entry point.
 
@@ -365,9 +459,16 @@ typedef struct call_plan {
     const attn_microkernels *kernels;
     int64_t query_tiles, heads_total, tasks;
     int64_t value_dim_padded, per_thread;
+    // Split-KV: with too few query tiles to keep the threads busy (decoding), a
+    // task is one chunk of one head's keys; its state goes to `partials`, and a
+    // second round of tasks, one per head, merges them (split = 0: not split).
+    int split;
+    int64_t chunks;          // KV_CHUNK chunks of the keys
+    int64_t partial_floats;  // per (head, chunk): m, l [rows], o [rows, value_dim_padded]
+    float *partials;
 } call_plan;
 
-static call_plan plan_call(const attn_params *p) {
+static call_plan plan_call(const attn_params *p, int threads) {
     call_plan plan;
     plan.kernels = attn_selected_microkernels();
     plan.query_tiles = (p->query_length + QUERY_TILE - 1) / QUERY_TILE;
@@ -376,21 +477,90 @@ static call_plan plan_call(const attn_params *p) {
     plan.value_dim_padded = round_up(p->value_dim > 0 ? p->value_dim : 1,
                                      SCRATCH_ALIGNMENT / (int64_t)sizeof(float));
     plan.per_thread = scratch_floats_per_thread(p->head_dim, plan.value_dim_padded);
+    plan.chunks = (p->key_length + KV_CHUNK - 1) / KV_CHUNK;
+    plan.partial_floats = round_up(p->query_length * (2 + plan.value_dim_padded),
+                                   SCRATCH_ALIGNMENT / (int64_t)sizeof(float));
+    plan.partials = 0;
+    // Split one query tile's keys when there are fewer than two tasks a thread.
+    // The bits do not depend on it, so neither may anything else.
+    const int64_t partial_bytes_limit = (int64_t)1 << 28;
+    plan.split = threads > 1 && plan.query_tiles == 1 && plan.chunks > 1 &&
+                 plan.tasks < 2 * (int64_t)threads &&
+                 plan.heads_total * plan.chunks <= partial_bytes_limit / 4 / plan.partial_floats;
     return plan;
+}
+
+// Chunk `chunk` of one head's keys, its state stored for the merge round.
+static void run_chunk_task(const attn_params *p, const call_plan *plan, int64_t batch_head,
+                           int64_t chunk, row_state *state) {
+    const float *q, *k, *v;
+    int64_t key_end;
+    const task_view t = task_at(p, batch_head / p->query_heads, batch_head % p->query_heads, 0,
+                                &q, &k, &v, &key_end);
+    float *partial = plan->partials + (batch_head * plan->chunks + chunk) * plan->partial_floats;
+    float *row_max = partial, *row_sum = partial + t.rows, *acc = partial + 2 * t.rows;
+    const int64_t begin = chunk * KV_CHUNK;
+    if (begin >= key_end) {  // causal: nothing visible in this chunk
+        for (int64_t i = 0; i < t.rows; i++) row_max[i] = -INFINITY;
+        return;
+    }
+    const int64_t end = key_end - begin < KV_CHUNK ? key_end : begin + KV_CHUNK;
+    if (p->head_dim > 0)
+        plan->kernels->pack_query(q, p->query_strides[2], t.rows, p->head_dim, p->scale, state->qt);
+    attend_chunk(p, plan->kernels, &t, k, v, begin, end, end, state, plan->value_dim_padded);
+    memcpy(row_max, state->row_max, sizeof(float) * (size_t)t.rows);
+    memcpy(row_sum, state->row_sum, sizeof(float) * (size_t)t.rows);
+    memcpy(acc, state->acc, sizeof(float) * (size_t)(t.rows * plan->value_dim_padded));
+}
+
+// The merge round of a split call: one head's chunk states, in key order.
+static void run_merge_task(const attn_params *p, const call_plan *plan, int64_t batch_head,
+                           row_state *state) {
+    const float *q, *k, *v;
+    int64_t key_end;
+    const task_view t = task_at(p, batch_head / p->query_heads, batch_head % p->query_heads, 0,
+                                &q, &k, &v, &key_end);
+    start_merge(t.rows, state);
+    for (int64_t chunk = 0; chunk < plan->chunks; chunk++) {
+        const float *partial = plan->partials + (batch_head * plan->chunks + chunk) * plan->partial_floats;
+        merge_chunk(t.rows, p->value_dim, plan->value_dim_padded, state->merged_max,
+                    state->merged_sum, state->merged_acc, partial, partial + t.rows,
+                    partial + 2 * t.rows);
+    }
+    write_rows(p, &t, state, plan->value_dim_padded);
 }
 
 // One worker: takes task indices from the shared counter until none are left.
 // Tasks run from the last query tile to the first: under a causal mask the last
 // tiles cost most, and starting with them balances the tail.
 static void work(const attn_params *p, const call_plan *plan, float *scratch, int64_t *next_task) {
-    const row_state state = row_state_at(scratch, p->head_dim, plan->value_dim_padded);
+    row_state state = row_state_at(scratch, p->head_dim, plan->value_dim_padded);
     for (;;) {
         const int64_t task = __atomic_fetch_add(next_task, 1, __ATOMIC_RELAXED);
         if (task >= plan->tasks) break;
         const int64_t query_tile = plan->query_tiles - 1 - task / plan->heads_total;
         const int64_t batch_head = task % plan->heads_total;
         run_task(p, plan->kernels, batch_head / p->query_heads, batch_head % p->query_heads,
-                 query_tile * QUERY_TILE, state, plan->value_dim_padded);
+                 query_tile * QUERY_TILE, &state, plan->value_dim_padded);
+    }
+}
+
+// The two rounds of a split call, with a barrier between them.
+static void work_split(const attn_params *p, const call_plan *plan, float *scratch,
+                       int64_t *next_chunk, int64_t *next_merge) {
+    row_state state = row_state_at(scratch, p->head_dim, plan->value_dim_padded);
+    for (;;) {
+        const int64_t task = __atomic_fetch_add(next_chunk, 1, __ATOMIC_RELAXED);
+        if (task >= plan->heads_total * plan->chunks) break;
+        run_chunk_task(p, plan, task % plan->heads_total, task / plan->heads_total, &state);
+    }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+    for (;;) {
+        const int64_t task = __atomic_fetch_add(next_merge, 1, __ATOMIC_RELAXED);
+        if (task >= plan->heads_total) break;
+        run_merge_task(p, plan, task, &state);
     }
 }
 
@@ -398,33 +568,45 @@ attn_status attn_sdpa_forward(const attn_params *params) {
     const attn_status status = validate(params);
     if (status != ATTN_OK) return status;
     const attn_params *p = params;
-    const call_plan plan = plan_call(p);
-    if (plan.tasks == 0) return ATTN_OK;
-
     int threads = 1;
 #ifdef _OPENMP
     threads = p->num_threads > 0 ? p->num_threads : omp_get_max_threads();
-    if ((int64_t)threads > plan.tasks) threads = (int)plan.tasks;
 #endif
+    call_plan plan = plan_call(p, threads);
+    if (plan.tasks == 0) return ATTN_OK;
+    const int64_t parallel_tasks = plan.split ? plan.heads_total * plan.chunks : plan.tasks;
+    if ((int64_t)threads > parallel_tasks) threads = (int)parallel_tasks;
     float *scratch = aligned_alloc(SCRATCH_ALIGNMENT,
                                    sizeof(float) * (size_t)(plan.per_thread * threads));
     if (!scratch) return ATTN_ERROR_OUT_OF_MEMORY;
-    int64_t next_task = 0;
+    if (plan.split) {
+        plan.partials = aligned_alloc(SCRATCH_ALIGNMENT, sizeof(float) * (size_t)(
+                                          plan.heads_total * plan.chunks * plan.partial_floats));
+        if (!plan.partials) plan.split = 0;  // the unsplit way needs no more memory, and gives the same bits
+    }
+    int64_t next_task = 0, next_merge = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
-    work(p, &plan, scratch + plan.per_thread * omp_get_thread_num(), &next_task);
+    {
+        float *own = scratch + plan.per_thread * omp_get_thread_num();
+        if (plan.split) work_split(p, &plan, own, &next_task, &next_merge);
+        else work(p, &plan, own, &next_task);
+    }
 #else
     work(p, &plan, scratch, &next_task);
 #endif
+    free(plan.partials);
     free(scratch);
     return ATTN_OK;
 }
 
+// Dispatch workers share nothing but the counter, so they never split the keys
+// (which changes no bit, only the balance of few-head decoding).
 attn_status attn_sdpa_run_tasks(const attn_params *params, int64_t *next_task) {
     const attn_status status = validate(params);
     if (status != ATTN_OK) return status;
     if (!next_task) return ATTN_ERROR_NULL_POINTER;
-    const call_plan plan = plan_call(params);
+    const call_plan plan = plan_call(params, 1);
     if (plan.tasks == 0) return ATTN_OK;
     float *scratch = aligned_alloc(SCRATCH_ALIGNMENT, sizeof(float) * (size_t)plan.per_thread);
     if (!scratch) return ATTN_ERROR_OUT_OF_MEMORY;
@@ -435,6 +617,16 @@ attn_status attn_sdpa_run_tasks(const attn_params *params, int64_t *next_task) {
 
 // ---------------------------------------------------------------------------
 // Introspection.
+
+int attn_sdpa_splits_keys(const attn_params *params) {
+    if (validate(params) != ATTN_OK) return 0;
+    int threads = 1;
+#ifdef _OPENMP
+    threads = params->num_threads > 0 ? params->num_threads : omp_get_max_threads();
+#endif
+    const call_plan plan = plan_call(params, threads);
+    return plan.tasks > 0 && plan.split;
+}
 
 const char *attn_status_description(attn_status status) {
     switch (status) {

@@ -125,6 +125,13 @@ attn_status attn_sdpa_run_tasks(const attn_params *params, int64_t *next_task);
 /// A static, human-readable description of a status code.
 const char *attn_status_description(attn_status status);
 
+/// Whether attn_sdpa_forward would split each head's keys into chunks that
+/// different threads compute (split-KV: few query tiles, many keys, and more
+/// threads than tasks otherwise, as in decoding with few heads); 0 for invalid
+/// params. For diagnostics and tests only: the chunks are part of every call's
+/// arithmetic, so splitting them across threads changes no bit of the result.
+int attn_sdpa_splits_keys(const attn_params *params);
+
 /// The name of the micro-kernel path in use ("avx512", "avx2", "portable").
 const char *attn_kernel_path(void);
 

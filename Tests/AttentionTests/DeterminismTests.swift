@@ -193,8 +193,10 @@ final class DeterminismTests: XCTestCase {
 /// (keys in lanes); its scores must still be bit for bit those of the tiled one.
 final class DecodeDeterminismTests: XCTestCase {
     func testDecodeRowsMatchTheSameRowsInsideAFullTile() throws {
-        let keys = try Tensor<Float>.randomNormal([1, 2, 300, 40], seed: 21)
-        let values = try Tensor<Float>.randomNormal([1, 2, 300, 24], seed: 22)
+      // One chunk of keys, and three (split across threads for the decode rows).
+      for keyLength in [300, 1300] {
+        let keys = try Tensor<Float>.randomNormal([1, 2, keyLength, 40], seed: 21)
+        let values = try Tensor<Float>.randomNormal([1, 2, keyLength, 24], seed: 22)
         let full = try Tensor<Float>.randomNormal([1, 2, 100, 40], seed: 23)
         try forEachKernelPath { path in
             let reference = try scaledDotProductAttentionWithLogsumexp(queries: full, keys: keys, values: values)
@@ -203,18 +205,19 @@ final class DecodeDeterminismTests: XCTestCase {
                 var scalars: [Float] = []
                 for head in 0..<2 { scalars += full.scalars[(head * 100 + 37) * 40..<(head * 100 + 37 + rows) * 40] }
                 let few = try Tensor<Float>(shape: [1, 2, rows, 40], scalars: scalars)
-                let result = try scaledDotProductAttentionWithLogsumexp(queries: few, keys: keys, values: values)
+                let result = try scaledDotProductAttentionWithLogsumexp(queries: few, keys: keys, values: values, threads: 2)
                 for head in 0..<2 {
                     for row in 0..<rows {
                         for d in 0..<24 {
                             XCTAssertEqual(result.output[0, head, row, d].bitPattern, reference.output[0, head, 37 + row, d].bitPattern,
-                                           "\(path): \(rows) rows, head \(head), row \(row), d \(d)")
+                                           "\(path): \(keyLength) keys, \(rows) rows, head \(head), row \(row), d \(d)")
                         }
                         XCTAssertEqual(result.logsumexp[0, head, row].bitPattern, reference.logsumexp[0, head, 37 + row].bitPattern)
                     }
                 }
             }
         }
+      }
     }
 
     /// Decoding reads the value rows in place (no packed copy), so it also makes

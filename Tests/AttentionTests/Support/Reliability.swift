@@ -67,6 +67,8 @@ struct KernelCall {
         var status: attn_status
         var output: [Float]
         var logsumexp: [Float]
+        /// Whether the kernel split each head's keys across threads (split-KV).
+        var splitsKeys = false
     }
 
     static let sentinel: Float = 12_345
@@ -94,6 +96,7 @@ struct KernelCall {
         params.num_threads = threads
         let maskStrides = Self.strides([batch, queryHeads, queryLength, keyLength])
         let keepBytes = keep ?? [], additiveValues = additive ?? []
+        var splitsKeys = false
         let status = query.withUnsafeBufferPointer { q in
             key.withUnsafeBufferPointer { k in
                 value.withUnsafeBufferPointer { v in
@@ -115,6 +118,7 @@ struct KernelCall {
                                         params.mask = UnsafeRawPointer(additiveBuffer.baseAddress)
                                         params.mask_strides = maskStrides
                                     }
+                                    splitsKeys = attn_sdpa_splits_keys(&params) != 0
                                     return attn_sdpa_forward(&params)
                                 }
                             }
@@ -123,7 +127,7 @@ struct KernelCall {
                 }
             }
         }
-        return Result(status: status, output: output, logsumexp: logsumexp)
+        return Result(status: status, output: output, logsumexp: logsumexp, splitsKeys: splitsKeys)
     }
 
     private func pointer(_ buffer: UnsafeBufferPointer<Float>) -> UnsafePointer<Float>? {
