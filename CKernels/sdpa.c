@@ -299,10 +299,13 @@ static task_view task_at(const attn_params *p, int64_t batch, int64_t head, int6
 
 // The online softmax of a task's rows over keys [chunk_begin, chunk_end), from a
 // fresh state: leaves m, l and the unnormalised output in state.row_max,
-// state.row_sum and state.acc. key_end bounds the prefetch of the next tile.
+// state.row_sum and state.acc. key_end bounds the prefetch of the next tile;
+// finite_value_tiles (or NULL: unknown) says which of the head's value tiles
+// hold no NaN or ±∞, and so may be read in place rather than packed.
 static void attend_chunk(const attn_params *p, const attn_microkernels *kernels, const task_view *task,
-                         const float *k, const float *v, int64_t chunk_begin, int64_t chunk_end,
-                         int64_t key_end, row_state *state_in, int64_t value_dim_padded) {
+                         const float *k, const float *v, const unsigned char *finite_value_tiles,
+                         int64_t chunk_begin, int64_t chunk_end, int64_t key_end,
+                         row_state *state_in, int64_t value_dim_padded) {
     const task_view t = *task;
     row_state state = *state_in;
     const int64_t row0 = t.row0;
@@ -352,6 +355,11 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
                                     p->key_strides[2], key_end - next, p->head_dim);
                 finite = pv_in_place(p, kernels, &t, st, v_tile, cols, visible_limit, &state,
                                      value_dim_padded);
+            } else if (finite_value_tiles && finite_value_tiles[col0 / KEY_TILE]) {
+                // Checked once per call: the copy would hold the very same bits.
+                kernels->pv_tile(st, v_tile, p->value_strides[2], t.rows, cols, p->value_dim,
+                                 state.alpha, state.acc, value_dim_padded, visible_limit, 0);
+                finite = 1;
             } else {
                 finite = kernels->pack_value(v_tile, p->value_strides[2], cols, p->value_dim,
                                              state.v_packed, value_dim_padded);
@@ -396,6 +404,12 @@ static void merge_chunk(int64_t rows, int64_t value_dim, int64_t value_dim_padde
     }
 }
 
+static void swap_pointers(float **a, float **b) {
+    float *const t = *a;
+    *a = *b;
+    *b = t;
+}
+
 static void start_merge(int64_t rows, row_state *state) {
     for (int64_t i = 0; i < rows; i++) {
         state->merged_max[i] = -INFINITY;
@@ -405,29 +419,27 @@ static void start_merge(int64_t rows, row_state *state) {
 
 // Writes the merged rows: out = O / L / (1 − dropout_p), logsumexp = M + log L;
 // a row that saw no key is 0 (logsumexp −∞).
-static void write_rows(const attn_params *p, const task_view *task, const row_state *s,
+static void write_rows(const attn_params *p, const task_view *t, const row_state *state,
                        int64_t value_dim_padded) {
-    const task_view t = *task;
-    const int64_t batch = t.batch, head = t.head, row0 = t.row0;
-    row_state state = *s;
-    state.row_max = state.merged_max;
-    state.row_sum = state.merged_sum;
-    state.acc = state.merged_acc;
     const float keep_scale = 1.0f / (1.0f - p->dropout_p);
-    for (int64_t i = 0; i < t.rows; i++) {
-        const int64_t row = row0 + i;
-        const int dead = state.row_max[i] == -INFINITY;
-        const float inverse = dead ? 0.0f : keep_scale / state.row_sum[i];
+    for (int64_t i = 0; i < t->rows; i++) {
+        const int64_t row = t->row0 + i;
+        const int dead = state->merged_max[i] == -INFINITY;
         if (p->value_dim > 0) {
-            float *out = p->output + batch * p->output_strides[0] +
-                         head * p->output_strides[1] + row * p->output_strides[2];
-            const float *acc_row = state.acc + i * value_dim_padded;
-            for (int64_t d = 0; d < p->value_dim; d++) out[d] = dead ? 0.0f : acc_row[d] * inverse;
+            float *restrict out = p->output + t->batch * p->output_strides[0] +
+                                  t->head * p->output_strides[1] + row * p->output_strides[2];
+            const float *restrict acc_row = state->merged_acc + i * value_dim_padded;
+            if (dead) {
+                memset(out, 0, sizeof(float) * (size_t)p->value_dim);
+            } else {
+                const float inverse = keep_scale / state->merged_sum[i];
+                for (int64_t d = 0; d < p->value_dim; d++) out[d] = acc_row[d] * inverse;
+            }
         }
         if (p->logsumexp) {
-            float *lse = p->logsumexp + batch * p->logsumexp_strides[0] +
-                         head * p->logsumexp_strides[1] + row * p->logsumexp_strides[2];
-            *lse = dead ? -INFINITY : state.row_max[i] + logf(state.row_sum[i]);
+            float *lse = p->logsumexp + t->batch * p->logsumexp_strides[0] +
+                         t->head * p->logsumexp_strides[1] + row * p->logsumexp_strides[2];
+            *lse = dead ? -INFINITY : state->merged_max[i] + logf(state->merged_sum[i]);
         }
     }
 }
@@ -435,18 +447,31 @@ static void write_rows(const attn_params *p, const task_view *task, const row_st
 
 // One task: all of a query tile's chunks in key order, merged, then written.
 static void run_task(const attn_params *p, const attn_microkernels *kernels, int64_t batch,
-                     int64_t head, int64_t row0, row_state *state, int64_t value_dim_padded) {
+                     int64_t head, int64_t row0, row_state *state, int64_t value_dim_padded,
+                     const unsigned char *finite_value_tiles) {
     const float *q, *k, *v;
     int64_t key_end;
     const task_view t = task_at(p, batch, head, row0, &q, &k, &v, &key_end);
+    const int64_t key_tiles = (p->key_length + KEY_TILE - 1) / KEY_TILE;
+    const unsigned char *finite_tiles =
+        finite_value_tiles ? finite_value_tiles + (batch * p->kv_heads + t.kv_head) * key_tiles : 0;
     if (p->head_dim > 0 && p->key_length > 0)
         kernels->pack_query(q, p->query_strides[2], t.rows, p->head_dim, p->scale, state->qt);
     start_merge(t.rows, state);
     for (int64_t begin = 0; begin < key_end; begin += KV_CHUNK) {
         const int64_t end = key_end - begin < KV_CHUNK ? key_end : begin + KV_CHUNK;
-        attend_chunk(p, kernels, &t, k, v, begin, end, key_end, state, value_dim_padded);
-        merge_chunk(t.rows, p->value_dim, value_dim_padded, state->merged_max, state->merged_sum,
-                    state->merged_acc, state->row_max, state->row_sum, state->acc);
+        attend_chunk(p, kernels, &t, k, v, finite_tiles, begin, end, key_end, state, value_dim_padded);
+        if (begin == 0) {
+            // Merging the first chunk into the empty state copies the rows that
+            // saw a key and leaves the others empty (M = −∞, L = 0), which is
+            // what the chunk holds for them: swap the buffers instead.
+            swap_pointers(&state->row_max, &state->merged_max);
+            swap_pointers(&state->row_sum, &state->merged_sum);
+            swap_pointers(&state->acc, &state->merged_acc);
+        } else {
+            merge_chunk(t.rows, p->value_dim, value_dim_padded, state->merged_max, state->merged_sum,
+                        state->merged_acc, state->row_max, state->row_sum, state->acc);
+        }
     }
     write_rows(p, &t, state, value_dim_padded);
 }
@@ -466,6 +491,11 @@ typedef struct call_plan {
     int64_t chunks;          // KV_CHUNK chunks of the keys
     int64_t partial_floats;  // per (head, chunk): m, l [rows], o [rows, value_dim_padded]
     float *partials;
+    // Which value tiles hold no NaN or ±∞, [batch, kv_heads, key tiles], found in
+    // a first round of the OpenMP driver, so that P·V reads them in place instead
+    // of packing each one once per query tile (NULL: not known, pack them).
+    unsigned char *finite_value_tiles;
+    int64_t key_tiles;
 } call_plan;
 
 static call_plan plan_call(const attn_params *p, int threads) {
@@ -481,6 +511,8 @@ static call_plan plan_call(const attn_params *p, int threads) {
     plan.partial_floats = round_up(p->query_length * (2 + plan.value_dim_padded),
                                    SCRATCH_ALIGNMENT / (int64_t)sizeof(float));
     plan.partials = 0;
+    plan.finite_value_tiles = 0;
+    plan.key_tiles = (p->key_length + KEY_TILE - 1) / KEY_TILE;
     // Split one query tile's keys when there are fewer than two tasks a thread.
     // The bits do not depend on it, so neither may anything else.
     const int64_t partial_bytes_limit = (int64_t)1 << 28;
@@ -507,7 +539,7 @@ static void run_chunk_task(const attn_params *p, const call_plan *plan, int64_t 
     const int64_t end = key_end - begin < KV_CHUNK ? key_end : begin + KV_CHUNK;
     if (p->head_dim > 0)
         plan->kernels->pack_query(q, p->query_strides[2], t.rows, p->head_dim, p->scale, state->qt);
-    attend_chunk(p, plan->kernels, &t, k, v, begin, end, end, state, plan->value_dim_padded);
+    attend_chunk(p, plan->kernels, &t, k, v, 0, begin, end, end, state, plan->value_dim_padded);
     memcpy(row_max, state->row_max, sizeof(float) * (size_t)t.rows);
     memcpy(row_sum, state->row_sum, sizeof(float) * (size_t)t.rows);
     memcpy(acc, state->acc, sizeof(float) * (size_t)(t.rows * plan->value_dim_padded));
@@ -530,6 +562,21 @@ static void run_merge_task(const attn_params *p, const call_plan *plan, int64_t 
     write_rows(p, &t, state, plan->value_dim_padded);
 }
 
+// The first round: which value tiles are finite (one task per tile).
+static void check_value_tiles(const attn_params *p, const call_plan *plan, int64_t *next_check) {
+    const int64_t tiles = p->batch * p->kv_heads * plan->key_tiles;
+    for (;;) {
+        const int64_t task = __atomic_fetch_add(next_check, 1, __ATOMIC_RELAXED);
+        if (task >= tiles) break;
+        const int64_t batch_head = task / plan->key_tiles, col0 = task % plan->key_tiles * KEY_TILE;
+        const int64_t cols = p->key_length - col0 < KEY_TILE ? p->key_length - col0 : KEY_TILE;
+        const float *v_tile = p->value + batch_head / p->kv_heads * p->value_strides[0] +
+                              batch_head % p->kv_heads * p->value_strides[1] + col0 * p->value_strides[2];
+        plan->finite_value_tiles[task] =
+            (unsigned char)plan->kernels->values_finite(v_tile, p->value_strides[2], cols, p->value_dim);
+    }
+}
+
 // One worker: takes task indices from the shared counter until none are left.
 // Tasks run from the last query tile to the first: under a causal mask the last
 // tiles cost most, and starting with them balances the tail.
@@ -541,7 +588,7 @@ static void work(const attn_params *p, const call_plan *plan, float *scratch, in
         const int64_t query_tile = plan->query_tiles - 1 - task / plan->heads_total;
         const int64_t batch_head = task % plan->heads_total;
         run_task(p, plan->kernels, batch_head / p->query_heads, batch_head % p->query_heads,
-                 query_tile * QUERY_TILE, &state, plan->value_dim_padded);
+                 query_tile * QUERY_TILE, &state, plan->value_dim_padded, plan->finite_value_tiles);
     }
 }
 
@@ -584,17 +631,27 @@ attn_status attn_sdpa_forward(const attn_params *params) {
                                           plan.heads_total * plan.chunks * plan.partial_floats));
         if (!plan.partials) plan.split = 0;  // the unsplit way needs no more memory, and gives the same bits
     }
-    int64_t next_task = 0, next_merge = 0;
+    // Tiles of more rows than decoding's pack their value tiles, once per query
+    // tile: when there are several query tiles, check the values once instead.
+    if (!plan.split && plan.query_tiles > 1 && p->value_dim > 0 && p->key_length > 0)
+        plan.finite_value_tiles = malloc((size_t)(p->batch * p->kv_heads * plan.key_tiles));
+    int64_t next_task = 0, next_merge = 0, next_check = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
     {
         float *own = scratch + plan.per_thread * omp_get_thread_num();
+        if (plan.finite_value_tiles) {
+            check_value_tiles(p, &plan, &next_check);
+#pragma omp barrier
+        }
         if (plan.split) work_split(p, &plan, own, &next_task, &next_merge);
         else work(p, &plan, own, &next_task);
     }
 #else
+    if (plan.finite_value_tiles) check_value_tiles(p, &plan, &next_check);
     work(p, &plan, scratch, &next_task);
 #endif
+    free(plan.finite_value_tiles);
     free(plan.partials);
     free(scratch);
     return ATTN_OK;

@@ -245,6 +245,21 @@ AVX2 static int pack_value_avx2(const float *v, int64_t v_row_stride, int64_t co
     return _mm256_testz_si256(special, special);
 }
 
+AVX2 static int values_finite_avx2(const float *v, int64_t v_row_stride, int64_t cols,
+                                   int64_t value_dim) {
+    const __m256i exponent = _mm256_set1_epi32(0x7F800000);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i special = _mm256_setzero_si256();
+    for (int64_t j = 0; j < cols; j++)
+        for (int64_t d = 0; d < value_dim; d += LANES) {
+            const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(value_dim - d)), lane);
+            const __m256 value = _mm256_maskload_ps(v + j * v_row_stride + d, lanes);
+            special = _mm256_or_si256(special, _mm256_cmpeq_epi32(
+                _mm256_and_si256(_mm256_castps_si256(value), exponent), exponent));
+        }
+    return _mm256_testz_si256(special, special);
+}
+
 const attn_microkernels attn_microkernels_avx2 = {
     .name = "avx2",
     .pack_query = pack_query_avx2,
@@ -254,6 +269,7 @@ const attn_microkernels attn_microkernels_avx2 = {
     .pv_tile = pv_tile_avx2,
     .update_rows = update_rows_avx2,
     .pack_value = pack_value_avx2,
+    .values_finite = values_finite_avx2,
 };
 
 #endif  // x86

@@ -62,31 +62,54 @@ static inline int row_vectors(int64_t rows) {
     return vectors < 1 ? 1 : vectors > ROW_VECTORS ? ROW_VECTORS : (int)vectors;
 }
 
-// Qᵀ by gathers: one instruction collects a head_dim column of 16 rows. Rows
-// past `rows` are 0. Falls back to scalar code when 64 row strides do not fit
-// the gathers' 32-bit indices.
+// A 16 × 16 block of floats transposed in registers (unpack, then shuffles
+// within and across 128-bit lanes): r[i][j] becomes r[j][i].
+AVX512 INLINE static void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) {
+            t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+            t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xDD);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+    }
+}
+
+// Qᵀ through in-register transposes of 16 rows × 16 dims (gathers cost twice
+// as much: a tenth of a 128 × 128 causal call went to them). Rows past `rows`
+// are 0.
 AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64_t rows,
                                      int64_t head_dim, float scale, float *qt) {
-    if (q_row_stride > INT32_MAX / QUERY_TILE) {
-        for (int64_t d = 0; d < head_dim; d++)
-            for (int64_t i = 0; i < QUERY_TILE; i++)
-                qt[d * QUERY_TILE + i] = i < rows ? q[i * q_row_stride + d] * scale : 0.0f;
-        return;
-    }
     const __m512 scale_vector = _mm512_set1_ps(scale);
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (int c = 0; c < ROW_VECTORS; c++) {
         const int64_t first = c * LANES;
         const int64_t left = rows - first;
-        const __mmask16 valid = left >= LANES ? (__mmask16)0xFFFF
-                                : left <= 0   ? (__mmask16)0
-                                              : (__mmask16)((1u << left) - 1u);
-        const __m512i index = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32((int)first)),
-                                                 _mm512_set1_epi32((int)q_row_stride));
-        for (int64_t d = 0; d < head_dim; d++) {
-            const __m512 column = valid ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index, q + d, 4)
-                                        : _mm512_setzero_ps();
-            _mm512_store_ps(qt + d * QUERY_TILE + first, _mm512_mul_ps(column, scale_vector));
+        const int block_rows = left >= LANES ? LANES : left <= 0 ? 0 : (int)left;
+        for (int64_t d0 = 0; d0 < head_dim; d0 += LANES) {
+            const int64_t dims = head_dim - d0 < LANES ? head_dim - d0 : LANES;
+            const __mmask16 dim_lanes = (__mmask16)((1u << dims) - 1u);
+            __m512 block[LANES];
+            _Pragma("clang loop unroll(full)")
+            for (int j = 0; j < LANES; j++)
+                block[j] = j < block_rows ? _mm512_maskz_loadu_ps(dim_lanes, q + (first + j) * q_row_stride + d0)
+                                          : _mm512_setzero_ps();
+            transpose16(block);  // block[dd]: dim d0 + dd of the 16 rows
+            _Pragma("clang loop unroll(full)")
+            for (int dd = 0; dd < LANES; dd++)  // constant indices keep the block in registers
+                if (dd < dims)
+                    _mm512_store_ps(qt + (d0 + dd) * QUERY_TILE + first, _mm512_mul_ps(block[dd], scale_vector));
         }
     }
 }
@@ -155,31 +178,6 @@ AVX512 INLINE static void qk_keys(const float *qt, const float *k, int64_t k_row
         j += 2;
     }
     if (j < cols) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, 1, vectors);
-}
-
-// A 16 × 16 block of floats transposed in registers (unpack, then shuffles
-// within and across 128-bit lanes): r[i][j] becomes r[j][i].
-AVX512 INLINE static void transpose16(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 4; j++) {
-            t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
-            t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xDD);
-        }
-    for (int j = 0; j < 8; j++) {
-        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
-        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
-    }
 }
 
 // A few query rows (decoding): keys in lanes. Sixteen key rows at a time are
@@ -517,6 +515,20 @@ AVX512 static int pack_value_avx512(const float *v, int64_t v_row_stride, int64_
     return 0;
 }
 
+AVX512 static int values_finite_avx512(const float *v, int64_t v_row_stride, int64_t cols,
+                                       int64_t value_dim) {
+    const __m512i exponent = _mm512_set1_epi32(0x7F800000);
+    __mmask16 special = 0;
+    for (int64_t j = 0; j < cols; j++)
+        for (int64_t d = 0; d < value_dim; d += LANES) {
+            const int64_t left = value_dim - d;
+            const __mmask16 lanes = left >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+            const __m512 value = _mm512_maskz_loadu_ps(lanes, v + j * v_row_stride + d);
+            special |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(value), exponent), exponent);
+        }
+    return special == 0;
+}
+
 const attn_microkernels attn_microkernels_avx512 = {
     .name = "avx512",
     .pack_query = pack_query_avx512,
@@ -526,6 +538,7 @@ const attn_microkernels attn_microkernels_avx512 = {
     .pv_tile = pv_tile_avx512,
     .update_rows = update_rows_avx512,
     .pack_value = pack_value_avx512,
+    .values_finite = values_finite_avx512,
 };
 
 #endif  // x86

@@ -28,6 +28,8 @@
 //                l[i] = l[i]·alpha[i] + sum[i], m[i] = m_new[i]   (the online-softmax step)
 //   pack_value:  a value tile copied to aligned scratch with NaN and ±∞ replaced
 //                by 0; returns 1 if there were none
+//   values_finite: 1 if a value tile holds no NaN or ±∞ (then pv_tile may read it
+//                in place: the bits are those of pack_value's copy)
 //
 // qk_tile and pv_tile take an optional prefetch stream (NULL for none), which
 // they advance as they go; a path may ignore it.
@@ -113,6 +115,7 @@ typedef struct attn_microkernels {
                         const float *tile_sum, float *alpha, int64_t rows);
     int (*pack_value)(const float *v, int64_t v_row_stride, int64_t cols, int64_t value_dim,
                       float *packed, int64_t packed_row_stride);
+    int (*values_finite)(const float *v, int64_t v_row_stride, int64_t cols, int64_t value_dim);
 } attn_microkernels;
 
 extern const attn_microkernels attn_microkernels_portable;

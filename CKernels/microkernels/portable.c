@@ -100,6 +100,14 @@ static int pack_value_portable(const float *v, int64_t v_row_stride, int64_t col
     return finite;
 }
 
+static int values_finite_portable(const float *v, int64_t v_row_stride, int64_t cols,
+                                  int64_t value_dim) {
+    int finite = 1;
+    for (int64_t j = 0; j < cols; j++)
+        for (int64_t d = 0; d < value_dim; d++) finite &= isfinite(v[j * v_row_stride + d]) != 0;
+    return finite;
+}
+
 const attn_microkernels attn_microkernels_portable = {
     .name = "portable",
     .pack_query = pack_query_portable,
@@ -109,4 +117,5 @@ const attn_microkernels attn_microkernels_portable = {
     .pv_tile = pv_tile_portable,
     .update_rows = update_rows_portable,
     .pack_value = pack_value_portable,
+    .values_finite = values_finite_portable,
 };
