@@ -175,17 +175,6 @@ static void apply_explicit_mask(const task_view *t, int64_t col0, int64_t cols, 
     }
 }
 
-// The causal mask on a tile that crosses the diagonal: row i hides keys past
-// i + causal_offset, i.e. key col0 + j hides rows below col0 + j − causal_offset − row0.
-static void apply_causal_mask(const task_view *t, int64_t col0, int64_t cols, float *st) {
-    for (int64_t j = 0; j < cols; j++) {
-        int64_t hidden_rows = col0 + j - t->causal_offset - t->row0;
-        if (hidden_rows <= 0) continue;
-        if (hidden_rows > QUERY_TILE) hidden_rows = QUERY_TILE;
-        for (int64_t i = 0; i < hidden_rows; i++) st[j * QUERY_TILE + i] = -INFINITY;
-    }
-}
-
 // Dropout on the weights: a dropped cell is scaled by 0, which keeps a masked
 // cell's −0 sign and a NaN a NaN.
 static void apply_dropout(const task_view *t, int64_t col0, int64_t cols, float *pt) {
@@ -335,13 +324,14 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
             memset(st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
         }
         if (explicit_mask) apply_explicit_mask(&t, col0, cols, st);
-        if (diagonal) apply_causal_mask(&t, col0, cols, st);
 
         // Online softmax: rows whose max grew rescale by alpha = e^(m − m_new)
         // (0 when m was −∞); the accumulator's rescale is fused into pv_tile.
+        // On a diagonal tile, row_max and exp_row_sum take the cells past each
+        // row's visible limit as masked (the causal mask).
         if (masked || p->head_dim == 0)
-            kernels->row_max(st, cols, t.rows, state.row_max, state.row_max_new);
-        kernels->exp_row_sum(st, cols, t.rows, state.row_max_new, state.tile_sum);
+            kernels->row_max(st, cols, t.rows, state.row_max, state.row_max_new, visible_limit);
+        kernels->exp_row_sum(st, cols, t.rows, state.row_max_new, state.tile_sum, visible_limit);
         kernels->update_rows(state.row_max, state.row_max_new, state.row_sum, state.tile_sum,
                              state.alpha, t.rows);
         if (p->dropout_p > 0.0f) apply_dropout(&t, col0, cols, st);

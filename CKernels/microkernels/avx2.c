@@ -87,7 +87,15 @@ AVX2 INLINE static void qk_block(const float *qt, const float *k, int64_t k_row_
 }
 
 AVX2 static void row_max_avx2(const float *st, int64_t cols, int64_t rows, const float *row_max,
-                              float *row_max_new);
+                              float *row_max_new, int64_t visible_limit);
+
+// Lanes of row vector c that cannot see key j (row i sees keys j < i + visible_limit).
+AVX2 INLINE static __m256 causally_hidden(int64_t j, int c, int64_t visible_limit) {
+    int64_t hidden = j - visible_limit - (int64_t)c * LANES + 1;
+    hidden = hidden < 0 ? 0 : hidden > LANES ? LANES : hidden;
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)hidden),
+                                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+}
 
 AVX2 static void qk_tile_avx2(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
                               int64_t head_dim, int64_t rows, int64_t visible_limit, float *st,
@@ -100,17 +108,19 @@ AVX2 static void qk_tile_avx2(const float *qt, const float *k, int64_t k_row_str
         qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, row_max != 0, KEY_BLOCK);
     if (cols - j == 2) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, row_max != 0, 2);
     if (cols - j == 1) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, row_max != 0, 1);
-    if (row_max_new) row_max_avx2(st, cols, rows, row_max, row_max_new);
+    if (row_max_new) row_max_avx2(st, cols, rows, row_max, row_max_new, cols);
 }
 
 AVX2 static void row_max_avx2(const float *st, int64_t cols, int64_t rows, const float *row_max,
-                              float *row_max_new) {
+                              float *row_max_new, int64_t visible_limit) {
     const int64_t vectors = rows <= 0 ? 1 : (rows + LANES - 1) / LANES;
     for (int c = 0; c < vectors && c < QUERY_TILE / LANES; c++) {
         __m256 m = _mm256_load_ps(row_max + c * LANES);
         __m256 nan = _mm256_cmp_ps(m, m, _CMP_UNORD_Q);
         for (int64_t j = 0; j < cols; j++) {
-            const __m256 s = _mm256_load_ps(st + j * QUERY_TILE + c * LANES);
+            const __m256 s = _mm256_blendv_ps(_mm256_load_ps(st + j * QUERY_TILE + c * LANES),
+                                              _mm256_set1_ps(-INFINITY),
+                                              causally_hidden(j, c, visible_limit));
             nan = _mm256_or_ps(nan, _mm256_cmp_ps(s, s, _CMP_UNORD_Q));
             m = _mm256_max_ps(m, s);
         }
@@ -119,7 +129,7 @@ AVX2 static void row_max_avx2(const float *st, int64_t cols, int64_t rows, const
 }
 
 AVX2 static void exp_row_sum_avx2(float *st, int64_t cols, int64_t rows,
-                                  const float *row_max_new, float *tile_sum) {
+                                  const float *row_max_new, float *tile_sum, int64_t visible_limit) {
     const __m256 minus_infinity = _mm256_set1_ps(-INFINITY);
     const __m256 masked_weight = _mm256_set1_ps(-0.0f);
     const int64_t vectors = rows <= 0 ? 1 : (rows + LANES - 1) / LANES;
@@ -129,7 +139,8 @@ AVX2 static void exp_row_sum_avx2(float *st, int64_t cols, int64_t rows,
         for (int64_t j = 0; j < cols; j++) {
             float *line = st + j * QUERY_TILE + c * LANES;
             const __m256 s = _mm256_load_ps(line);
-            const __m256 masked = _mm256_cmp_ps(s, minus_infinity, _CMP_EQ_OQ);
+            const __m256 masked = _mm256_or_ps(_mm256_cmp_ps(s, minus_infinity, _CMP_EQ_OQ),
+                                               causally_hidden(j, c, visible_limit));
             const __m256 p = _mm256_blendv_ps(exp256(_mm256_sub_ps(s, m)), masked_weight, masked);
             _mm256_store_ps(line, p);
             sum = _mm256_add_ps(sum, p);

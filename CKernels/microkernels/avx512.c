@@ -273,7 +273,7 @@ AVX512 INLINE static void qk_keys_in_lanes(const float *qt, const float *k, int6
 // query row) costs one vector per key instead of four. Lanes are independent,
 // so a row's bits do not depend on how many other rows there are.
 AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
-                                  const float *row_max, float *row_max_new);
+                                  const float *row_max, float *row_max_new, int64_t visible_limit);
 
 AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row_stride,
                                   int64_t cols, int64_t head_dim, int64_t rows, int64_t visible_limit,
@@ -290,7 +290,7 @@ AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row
         case 3: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 3); break;
         default: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 4); break;
         }
-        if (row_max_new) row_max_avx512(st, cols, rows, row_max, row_max_new);
+        if (row_max_new) row_max_avx512(st, cols, rows, row_max, row_max_new, visible_limit);
         return;
     }
     if (visible_limit < cols) {
@@ -312,7 +312,7 @@ AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row
             default: qk_keys(qt_part, k_part, k_row_stride, keys, head_dim, st_part, row_max != 0, 0, 4); break;
             }
         }
-        if (row_max_new) row_max_avx512(st, cols, rows, row_max, row_max_new);
+        if (row_max_new) row_max_avx512(st, cols, rows, row_max, row_max_new, visible_limit);
         return;
     }
     if (row_max_new)
@@ -334,37 +334,52 @@ AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row
     }
 }
 
+// Lanes of row vector c that cannot see key j (row i sees keys j < i + visible_limit).
+static inline __mmask16 causally_hidden(int64_t j, int c, int64_t visible_limit) {
+    const int64_t hidden = j - visible_limit - (int64_t)c * LANES + 1;
+    return hidden <= 0 ? 0 : hidden >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << hidden) - 1u);
+}
+
+// The causal mask: the keys past the last visible one of a row vector are
+// hidden from all its 16 rows (the max skips them, exp stores their −0 unread),
+// and the key before those from some of its lanes.
 AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
-                                  const float *row_max, float *row_max_new) {
+                                  const float *row_max, float *row_max_new, int64_t visible_limit) {
     const int vectors = row_vectors(rows);
     for (int c = 0; c < vectors; c++) {
+        const int64_t seen = visible_cols(cols, c * LANES, LANES, visible_limit);
         __m512 m = _mm512_load_ps(row_max + c * LANES);
         __mmask16 nan = _mm512_cmp_ps_mask(m, m, _CMP_UNORD_Q);
-        for (int64_t j = 0; j < cols; j++) {
+        for (int64_t j = 0; j < seen; j++) {
+            const __mmask16 visible = (__mmask16)~causally_hidden(j, c, visible_limit);
             const __m512 s = _mm512_load_ps(st + j * QUERY_TILE + c * LANES);
-            nan |= _mm512_cmp_ps_mask(s, s, _CMP_UNORD_Q);
-            m = _mm512_max_ps(m, s);
+            nan |= _mm512_mask_cmp_ps_mask(visible, s, s, _CMP_UNORD_Q);
+            m = _mm512_mask_max_ps(m, visible, m, s);
         }
         _mm512_store_ps(row_max_new + c * LANES, _mm512_mask_blend_ps(nan, m, _mm512_set1_ps(NAN)));
     }
 }
 
 AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, int64_t rows,
-                                      const float *row_max_new, float *tile_sum) {
+                                      const float *row_max_new, float *tile_sum, int64_t visible_limit) {
     const __m512 minus_infinity = _mm512_set1_ps(-INFINITY);
     const __m512 masked_weight = _mm512_set1_ps(-0.0f);
     const int vectors = row_vectors(rows);
     for (int c = 0; c < vectors; c++) {
+        const int64_t seen = visible_cols(cols, c * LANES, LANES, visible_limit);
         const __m512 m = _mm512_load_ps(row_max_new + c * LANES);
         __m512 sum = _mm512_setzero_ps();
-        for (int64_t j = 0; j < cols; j++) {
+        for (int64_t j = 0; j < seen; j++) {
             float *line = st + j * QUERY_TILE + c * LANES;
             const __m512 s = _mm512_load_ps(line);
-            const __mmask16 masked = _mm512_cmp_ps_mask(s, minus_infinity, _CMP_EQ_OQ);
+            const __mmask16 masked = _mm512_cmp_ps_mask(s, minus_infinity, _CMP_EQ_OQ) |
+                                     causally_hidden(j, c, visible_limit);
             const __m512 p = _mm512_mask_blend_ps(masked, exp512(_mm512_sub_ps(s, m)), masked_weight);
             _mm512_store_ps(line, p);
             sum = _mm512_add_ps(sum, p);
         }
+        // Adding −0 to the sum changes no bit, so the hidden keys add nothing.
+        for (int64_t j = seen; j < cols; j++) _mm512_store_ps(st + j * QUERY_TILE + c * LANES, masked_weight);
         _mm512_store_ps(tile_sum + c * LANES, sum);
     }
 }

@@ -19,6 +19,9 @@
 //   row_max:     m_new[i]   = max(m[i], max_j st[j][i]), NaN wins
 //   exp_row_sum: st[j][i]   = exp(st[j][i] − m_new[i]) (−0 where st = −∞),
 //                sum[i]     = Σ_j st[j][i]
+//                Both apply the causal mask: cells past a row's visible_limit
+//                (j ≥ i + visible_limit) are −∞ whatever they hold, unread or
+//                left out of the max, and exp_row_sum stores −0 there.
 //   pv_tile:     acc[i][:]  = alpha[i] · acc[i][:] + Σ_j st[j][i] · v[j][:]
 //                (O = diag(e^(m − m_new)) O + P V; alpha is 1 where the max did not grow)
 //                Row i may skip keys j ≥ i + visible_limit, which are masked (weight −0,
@@ -105,9 +108,9 @@ typedef struct attn_microkernels {
                     int64_t head_dim, int64_t rows, int64_t visible_limit, float *st,
                     const float *row_max, float *row_max_new, attn_prefetch_stream *prefetch);
     void (*row_max)(const float *st, int64_t cols, int64_t rows, const float *row_max,
-                    float *row_max_new);
+                    float *row_max_new, int64_t visible_limit);
     void (*exp_row_sum)(float *st, int64_t cols, int64_t rows, const float *row_max_new,
-                        float *tile_sum);
+                        float *tile_sum, int64_t visible_limit);
     void (*pv_tile)(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                     int64_t cols, int64_t value_dim, const float *alpha, float *acc,
                     int64_t acc_row_stride, int64_t visible_limit, attn_prefetch_stream *prefetch);

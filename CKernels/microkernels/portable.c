@@ -14,7 +14,7 @@ static void pack_query_portable(const float *q, int64_t q_row_stride, int64_t ro
 }
 
 static void row_max_portable(const float *st, int64_t cols, int64_t rows, const float *row_max,
-                             float *row_max_new);
+                             float *row_max_new, int64_t visible_limit);
 
 static void qk_tile_portable(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
                              int64_t head_dim, int64_t rows, int64_t visible_limit, float *st,
@@ -34,15 +34,16 @@ static void qk_tile_portable(const float *qt, const float *k, int64_t k_row_stri
     if (row_max)  // attention: overflowed or infinite scores become NaN (s + 0·s), never a fake mask
         for (int64_t j = 0; j < cols; j++)
             for (int64_t i = 0; i < QUERY_TILE; i++) st[j * QUERY_TILE + i] += 0.0f * st[j * QUERY_TILE + i];
-    if (row_max_new) row_max_portable(st, cols, rows, row_max, row_max_new);
+    if (row_max_new) row_max_portable(st, cols, rows, row_max, row_max_new, cols);
 }
 
 static void row_max_portable(const float *st, int64_t cols, int64_t rows, const float *row_max,
-                             float *row_max_new) {
+                             float *row_max_new, int64_t visible_limit) {
     (void)rows;
     for (int64_t i = 0; i < QUERY_TILE; i++) row_max_new[i] = row_max[i];
     for (int64_t j = 0; j < cols; j++)
         for (int64_t i = 0; i < QUERY_TILE; i++) {
+            if (j >= i + visible_limit) continue;  // causally masked
             const float s = st[j * QUERY_TILE + i];
             // NaN wins, and stays: nothing compares greater than NaN.
             if (s > row_max_new[i] || s != s) row_max_new[i] = s;
@@ -50,13 +51,14 @@ static void row_max_portable(const float *st, int64_t cols, int64_t rows, const 
 }
 
 static void exp_row_sum_portable(float *st, int64_t cols, int64_t rows,
-                                 const float *row_max_new, float *tile_sum) {
+                                 const float *row_max_new, float *tile_sum, int64_t visible_limit) {
     (void)rows;
     for (int64_t i = 0; i < QUERY_TILE; i++) tile_sum[i] = 0.0f;
     for (int64_t j = 0; j < cols; j++)
         for (int64_t i = 0; i < QUERY_TILE; i++) {
             float *s = st + j * QUERY_TILE + i;
-            *s = *s == -INFINITY ? -0.0f : expf(*s - row_max_new[i]);
+            const int masked = *s == -INFINITY || j >= i + visible_limit;
+            *s = masked ? -0.0f : expf(*s - row_max_new[i]);
             tile_sum[i] += *s;
         }
 }
