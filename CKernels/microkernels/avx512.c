@@ -36,11 +36,11 @@ enum {
 // FLT_MIN (x < −87.3) are flushed to 0 rather than made denormal: a denormal
 // result costs a microcode assist of ~100 cycles per vector on Intel cores, and
 // the masked upper triangle of every diagonal tile would pay it. NaN stays NaN
-// (max returns its second operand when either is NaN).
+// (it passes the compare, and the arithmetic keeps it).
 AVX512 INLINE static __m512 exp512(__m512 x) {
-    const __m512 lowest = _mm512_set1_ps(-87.3f);
-    const __mmask16 normal = _mm512_cmp_ps_mask(x, lowest, _CMP_NLT_UQ);  // x ≥ −87.3 or NaN
-    x = _mm512_max_ps(lowest, x);
+    // x < −87.3 (−∞ included) may take the polynomial anywhere, NaN included:
+    // the final mask zeroes it.
+    const __mmask16 normal = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_NLT_UQ);  // x ≥ −87.3 or NaN
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -446,12 +446,10 @@ AVX512 INLINE static void pv_rows(const float *pt, const float *v, int64_t v_row
     }
 }
 
-AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row_stride,
-                                  int64_t rows, int64_t cols, int64_t value_dim,
-                                  const float *alpha, float *acc, int64_t acc_row_stride,
-                                  int64_t visible_limit, attn_prefetch_stream *prefetch) {
-    attn_prefetch_stream stream, *local = prefetch ? &stream : 0;  // in registers meanwhile
-    if (prefetch) stream = *prefetch;
+AVX512 INLINE static void pv_columns(const float *pt, const float *v, int64_t v_row_stride,
+                                     int64_t rows, int64_t cols, int64_t value_dim,
+                                     const float *alpha, float *acc, int64_t acc_row_stride,
+                                     int64_t visible_limit, attn_prefetch_stream *local) {
     int64_t d0 = 0;
     // One or two query rows (decoding): 128 columns at once, so that 8 or 16
     // independent FMA chains hide the FMA latency instead of 4. Each column's
@@ -478,7 +476,20 @@ AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row
         default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 1, tail, visible_limit); break;
         }
     }
-    if (prefetch) *prefetch = stream;
+}
+
+// Without a stream the blocks are built with none, so that no key pays a test.
+AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row_stride,
+                                  int64_t rows, int64_t cols, int64_t value_dim,
+                                  const float *alpha, float *acc, int64_t acc_row_stride,
+                                  int64_t visible_limit, attn_prefetch_stream *prefetch) {
+    if (!prefetch) {
+        pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, 0);
+        return;
+    }
+    attn_prefetch_stream stream = *prefetch;  // in registers meanwhile
+    pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, &stream);
+    *prefetch = stream;
 }
 
 AVX512 static void update_rows_avx512(float *row_max, const float *row_max_new, float *row_sum,
