@@ -568,15 +568,17 @@ static void check_value_tiles(const attn_params *p, const call_plan *plan, int64
 }
 
 // One worker: takes task indices from the shared counter until none are left.
-// Tasks run from the last query tile to the first: under a causal mask the last
-// tiles cost most, and starting with them balances the tail.
+// Tasks go head by head, so that a head's keys and values stay in L2 while its
+// query tiles pass (one head of 1024 × 64 keys and values is 512 KiB), and
+// within a head from the last query tile to the first: under a causal mask the
+// last tiles cost most, and the cheap first tiles of the last head fill the tail.
 static void work(const attn_params *p, const call_plan *plan, float *scratch, int64_t *next_task) {
     row_state state = row_state_at(scratch, p->head_dim, plan->value_dim_padded);
     for (;;) {
         const int64_t task = __atomic_fetch_add(next_task, 1, __ATOMIC_RELAXED);
         if (task >= plan->tasks) break;
-        const int64_t query_tile = plan->query_tiles - 1 - task / plan->heads_total;
-        const int64_t batch_head = task % plan->heads_total;
+        const int64_t query_tile = plan->query_tiles - 1 - task % plan->query_tiles;
+        const int64_t batch_head = task / plan->query_tiles;
         run_task(p, plan->kernels, batch_head / p->query_heads, batch_head % p->query_heads,
                  query_tile * QUERY_TILE, &state, plan->value_dim_padded, plan->finite_value_tiles);
     }
