@@ -331,7 +331,8 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         // row's visible limit as masked (the causal mask).
         if (masked || p->head_dim == 0)
             kernels->row_max(st, cols, t.rows, state.row_max, state.row_max_new, visible_limit);
-        kernels->exp_row_sum(st, cols, t.rows, state.row_max_new, state.tile_sum, visible_limit);
+        kernels->exp_row_sum(st, cols, t.rows, state.row_max_new, state.tile_sum, visible_limit,
+                             explicit_mask || p->head_dim == 0);
         kernels->update_rows(state.row_max, state.row_max_new, state.row_sum, state.tile_sum,
                              state.alpha, t.rows);
         if (p->dropout_p > 0.0f) apply_dropout(&t, col0, cols, st);

@@ -129,7 +129,9 @@ AVX2 static void row_max_avx2(const float *st, int64_t cols, int64_t rows, const
 }
 
 AVX2 static void exp_row_sum_avx2(float *st, int64_t cols, int64_t rows,
-                                  const float *row_max_new, float *tile_sum, int64_t visible_limit) {
+                                  const float *row_max_new, float *tile_sum, int64_t visible_limit,
+                                  int may_hold_minus_infinity) {
+    (void)may_hold_minus_infinity;  // every cell is checked
     const __m256 minus_infinity = _mm256_set1_ps(-INFINITY);
     const __m256 masked_weight = _mm256_set1_ps(-0.0f);
     const int64_t vectors = rows <= 0 ? 1 : (rows + LANES - 1) / LANES;

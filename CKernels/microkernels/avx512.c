@@ -361,7 +361,8 @@ AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
 }
 
 AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, int64_t rows,
-                                      const float *row_max_new, float *tile_sum, int64_t visible_limit) {
+                                      const float *row_max_new, float *tile_sum, int64_t visible_limit,
+                                      int may_hold_minus_infinity) {
     const __m512 minus_infinity = _mm512_set1_ps(-INFINITY);
     const __m512 masked_weight = _mm512_set1_ps(-0.0f);
     const int vectors = row_vectors(rows);
@@ -369,7 +370,16 @@ AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, int64_t rows,
         const int64_t seen = visible_cols(cols, c * LANES, LANES, visible_limit);
         const __m512 m = _mm512_load_ps(row_max_new + c * LANES);
         __m512 sum = _mm512_setzero_ps();
-        for (int64_t j = 0; j < seen; j++) {
+        if (seen == cols && visible_limit >= cols && !may_hold_minus_infinity) {
+            // No mask on this tile: no −∞ to look for (an infinite score is NaN by now).
+            for (int64_t j = 0; j < cols; j++) {
+                float *line = st + j * QUERY_TILE + c * LANES;
+                const __m512 p = exp512(_mm512_sub_ps(_mm512_load_ps(line), m));
+                _mm512_store_ps(line, p);
+                sum = _mm512_add_ps(sum, p);
+            }
+        }
+        for (int64_t j = 0; j < seen && (visible_limit < cols || may_hold_minus_infinity); j++) {
             float *line = st + j * QUERY_TILE + c * LANES;
             const __m512 s = _mm512_load_ps(line);
             const __mmask16 masked = _mm512_cmp_ps_mask(s, minus_infinity, _CMP_EQ_OQ) |

@@ -19,6 +19,8 @@
 //   row_max:     m_new[i]   = max(m[i], max_j st[j][i]), NaN wins
 //   exp_row_sum: st[j][i]   = exp(st[j][i] − m_new[i]) (−0 where st = −∞),
 //                sum[i]     = Σ_j st[j][i]
+//                may_hold_minus_infinity = 0 says no cell is −∞ (no explicit mask;
+//                qk_tile has turned infinite scores into NaN), so none is looked for.
 //                Both apply the causal mask: cells past a row's visible_limit
 //                (j ≥ i + visible_limit) are −∞ whatever they hold, unread or
 //                left out of the max, and exp_row_sum stores −0 there.
@@ -110,7 +112,7 @@ typedef struct attn_microkernels {
     void (*row_max)(const float *st, int64_t cols, int64_t rows, const float *row_max,
                     float *row_max_new, int64_t visible_limit);
     void (*exp_row_sum)(float *st, int64_t cols, int64_t rows, const float *row_max_new,
-                        float *tile_sum, int64_t visible_limit);
+                        float *tile_sum, int64_t visible_limit, int may_hold_minus_infinity);
     void (*pv_tile)(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                     int64_t cols, int64_t value_dim, const float *alpha, float *acc,
                     int64_t acc_row_stride, int64_t visible_limit, attn_prefetch_stream *prefetch);

@@ -51,7 +51,9 @@ static void row_max_portable(const float *st, int64_t cols, int64_t rows, const 
 }
 
 static void exp_row_sum_portable(float *st, int64_t cols, int64_t rows,
-                                 const float *row_max_new, float *tile_sum, int64_t visible_limit) {
+                                 const float *row_max_new, float *tile_sum, int64_t visible_limit,
+                                 int may_hold_minus_infinity) {
+    (void)may_hold_minus_infinity;  // every cell is checked
     (void)rows;
     for (int64_t i = 0; i < QUERY_TILE; i++) tile_sum[i] = 0.0f;
     for (int64_t j = 0; j < cols; j++)
