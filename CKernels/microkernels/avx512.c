@@ -400,14 +400,19 @@ AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_ro
                                    int64_t acc_row_stride, attn_prefetch_stream *prefetch,
                                    const int rows, const int vectors, __mmask16 tail) {
     __m512 sum[ROW_BLOCK][DECODE_VALUE_VECTORS];
+    // Once the row maxima settle, alpha is 1 for most blocks: x·1 = x, so the
+    // rescale is left out (its multiplies run on the FMA ports).
+    int settled = 1;
+    _Pragma("clang loop unroll(full)")
+    for (int r = 0; r < rows; r++) settled &= alpha[r] == 1.0f;
     _Pragma("clang loop unroll(full)")
     for (int r = 0; r < rows; r++) {
         const __m512 rescale = _mm512_set1_ps(alpha[r]);
         _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++) {
             const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
-            sum[r][c] = _mm512_mul_ps(
-                rescale, _mm512_maskz_loadu_ps(lanes, acc + r * acc_row_stride + c * LANES));
+            sum[r][c] = _mm512_maskz_loadu_ps(lanes, acc + r * acc_row_stride + c * LANES);
+            if (!settled) sum[r][c] = _mm512_mul_ps(rescale, sum[r][c]);
         }
     }
     for (int64_t j = 0; j < cols; j++) {
