@@ -65,6 +65,12 @@ typedef struct row_state {
     attn_prefetch_stream prefetch;  // decoding: the operand of the next pass
 } row_state;
 
+// ⌈value / divisor⌉ for value ≥ 0, without forming value + divisor − 1 (key_length
+// is not bounded by anything the kernel allocates).
+static int64_t ceil_div(int64_t value, int64_t divisor) {
+    return value / divisor + (value % divisor != 0);
+}
+
 static int64_t round_up(int64_t value, int64_t multiple) {
     return (value + multiple - 1) / multiple * multiple;
 }
@@ -342,7 +348,8 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
             int finite;
             if (t.rows <= IN_PLACE_VALUE_ROWS) {
                 const int64_t next = col0 + KEY_TILE;  // the next tile's keys come in meanwhile
-                attn_prefetch_start(&state.prefetch, next < key_end ? k + next * p->key_strides[2] : 0,
+                attn_prefetch_start(&state.prefetch,
+                                    next < key_end && k && p->head_dim > 0 ? k + next * p->key_strides[2] : 0,
                                     p->key_strides[2], key_end - next, p->head_dim);
                 finite = pv_in_place(p, kernels, &t, st, v_tile, cols, visible_limit, &state,
                                      value_dim_padded);
@@ -443,7 +450,7 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
     const float *q, *k, *v;
     int64_t key_end;
     const task_view t = task_at(p, batch, head, row0, &q, &k, &v, &key_end);
-    const int64_t key_tiles = (p->key_length + KEY_TILE - 1) / KEY_TILE;
+    const int64_t key_tiles = ceil_div(p->key_length, KEY_TILE);
     const unsigned char *finite_tiles =
         finite_value_tiles ? finite_value_tiles + (batch * p->kv_heads + t.kv_head) * key_tiles : 0;
     if (p->head_dim > 0 && p->key_length > 0)
@@ -492,18 +499,19 @@ typedef struct call_plan {
 static call_plan plan_call(const attn_params *p, int threads) {
     call_plan plan;
     plan.kernels = attn_selected_microkernels();
-    plan.query_tiles = (p->query_length + QUERY_TILE - 1) / QUERY_TILE;
+    plan.query_tiles = ceil_div(p->query_length, QUERY_TILE);
     plan.heads_total = p->batch * p->query_heads;
     plan.tasks = plan.heads_total * plan.query_tiles;
     plan.value_dim_padded = round_up(p->value_dim > 0 ? p->value_dim : 1,
                                      SCRATCH_ALIGNMENT / (int64_t)sizeof(float));
     plan.per_thread = scratch_floats_per_thread(p->head_dim, plan.value_dim_padded);
-    plan.chunks = (p->key_length + KV_CHUNK - 1) / KV_CHUNK;
-    plan.partial_floats = round_up(p->query_length * (2 + plan.value_dim_padded),
+    plan.chunks = ceil_div(p->key_length, KV_CHUNK);
+    // Only a single query tile is ever split, so this product stays small.
+    plan.partial_floats = plan.query_tiles != 1 ? 0 : round_up(p->query_length * (2 + plan.value_dim_padded),
                                    SCRATCH_ALIGNMENT / (int64_t)sizeof(float));
     plan.partials = 0;
     plan.finite_value_tiles = 0;
-    plan.key_tiles = (p->key_length + KEY_TILE - 1) / KEY_TILE;
+    plan.key_tiles = ceil_div(p->key_length, KEY_TILE);
     // Split one query tile's keys when there are fewer than two tasks a thread.
     // The bits do not depend on it, so neither may anything else.
     const int64_t partial_bytes_limit = (int64_t)1 << 28;

@@ -115,16 +115,16 @@ AVX2 static void row_max_avx2(const float *st, int64_t cols, int64_t rows, const
                               float *row_max_new, int64_t visible_limit) {
     const int64_t vectors = rows <= 0 ? 1 : (rows + LANES - 1) / LANES;
     for (int c = 0; c < vectors && c < QUERY_TILE / LANES; c++) {
+        // A NaN score replaces the max (the last one in key order), and
+        // max(s, m) keeps m once it is NaN, as in the portable pass.
         __m256 m = _mm256_load_ps(row_max + c * LANES);
-        __m256 nan = _mm256_cmp_ps(m, m, _CMP_UNORD_Q);
         for (int64_t j = 0; j < cols; j++) {
             const __m256 s = _mm256_blendv_ps(_mm256_load_ps(st + j * QUERY_TILE + c * LANES),
                                               _mm256_set1_ps(-INFINITY),
                                               causally_hidden(j, c, visible_limit));
-            nan = _mm256_or_ps(nan, _mm256_cmp_ps(s, s, _CMP_UNORD_Q));
-            m = _mm256_max_ps(m, s);
+            m = _mm256_blendv_ps(_mm256_max_ps(s, m), s, _mm256_cmp_ps(s, s, _CMP_UNORD_Q));
         }
-        _mm256_store_ps(row_max_new + c * LANES, _mm256_blendv_ps(m, _mm256_set1_ps(NAN), nan));
+        _mm256_store_ps(row_max_new + c * LANES, m);
     }
 }
 

@@ -348,15 +348,17 @@ AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
     const int vectors = row_vectors(rows);
     for (int c = 0; c < vectors; c++) {
         const int64_t seen = visible_cols(cols, c * LANES, LANES, visible_limit);
+        // As in qk_block's fused max: a NaN score replaces the max (the last one
+        // in key order), and max(s, m) keeps m once it is NaN, so that a row's
+        // max has the same bits whichever pass takes it.
         __m512 m = _mm512_load_ps(row_max + c * LANES);
-        __mmask16 nan = _mm512_cmp_ps_mask(m, m, _CMP_UNORD_Q);
         for (int64_t j = 0; j < seen; j++) {
             const __mmask16 visible = (__mmask16)~causally_hidden(j, c, visible_limit);
             const __m512 s = _mm512_load_ps(st + j * QUERY_TILE + c * LANES);
-            nan |= _mm512_mask_cmp_ps_mask(visible, s, s, _CMP_UNORD_Q);
-            m = _mm512_mask_max_ps(m, visible, m, s);
+            const __mmask16 nan = _mm512_mask_cmp_ps_mask(visible, s, s, _CMP_UNORD_Q);
+            m = _mm512_mask_blend_ps(nan, _mm512_mask_max_ps(m, visible, s, m), s);
         }
-        _mm512_store_ps(row_max_new + c * LANES, _mm512_mask_blend_ps(nan, m, _mm512_set1_ps(NAN)));
+        _mm512_store_ps(row_max_new + c * LANES, m);
     }
 }
 

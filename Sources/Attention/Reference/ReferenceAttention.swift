@@ -41,8 +41,17 @@ extension AttentionProblem {
                         case let .keep(keep)?:
                             if !keep[b, h, i, j] { logit = -.infinity }
                         case let .additive(bias)?:
+                            // The bias is added to the float32 logit, in float32 (as in
+                            // PyTorch): a sum past the float32 range is −∞ there, which
+                            // masks the cell, or +∞, which makes the row NaN.
                             let added = Double(bias[b, h, i, j])
-                            logit = added == -.infinity ? -.infinity : logit + added
+                            if added == -.infinity {
+                                logit = -.infinity
+                            } else {
+                                let biased = logit + added
+                                let rounded = Float(biased)
+                                logit = rounded == -.infinity ? -.infinity : rounded == .infinity ? .nan : biased
+                            }
                         case nil:
                             break
                         }
