@@ -163,7 +163,9 @@ AVX512 INLINE static void qk_block(const float *qt, const float *k, int64_t k_ro
 }
 
 // All keys of a tile against the first `vectors` row vectors: blocks of
-// 24 / vectors keys, then blocks of 4, 2, 1 for the rest.
+// 24 / vectors keys, then, for one or two vectors, of 16 / vectors keys (a 16-key group of
+// a diagonal tile would otherwise go in blocks of 4 keys, whose 4 or 8 FMA
+// chains cannot hide the FMA latency), then blocks of 4, 2, 1 for the rest.
 AVX512 INLINE static void qk_keys(const float *qt, const float *k, int64_t k_row_stride,
                                   int64_t cols, int64_t head_dim, float *st, int attention,
                                   float *running_max, const int vectors) {
@@ -171,6 +173,9 @@ AVX512 INLINE static void qk_keys(const float *qt, const float *k, int64_t k_row
     int64_t j = 0;
     for (; j + block <= cols; j += block)
         qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, block, vectors);
+    if (vectors <= 2)
+        for (; j + 16 / vectors <= cols; j += 16 / vectors)
+            qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, 16 / vectors, vectors);
     for (; j + 4 <= cols; j += 4)
         qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, 4, vectors);
     if (j + 2 <= cols) {
