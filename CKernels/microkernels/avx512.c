@@ -56,6 +56,30 @@ AVX512 INLINE static __m512 exp512(__m512 x) {
     return _mm512_maskz_scalef_ps(normal, p, n);
 }
 
+// The softmax weight e^x, x = s − m ≤ 0 (or NaN), as 2^t with t = x·log₂e:
+// t = n + f with n = round(t) and |f| ≤ 1/2 exact, 2^f by a degree-6
+// polynomial fitted to it on [−1/2, 1/2] (relative weights, least squares on
+// Chebyshev nodes; under 1 ulp in float32, and exactly 1 at f = 0), and 2^n
+// applied with scalef. Two fewer operations on the FMA ports than exp512 (no
+// Cody–Waite split, one term less), in the pass that runs 4096 times a tile;
+// rounding t costs at most |t|·2⁻²⁴ relative, which is absolute error below
+// 2⁻²⁴ for every weight. t < −126 (FLT_MIN) gives 0, as exp512 does below
+// −87.3; NaN stays NaN.
+AVX512 INLINE static __m512 softmax_weight(__m512 x) {
+    const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+    const __mmask16 normal = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-126.0f), _CMP_NLT_UQ);  // t ≥ −126 or NaN
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(0.00015353360504377633f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.0013398875016719103f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.00961843691766262f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.055503323674201965f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022647738456726f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931471824645996f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(normal, p, n);
+}
+
 // Row vectors that hold the first `rows` query rows.
 static inline int row_vectors(int64_t rows) {
     const int64_t vectors = (rows + LANES - 1) / LANES;
@@ -381,7 +405,7 @@ AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, int64_t rows,
             // No mask on this tile: no −∞ to look for (an infinite score is NaN by now).
             for (int64_t j = 0; j < cols; j++) {
                 float *line = st + j * QUERY_TILE + c * LANES;
-                const __m512 p = exp512(_mm512_sub_ps(_mm512_load_ps(line), m));
+                const __m512 p = softmax_weight(_mm512_sub_ps(_mm512_load_ps(line), m));
                 _mm512_store_ps(line, p);
                 sum = _mm512_add_ps(sum, p);
             }
@@ -391,7 +415,7 @@ AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, int64_t rows,
             const __m512 s = _mm512_load_ps(line);
             const __mmask16 masked = _mm512_cmp_ps_mask(s, minus_infinity, _CMP_EQ_OQ) |
                                      causally_hidden(j, c, visible_limit);
-            const __m512 p = _mm512_mask_blend_ps(masked, exp512(_mm512_sub_ps(s, m)), masked_weight);
+            const __m512 p = _mm512_mask_blend_ps(masked, softmax_weight(_mm512_sub_ps(s, m)), masked_weight);
             _mm512_store_ps(line, p);
             sum = _mm512_add_ps(sum, p);
         }
