@@ -22,8 +22,8 @@ final class SplitKeyTests: XCTestCase {
             scale: 0.3)
     }
 
-    func testSplitCallsGiveTheBitsOfUnsplitOnesForEveryMaskKindAndPath() throws {
-        try forEachKernelPath { path in
+    func testSplitCallsGiveTheBitsOfUnsplitOnesForEveryMaskKindAndPath() {
+        forEachKernelPath { path in
             for (queryLength, keyLength) in shapes {
                 // (description, how to change the call)
                 let variants: [(String, (inout KernelCall) -> Void)] = [
