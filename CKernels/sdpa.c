@@ -211,6 +211,17 @@ static void add_nonfinite_values(const float *pt, const float *v, int64_t v_row_
         }
 }
 
+// P·V through pack_value's aligned copy, NaN and ±∞ zeroed; returns its flag.
+static int pv_packed(const attn_params *p, const attn_microkernels *kernels, const task_view *t,
+                     const float *pt, const float *v_tile, int64_t cols, int64_t visible_limit,
+                     row_state *state, int64_t value_dim_padded) {
+    const int finite = kernels->pack_value(v_tile, p->value_strides[2], cols, p->value_dim,
+                                           state->v_packed, value_dim_padded);
+    kernels->pv_tile(pt, state->v_packed, value_dim_padded, t->rows, cols, p->value_dim,
+                     state->alpha, state->acc, value_dim_padded, visible_limit, 0);
+    return finite;
+}
+
 // P·V for a tile of few query rows (decoding), on the caller's value rows in
 // place: each row is used by at most IN_PLACE_VALUE_ROWS query rows, too few to
 // repay pack_value's copy, and the tile is best streamed from memory once.
@@ -238,11 +249,7 @@ static int pv_in_place(const attn_params *p, const attn_microkernels *kernels, c
         if (finite_after) return 1;
         memcpy(state->acc, saved, sizeof(float) * (size_t)count);
     }
-    const int finite = kernels->pack_value(v_tile, p->value_strides[2], cols, p->value_dim,
-                                           state->v_packed, value_dim_padded);
-    kernels->pv_tile(pt, state->v_packed, value_dim_padded, t->rows, cols, p->value_dim,
-                     state->alpha, state->acc, value_dim_padded, visible_limit, 0);
-    return finite;
+    return pv_packed(p, kernels, t, pt, v_tile, cols, visible_limit, state, value_dim_padded);
 }
 
 // The rows of one task and what they read: rows [row0, row0 + rows) of one (batch, head).
@@ -346,7 +353,7 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         if (p->value_dim > 0) {
             const float *v_tile = v + col0 * p->value_strides[2];
             int finite;
-            if (t.rows <= IN_PLACE_VALUE_ROWS) {
+            if (in_place) {
                 const int64_t next = col0 + KEY_TILE;  // the next tile's keys come in meanwhile
                 attn_prefetch_start(&state.prefetch,
                                     next < key_end && k && p->head_dim > 0 ? k + next * p->key_strides[2] : 0,
@@ -359,10 +366,8 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
                                  state.alpha, state.acc, value_dim_padded, visible_limit, 0);
                 finite = 1;
             } else {
-                finite = kernels->pack_value(v_tile, p->value_strides[2], cols, p->value_dim,
-                                             state.v_packed, value_dim_padded);
-                kernels->pv_tile(st, state.v_packed, value_dim_padded, t.rows, cols, p->value_dim,
-                                 state.alpha, state.acc, value_dim_padded, visible_limit, 0);
+                finite = pv_packed(p, kernels, &t, st, v_tile, cols, visible_limit, &state,
+                                   value_dim_padded);
             }
             if (!finite)
                 add_nonfinite_values(st, v_tile, p->value_strides[2], t.rows, cols, p->value_dim,
@@ -496,6 +501,16 @@ typedef struct call_plan {
     int64_t key_tiles;
 } call_plan;
 
+// The threads a call asks for (num_threads, else OpenMP's default; 1 without OpenMP).
+static int requested_threads(const attn_params *p) {
+#ifdef _OPENMP
+    return p->num_threads > 0 ? p->num_threads : omp_get_max_threads();
+#else
+    (void)p;
+    return 1;
+#endif
+}
+
 static call_plan plan_call(const attn_params *p, int threads) {
     call_plan plan;
     plan.kernels = attn_selected_microkernels();
@@ -616,10 +631,7 @@ attn_status attn_sdpa_forward(const attn_params *params) {
     const attn_status status = validate(params);
     if (status != ATTN_OK) return status;
     const attn_params *p = params;
-    int threads = 1;
-#ifdef _OPENMP
-    threads = p->num_threads > 0 ? p->num_threads : omp_get_max_threads();
-#endif
+    int threads = requested_threads(p);
     call_plan plan = plan_call(p, threads);
     if (plan.tasks == 0) return ATTN_OK;
     const int64_t parallel_tasks = plan.split ? plan.heads_total * plan.chunks : plan.tasks;
@@ -678,11 +690,7 @@ attn_status attn_sdpa_run_tasks(const attn_params *params, int64_t *next_task) {
 
 int attn_sdpa_splits_keys(const attn_params *params) {
     if (validate(params) != ATTN_OK) return 0;
-    int threads = 1;
-#ifdef _OPENMP
-    threads = params->num_threads > 0 ? params->num_threads : omp_get_max_threads();
-#endif
-    const call_plan plan = plan_call(params, threads);
+    const call_plan plan = plan_call(params, requested_threads(params));
     return plan.tasks > 0 && plan.split;
 }
 

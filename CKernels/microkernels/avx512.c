@@ -34,8 +34,9 @@ enum {
 // |r| ≤ ln2/2 (Cody–Waite split of ln2), e^r by its degree-7 Taylor polynomial
 // (truncation < 6e-9 relative), and 2^n applied with scalef. Results below
 // FLT_MIN (x < −87.3) are flushed to 0 rather than made denormal: a denormal
-// result costs a microcode assist of ~100 cycles per vector on Intel cores, and
-// the masked upper triangle of every diagonal tile would pay it. NaN stays NaN
+// result costs a microcode assist of ~100 cycles per vector on Intel cores.
+// Used for the online-softmax rescale e^(m − m_new); the weights themselves go
+// through softmax_weight below. NaN stays NaN
 // (it passes the compare, and the arithmetic keeps it).
 AVX512 INLINE static __m512 exp512(__m512 x) {
     // x < −87.3 (−∞ included) may take the polynomial anywhere, NaN included:
