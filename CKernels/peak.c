@@ -9,8 +9,8 @@
 #include <string.h>
 #include <time.h>
 
-#ifdef _OPENMP
-int omp_get_max_threads(void);
+#ifndef _OPENMP
+#include <pthread.h>
 #endif
 
 enum { CHAINS = 16, ITERATIONS_PER_CHECK = 1 << 16 };
@@ -78,6 +78,41 @@ static double one_thread(const char *path, double seconds) {
     return flops / elapsed;
 }
 
+#ifndef _OPENMP
+typedef struct peak_job {
+    const char *path;
+    double seconds, flops;
+} peak_job;
+
+static void *peak_thread(void *argument) {
+    peak_job *job = argument;
+    job->flops = one_thread(job->path, job->seconds);
+    return 0;
+}
+
+// Without OpenMP: `threads` POSIX threads side by side (the peak is a property
+// of the cores, not of the driver).
+static double threads_side_by_side(const char *path, int32_t threads, double seconds) {
+    enum { MAX_PEAK_THREADS = 256 };
+    if (threads > MAX_PEAK_THREADS) threads = MAX_PEAK_THREADS;
+    pthread_t ids[MAX_PEAK_THREADS];
+    peak_job jobs[MAX_PEAK_THREADS];
+    int32_t started = 0;
+    for (int32_t t = 0; t < threads; t++) {
+        jobs[t] = (peak_job){path, seconds, 0.0};
+        if (t > 0 && pthread_create(&ids[t], 0, peak_thread, &jobs[t]) == 0) started = t;
+        else if (t > 0) break;
+    }
+    peak_thread(&jobs[0]);
+    double total = jobs[0].flops;
+    for (int32_t t = 1; t <= started; t++) {
+        pthread_join(ids[t], 0);
+        total += jobs[t].flops;
+    }
+    return total;
+}
+#endif
+
 // The best of several short runs: on a shared machine a single run can lose
 // its core for a while, and the peak is what the core can do, not the average.
 enum { PEAK_TRIALS = 5 };
@@ -92,7 +127,7 @@ double attn_fma_peak_gflops(int32_t threads, double seconds) {
 #pragma omp parallel num_threads(threads) reduction(+ : total)
         total += one_thread(path, seconds / PEAK_TRIALS);
 #else
-        total = one_thread(path, seconds / PEAK_TRIALS) * threads;
+        total = threads_side_by_side(path, threads, seconds / PEAK_TRIALS);
 #endif
         if (total > best) best = total;
     }

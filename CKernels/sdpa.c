@@ -12,26 +12,24 @@
 //       acc   = acc·e^(m − m_new) + p v_tile                     pv_tile
 //   out = acc / l,  logsumexp = m + log(l)
 //
-// The rescale by e^(m − m_new) happens only for rows whose max grew. Work is a
-// list of independent tasks, task -> (batch, head, query tile), handed out by an
-// atomic counter inside one OpenMP parallel region (dynamic balance for causal
-// triangles without OpenMP's dynamic schedule, which libomp 14 cannot link
-// against clang 21). Each task computes whole rows in a fixed key order, so a
-// row's result does not depend on the thread count or on which tile it is in.
+// The rescale by e^(m − m_new) happens only for rows whose max grew. A call is
+// a plan of rounds of independent tasks (plan.h): an optional value check (one
+// task per value tile), then either one task per (batch, head, query tile), or,
+// split-KV, one task per (head, 512-key chunk) and a round of merges per head.
+// Tasks are handed out by an atomic counter (dynamic balance for causal
+// triangles), by whichever driver runs the plan: OpenMP (attn_plan_run) or
+// Swift's Dispatch. Each task computes whole rows in a fixed key order, so a
+// row's result does not depend on the driver, the thread count or on which
+// tile it is in.
 #include "attention.h"
 #include "microkernels/microkernels.h"
+#include "plan.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-// The Swift toolchain's clang ships no omp.h: declare the three calls we use.
-int omp_get_thread_num(void);
-int omp_get_max_threads(void);
-int omp_get_num_threads(void);
-#endif
 
 enum {
     SCRATCH_ALIGNMENT = 64,  // one cache line; also the AVX-512 register width
@@ -480,9 +478,9 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
 }
 
 // ---------------------------------------------------------------------------
-// Entry point.
+// The plan of a call: rounds of tasks (plan.h), which any driver runs.
 
-// What every worker of one call shares.
+// What every task of one call shares.
 typedef struct call_plan {
     const attn_microkernels *kernels;
     int64_t query_tiles, heads_total, tasks;
@@ -495,20 +493,16 @@ typedef struct call_plan {
     int64_t partial_floats;  // per (head, chunk): m, l [rows], o [rows, value_dim_padded]
     float *partials;
     // Which value tiles hold no NaN or ±∞, [batch, kv_heads, key tiles], found in
-    // a first round of the OpenMP driver, so that P·V reads them in place instead
-    // of packing each one once per query tile (NULL: not known, pack them).
+    // a first round, so that P·V reads them in place instead of packing each one
+    // once per query tile (NULL: not known, pack them).
     unsigned char *finite_value_tiles;
     int64_t key_tiles;
 } call_plan;
 
-// The threads a call asks for (num_threads, else OpenMP's default; 1 without OpenMP).
+// The threads a call asks for: num_threads, else the default (OpenMP's, or the
+// processors online).
 static int requested_threads(const attn_params *p) {
-#ifdef _OPENMP
-    return p->num_threads > 0 ? p->num_threads : omp_get_max_threads();
-#else
-    (void)p;
-    return 1;
-#endif
+    return p->num_threads > 0 ? p->num_threads : attn_default_threads();
 }
 
 static call_plan plan_call(const attn_params *p, int threads) {
@@ -576,113 +570,139 @@ static void run_merge_task(const attn_params *p, const call_plan *plan, int64_t 
     write_rows(p, &t, state, plan->value_dim_padded);
 }
 
-// The first round: which value tiles are finite (one task per tile).
-static void check_value_tiles(const attn_params *p, const call_plan *plan, int64_t *next_check) {
-    const int64_t tiles = p->batch * p->kv_heads * plan->key_tiles;
-    for (;;) {
-        const int64_t task = __atomic_fetch_add(next_check, 1, __ATOMIC_RELAXED);
-        if (task >= tiles) break;
-        const int64_t batch_head = task / plan->key_tiles, col0 = task % plan->key_tiles * KEY_TILE;
-        const int64_t cols = p->key_length - col0 < KEY_TILE ? p->key_length - col0 : KEY_TILE;
-        const float *v_tile = p->value + batch_head / p->kv_heads * p->value_strides[0] +
-                              batch_head % p->kv_heads * p->value_strides[1] + col0 * p->value_strides[2];
-        plan->finite_value_tiles[task] =
-            (unsigned char)plan->kernels->values_finite(v_tile, p->value_strides[2], cols, p->value_dim);
+// The value check: whether value tile `task` ([batch, kv_heads, key tiles]) is finite.
+static void check_value_tile(const attn_params *p, const call_plan *plan, int64_t task) {
+    const int64_t batch_head = task / plan->key_tiles, col0 = task % plan->key_tiles * KEY_TILE;
+    const int64_t cols = p->key_length - col0 < KEY_TILE ? p->key_length - col0 : KEY_TILE;
+    const float *v_tile = p->value + batch_head / p->kv_heads * p->value_strides[0] +
+                          batch_head % p->kv_heads * p->value_strides[1] + col0 * p->value_strides[2];
+    plan->finite_value_tiles[task] =
+        (unsigned char)plan->kernels->values_finite(v_tile, p->value_strides[2], cols, p->value_dim);
+}
+
+// The rounds a call may have.
+typedef enum sdpa_round {
+    ROUND_VALUE_CHECK,  // one task per value tile: is it finite?
+    ROUND_ROW_TILES,    // one task per (batch, head, query tile): its rows, every chunk
+    ROUND_KEY_CHUNKS,   // split-KV: one task per (head, chunk) of the single query tile
+    ROUND_MERGES,       // split-KV: one task per head, merging its chunks in key order
+} sdpa_round;
+
+typedef struct sdpa_plan {
+    attn_plan base;      // first: the drivers see only this
+    attn_params params;  // the caller's, copied (its pointers must stay valid while the plan runs)
+    call_plan call;
+    sdpa_round kind[PLAN_MAX_ROUNDS];
+    float *scratch;      // per worker: call.per_thread floats
+} sdpa_plan;
+
+// Runs one task. Row tiles go head by head, so that a head's keys and values
+// stay in L2 while its query tiles pass (one head of 1024 × 64 keys and values
+// is 512 KiB), and within a head from the last query tile to the first: under a
+// causal mask the last tiles cost most, and the cheap first tiles of the last
+// head fill the tail.
+static void run_sdpa_task(attn_plan *base, int32_t round, int64_t task, int32_t worker) {
+    sdpa_plan *plan = (sdpa_plan *)base;
+    const attn_params *p = &plan->params;
+    const call_plan *call = &plan->call;
+    row_state state = row_state_at(plan->scratch + call->per_thread * worker, p->head_dim,
+                                   call->value_dim_padded);
+    switch (plan->kind[round]) {
+    case ROUND_VALUE_CHECK:
+        check_value_tile(p, call, task);
+        break;
+    case ROUND_ROW_TILES: {
+        const int64_t query_tile = call->query_tiles - 1 - task % call->query_tiles;
+        const int64_t batch_head = task / call->query_tiles;
+        run_task(p, call->kernels, batch_head / p->query_heads, batch_head % p->query_heads,
+                 query_tile * QUERY_TILE, &state, call->value_dim_padded, call->finite_value_tiles);
+        break;
+    }
+    case ROUND_KEY_CHUNKS:
+        run_chunk_task(p, call, task % call->heads_total, task / call->heads_total, &state);
+        break;
+    case ROUND_MERGES:
+        run_merge_task(p, call, task, &state);
+        break;
     }
 }
 
-// One worker: takes task indices from the shared counter until none are left.
-// Tasks go head by head, so that a head's keys and values stay in L2 while its
-// query tiles pass (one head of 1024 × 64 keys and values is 512 KiB), and
-// within a head from the last query tile to the first: under a causal mask the
-// last tiles cost most, and the cheap first tiles of the last head fill the tail.
-static void work(const attn_params *p, const call_plan *plan, float *scratch, int64_t *next_task) {
-    row_state state = row_state_at(scratch, p->head_dim, plan->value_dim_padded);
-    for (;;) {
-        const int64_t task = __atomic_fetch_add(next_task, 1, __ATOMIC_RELAXED);
-        if (task >= plan->tasks) break;
-        const int64_t query_tile = plan->query_tiles - 1 - task % plan->query_tiles;
-        const int64_t batch_head = task / plan->query_tiles;
-        run_task(p, plan->kernels, batch_head / p->query_heads, batch_head % p->query_heads,
-                 query_tile * QUERY_TILE, &state, plan->value_dim_padded, plan->finite_value_tiles);
-    }
+static void release_sdpa_plan(attn_plan *base) {
+    sdpa_plan *plan = (sdpa_plan *)base;
+    free(plan->call.finite_value_tiles);
+    attn_aligned_free(plan->call.partials);
+    attn_aligned_free(plan->scratch);
+    free(plan);
 }
 
-// The two rounds of a split call, with a barrier between them.
-static void work_split(const attn_params *p, const call_plan *plan, float *scratch,
-                       int64_t *next_chunk, int64_t *next_merge) {
-    row_state state = row_state_at(scratch, p->head_dim, plan->value_dim_padded);
-    for (;;) {
-        const int64_t task = __atomic_fetch_add(next_chunk, 1, __ATOMIC_RELAXED);
-        if (task >= plan->heads_total * plan->chunks) break;
-        run_chunk_task(p, plan, task % plan->heads_total, task / plan->heads_total, &state);
+static void add_sdpa_round(sdpa_plan *plan, sdpa_round kind, int64_t tasks) {
+    const int32_t before = plan->base.rounds;
+    plan_add_round(&plan->base, tasks);
+    if (plan->base.rounds > before) plan->kind[before] = kind;
+}
+
+attn_status attn_sdpa_plan_create(const attn_params *params, attn_plan **plan_out) {
+    if (!plan_out) return ATTN_ERROR_NULL_POINTER;
+    *plan_out = 0;
+    const attn_status status = validate(params);
+    if (status != ATTN_OK) return status;
+    sdpa_plan *plan = calloc(1, sizeof(sdpa_plan));
+    if (!plan) return ATTN_ERROR_OUT_OF_MEMORY;
+    plan->base.run_task = run_sdpa_task;
+    plan->base.release = release_sdpa_plan;
+    plan->params = *params;
+    const attn_params *p = &plan->params;
+    const int threads = requested_threads(p);
+    call_plan *call = &plan->call;
+    *call = plan_call(p, threads);
+    if (call->tasks > 0) {
+        if (call->split) {
+            call->partials = attn_aligned_alloc(
+                sizeof(float) * (size_t)(call->heads_total * call->chunks * call->partial_floats));
+            if (!call->partials) call->split = 0;  // the unsplit way needs no more memory, and gives the same bits
+        }
+        // Tiles of more rows than decoding's pack their value tiles, once per query
+        // tile: when there are several query tiles, check the values once instead.
+        if (!call->split && call->query_tiles > 1 && p->value_dim > 0 && p->key_length > 0)
+            call->finite_value_tiles = malloc((size_t)(p->batch * p->kv_heads * call->key_tiles));
+        if (call->finite_value_tiles)
+            add_sdpa_round(plan, ROUND_VALUE_CHECK, p->batch * p->kv_heads * call->key_tiles);
+        if (call->split) {
+            add_sdpa_round(plan, ROUND_KEY_CHUNKS, call->heads_total * call->chunks);
+            add_sdpa_round(plan, ROUND_MERGES, call->heads_total);
+        } else {
+            add_sdpa_round(plan, ROUND_ROW_TILES, call->tasks);
+        }
     }
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-    for (;;) {
-        const int64_t task = __atomic_fetch_add(next_merge, 1, __ATOMIC_RELAXED);
-        if (task >= plan->heads_total) break;
-        run_merge_task(p, plan, task, &state);
+    plan->base.workers = plan_worker_count(threads, plan_widest_round(&plan->base));
+    if (plan->base.rounds > 0) {
+        plan->scratch = attn_aligned_alloc(sizeof(float) *
+                                           (size_t)(call->per_thread * plan->base.workers));
+        if (!plan->scratch) {
+            release_sdpa_plan(&plan->base);
+            return ATTN_ERROR_OUT_OF_MEMORY;
+        }
     }
+    *plan_out = &plan->base;
+    return ATTN_OK;
 }
 
 attn_status attn_sdpa_forward(const attn_params *params) {
-    const attn_status status = validate(params);
-    if (status != ATTN_OK) return status;
-    const attn_params *p = params;
-    int threads = requested_threads(p);
-    call_plan plan = plan_call(p, threads);
-    if (plan.tasks == 0) return ATTN_OK;
-    const int64_t parallel_tasks = plan.split ? plan.heads_total * plan.chunks : plan.tasks;
-    if ((int64_t)threads > parallel_tasks) threads = (int)parallel_tasks;
-    float *scratch = aligned_alloc(SCRATCH_ALIGNMENT,
-                                   sizeof(float) * (size_t)(plan.per_thread * threads));
-    if (!scratch) return ATTN_ERROR_OUT_OF_MEMORY;
-    if (plan.split) {
-        plan.partials = aligned_alloc(SCRATCH_ALIGNMENT, sizeof(float) * (size_t)(
-                                          plan.heads_total * plan.chunks * plan.partial_floats));
-        if (!plan.partials) plan.split = 0;  // the unsplit way needs no more memory, and gives the same bits
-    }
-    // Tiles of more rows than decoding's pack their value tiles, once per query
-    // tile: when there are several query tiles, check the values once instead.
-    if (!plan.split && plan.query_tiles > 1 && p->value_dim > 0 && p->key_length > 0)
-        plan.finite_value_tiles = malloc((size_t)(p->batch * p->kv_heads * plan.key_tiles));
-    int64_t next_task = 0, next_merge = 0, next_check = 0;
+    if (!params) return ATTN_ERROR_NULL_POINTER;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-    {
-        float *own = scratch + plan.per_thread * omp_get_thread_num();
-        if (plan.finite_value_tiles) {
-            check_value_tiles(p, &plan, &next_check);
-#pragma omp barrier
-        }
-        if (plan.split) work_split(p, &plan, own, &next_task, &next_merge);
-        else work(p, &plan, own, &next_task);
-    }
+    const attn_params *p = params;
 #else
-    if (plan.finite_value_tiles) check_value_tiles(p, &plan, &next_check);
-    work(p, &plan, scratch, &next_task);
+    // Without OpenMP this driver runs the plan serially: plan for one worker.
+    attn_params serial = *params;
+    serial.num_threads = 1;
+    const attn_params *p = &serial;
 #endif
-    free(plan.finite_value_tiles);
-    free(plan.partials);
-    free(scratch);
-    return ATTN_OK;
-}
-
-// Dispatch workers share nothing but the counter, so they never split the keys
-// (which changes no bit, only the balance of few-head decoding).
-attn_status attn_sdpa_run_tasks(const attn_params *params, int64_t *next_task) {
-    const attn_status status = validate(params);
+    attn_plan *plan;
+    const attn_status status = attn_sdpa_plan_create(p, &plan);
     if (status != ATTN_OK) return status;
-    if (!next_task) return ATTN_ERROR_NULL_POINTER;
-    const call_plan plan = plan_call(params, 1);
-    if (plan.tasks == 0) return ATTN_OK;
-    float *scratch = aligned_alloc(SCRATCH_ALIGNMENT, sizeof(float) * (size_t)plan.per_thread);
-    if (!scratch) return ATTN_ERROR_OUT_OF_MEMORY;
-    work(params, &plan, scratch, next_task);
-    free(scratch);
-    return ATTN_OK;
+    const attn_status ran = attn_plan_run(plan);
+    attn_plan_destroy(plan);
+    return ran;
 }
 
 // ---------------------------------------------------------------------------
@@ -711,19 +731,3 @@ const char *attn_status_description(attn_status status) {
 }
 
 const char *attn_kernel_path(void) { return attn_selected_microkernels()->name; }
-
-int attn_has_openmp(void) {
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
-
-int attn_default_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}

@@ -99,7 +99,10 @@ typedef struct attn_params {
     float dropout_p;             ///< in [0, 1); 0 disables dropout
     uint64_t dropout_seed;       ///< Philox key
 
-    int32_t num_threads;         ///< 0: OpenMP's default; ignored without OpenMP
+    /// Workers the call's plan is made for: 0 = attn_default_threads(). The C
+    /// driver (attn_sdpa_forward) runs them as OpenMP threads, or serially
+    /// without OpenMP; another driver runs them as it likes (see attn_plan).
+    int32_t num_threads;
 } attn_params;
 
 /// Computes the fused forward pass described at the top of this file.
@@ -110,22 +113,94 @@ attn_status attn_sdpa_forward(const attn_params *params);
 ///   x [rows, in_features], weight [out_features, in_features], bias [out_features]
 ///   (optional, NULL for none), y [rows, out_features]; all contiguous.
 /// Uses the same micro-kernels as the attention tile product Q·Kᵀ, parallel over
-/// row tiles. Returns ATTN_ERROR_NULL_POINTER or ATTN_ERROR_NEGATIVE_SIZE on bad input.
+/// (row tile, output-column group) tasks: a plan (attn_linear_plan_create) run by
+/// the C driver. Returns ATTN_ERROR_NULL_POINTER or ATTN_ERROR_NEGATIVE_SIZE on bad input.
 attn_status attn_linear_forward(const float *x, int64_t rows, int64_t in_features,
                                 const float *weight, const float *bias, int64_t out_features,
                                 float *y, int32_t num_threads);
 
-/// The same computation for a driver other than OpenMP (Swift's Dispatch, a
-/// thread pool): start any number of workers, each calling this with the same
-/// counter, initialised to 0; each takes task indices (batch, head, query tile)
-/// from it atomically until none are left, with scratch of its own. The result
-/// is bit for bit that of attn_sdpa_forward. num_threads is ignored.
-attn_status attn_sdpa_run_tasks(const attn_params *params, int64_t *next_task);
+
+// ---------------------------------------------------------------------------
+// Plans: a call as rounds of independent tasks, for any threading driver.
+//
+// attn_sdpa_forward and attn_linear_forward are a plan run by the C driver
+// (OpenMP threads, or serially without OpenMP). A program with threads of its
+// own (Swift's Dispatch, a thread pool) runs the same plan itself:
+//
+//     attn_plan *plan;
+//     attn_sdpa_plan_create(&params, &plan);          // validates, allocates scratch
+//     for (int32_t r = 0; r < attn_plan_rounds(plan); r++)
+//         for each w in [0, attn_plan_workers(plan)), concurrently:
+//             attn_plan_work(plan, r, w);             // then wait for all of them
+//     attn_plan_destroy(plan);
+//
+// The rounds of an attention call: a check of the value tiles for NaN/±∞ (when
+// several query tiles will read them), then either one task per (batch, head,
+// query tile), or — split-KV, when there are too few of those for the workers —
+// one task per (head, 512-key chunk) followed by one merge task per head. Every
+// driver and worker count gives the same bits.
+
+/// A plan of rounds of tasks, owned by the caller until attn_plan_destroy.
+typedef struct attn_plan attn_plan;
+
+/// Validates `params` (as attn_sdpa_forward does) and makes the plan of the call
+/// for params->num_threads workers (0: attn_default_threads()), allocating all the
+/// scratch it needs. The pointers in `params` must stay valid while the plan
+/// runs; `params` itself is copied. On an error *plan is NULL.
+attn_status attn_sdpa_plan_create(const attn_params *params, attn_plan **plan);
+
+/// The plan of attn_linear_forward, for `num_threads` workers (0: the default).
+attn_status attn_linear_plan_create(const float *x, int64_t rows, int64_t in_features,
+                                    const float *weight, const float *bias, int64_t out_features,
+                                    float *y, int32_t num_threads, attn_plan **plan);
+
+/// The number of rounds (0 for a call with nothing to compute).
+int32_t attn_plan_rounds(const attn_plan *plan);
+
+/// The number of tasks in `round`.
+int64_t attn_plan_tasks(const attn_plan *plan, int32_t round);
+
+/// The number of workers the plan has scratch for (at least 1): a driver starts
+/// at most this many per round, each with a distinct index below it.
+int32_t attn_plan_workers(const attn_plan *plan);
+
+/// One worker's share of one round: runs tasks taken from the round's shared
+/// atomic counter until none are left. Call it for round r + 1 only after
+/// every call for round r has returned. A plan runs once.
+void attn_plan_work(attn_plan *plan, int32_t round, int32_t worker);
+
+/// The C driver: runs every round on attn_plan_workers(plan) OpenMP threads
+/// (serially without OpenMP), with a barrier between rounds.
+attn_status attn_plan_run(attn_plan *plan);
+
+/// Frees the plan and its scratch (NULL is ignored).
+void attn_plan_destroy(attn_plan *plan);
+
+/// What OpenMP's workers do between calls.
+typedef enum attn_idle_wait {
+    ATTN_IDLE_WAIT_RUNTIME = 0,  ///< the OpenMP runtime's own setting (KMP_BLOCKTIME; libomp: spin 200 ms)
+    ATTN_IDLE_WAIT_SPIN = 1,     ///< spin for 200 ms after a call: the next call starts at once, CPU is burnt
+    ATTN_IDLE_WAIT_SLEEP = 2,    ///< sleep at once: no CPU between calls, a wake-up at the next one
+} attn_idle_wait;
+
+/// The policy in force before any call to attn_set_idle_wait and without
+/// ATTENTION_IDLE_WAIT or KMP_BLOCKTIME in the environment (README, "Threads").
+#define ATTN_IDLE_WAIT_DEFAULT_POLICY ATTN_IDLE_WAIT_SLEEP
+
+/// Sets what OpenMP's workers do after each later call of the C driver (applied
+/// by each calling thread at its next call). Returns 0 for an unknown value.
+/// The environment sets the initial policy: ATTENTION_IDLE_WAIT=spin|sleep|runtime;
+/// an explicit KMP_BLOCKTIME alone means runtime. No effect without OpenMP
+/// (Dispatch's threads park in the kernel between calls).
+int attn_set_idle_wait(attn_idle_wait policy);
+
+/// The policy in force.
+attn_idle_wait attn_get_idle_wait(void);
 
 /// A static, human-readable description of a status code.
 const char *attn_status_description(attn_status status);
 
-/// Whether attn_sdpa_forward would split each head's keys into chunks that
+/// Whether the plan of this call splits each head's keys into chunks that
 /// different threads compute (split-KV: few query tiles, many keys, and more
 /// threads than tasks otherwise, as in decoding with few heads); 0 for invalid
 /// params. For diagnostics and tests only: the chunks are part of every call's
@@ -152,7 +227,8 @@ double attn_fma_peak_gflops(int32_t threads, double seconds);
 /// Whether the library was compiled with OpenMP (1) or runs serially (0).
 int attn_has_openmp(void);
 
-/// The number of threads a call with num_threads = 0 uses.
+/// The number of workers a call with num_threads = 0 is planned for: OpenMP's
+/// default (OMP_NUM_THREADS or the cores) with OpenMP, else the processors online.
 int attn_default_threads(void);
 
 /// Philox-4x32-10 on one 128-bit counter and a 64-bit key: out[0..3] = philox(counter, key).

@@ -178,20 +178,17 @@ struct ProbeCall {
             case .openMP:
                 return attn_sdpa_forward(&p)
             case let .tasks(workers):
-                let counter = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
-                counter.initialize(to: 0)
-                let statuses = UnsafeMutableBufferPointer<attn_status>.allocate(capacity: workers)
-                defer { counter.deallocate(); statuses.deallocate() }
-                let shared = UncheckedSendable((p, counter, statuses))
-                DispatchQueue.concurrentPerform(iterations: workers) { w in
-                    var local = shared.value.0
-                    shared.value.2[w] = attn_sdpa_run_tasks(&local, shared.value.1)
-                }
-                return statuses.first { $0 != ATTN_OK } ?? ATTN_OK
+                // The call's plan driven by Dispatch, as the Swift API does.
+                p.num_threads = Int32(workers)
+                var plan: OpaquePointer?
+                let created = attn_sdpa_plan_create(&p, &plan)
+                guard created == ATTN_OK, let plan else { return created }
+                defer { attn_plan_destroy(plan) }
+                return KernelThreading.drive(plan, driver: .dispatch)
             }
         }
         let splits = attn_sdpa_splits_keys(&p) != 0
-        return Result(status: status, output: out.read(), logsumexp: lse, splits: splits && driver == .openMP)
+        return Result(status: status, output: out.read(), logsumexp: lse, splits: splits)
     }
 
     /// The double-precision oracle on the same problem (key padding folded into a keep mask).

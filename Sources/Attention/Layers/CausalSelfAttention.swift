@@ -80,7 +80,7 @@ public struct CausalSelfAttention: Sendable {
         try checkContextLength(sequence.length, contextLength: contextLength, argument: "input")
         let problem = try projections.problem(
             queryInput: sequence, keyInput: sequence, valueInput: sequence, causal: .topLeft,
-            dropoutProbability: isTraining ? dropoutProbability : 0, dropoutSeed: dropoutSeed)
+            dropoutProbability: isTraining ? dropoutProbability : 0, dropoutSeed: dropoutSeed, threads: threads)
         return (sequence, problem)
     }
 }

@@ -56,13 +56,21 @@ public struct Linear: Sendable {
 
     /// Applies the layer to the last dimension.
     ///
-    /// - Parameter input: `[..., inFeatures]`, rank ≥ 1.
+    /// - Parameters:
+    ///   - input: `[..., inFeatures]`, rank ≥ 1.
+    ///   - argument: the name errors give the input (a layer passes its own).
+    ///   - threads: worker threads (`nil`: the driver's default, see
+    ///     ``AttentionThreading/defaultThreadCount``); the bits do not depend on it.
     /// - Returns: `[..., outFeatures]`.
     /// - Throws: `AttentionError.invalidShape` naming `argument` if the last
-    ///   dimension is not `inFeatures`.
-    public func callAsFunction(_ input: Tensor<Float>, argument: String = "input") throws -> Tensor<Float> {
+    ///   dimension is not `inFeatures`; `AttentionError.invalidValue` for
+    ///   `threads` below 1.
+    public func callAsFunction(_ input: Tensor<Float>, argument: String = "input", threads: Int? = nil) throws -> Tensor<Float> {
         guard input.rank >= 1, input.shape.last == inFeatures else {
             throw AttentionError.invalidShape(argument: argument, expected: "[..., \(inFeatures)] (inFeatures)", actual: input.shape)
+        }
+        if let threads, threads < 1 {
+            throw AttentionError.invalidValue(argument: "threads", expected: "at least 1", actual: "\(threads)")
         }
         let outputShape = Array(input.shape.dropLast()) + [outFeatures]
         var output = [Float](repeating: 0, count: try Tensor<Float>.allocatableCount(of: outputShape, argument: argument))
@@ -71,9 +79,9 @@ public struct Linear: Sendable {
             weight.withUnsafeBufferPointer { w in
                 output.withUnsafeMutableBufferPointer { y in
                     withBias { b in
-                        attn_linear_forward(
-                            x.baseAddress, Int64(rowCount), Int64(inFeatures), w.baseAddress, b,
-                            Int64(outFeatures), y.baseAddress, 0)
+                        KernelThreading.runLinear(
+                            x: x.baseAddress, rows: rowCount, inFeatures: inFeatures, weight: w.baseAddress,
+                            bias: b, outFeatures: outFeatures, y: y.baseAddress, threads: threads)
                     }
                 }
             }

@@ -169,7 +169,7 @@ public struct MultiHeadAttention: Sendable {
     ) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(query: query, key: key, value: value, keyPaddingMask: keyPaddingMask, mask: mask)
         var merged = try problem.runMergingHeads(backend: backend, threads: threads)
-        if let outputProjection { merged = try outputProjection(merged) }
+        if let outputProjection { merged = try outputProjection(merged, threads: threads) }
         return sequence.restoringRank(merged)
     }
 
@@ -206,7 +206,7 @@ public struct MultiHeadAttention: Sendable {
         try checkContextLength(keySequence.length, contextLength: contextLength, argument: "key")
         var problem = try projections.problem(
             queryInput: querySequence, keyInput: keySequence, valueInput: valueSequence, causal: causal,
-            dropoutProbability: isTraining ? dropoutProbability : 0, dropoutSeed: dropoutSeed)
+            dropoutProbability: isTraining ? dropoutProbability : 0, dropoutSeed: dropoutSeed, threads: threads)
         if case let .causal(alignment) = mask, let causal, causal != alignment {
             throw AttentionError.invalidValue(
                 argument: "mask", expected: "no causal mask or .causal(\(causal)) (the layer's)", actual: ".causal(\(alignment))")

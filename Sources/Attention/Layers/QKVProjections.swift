@@ -50,10 +50,11 @@ struct QKVProjections: Sendable {
     var outputWidth: Int { value.outFeatures / kvHeads * heads }
     var parameterCount: Int { query.parameterCount + key.parameterCount + value.parameterCount }
 
-    /// Projects `queryInput [B, Lq, inQ]`, `keyInput [B, Lk, inK]`, `valueInput [B, Lk, inV]`.
+    /// Projects `queryInput [B, Lq, inQ]`, `keyInput [B, Lk, inK]`, `valueInput [B, Lk, inV]`
+    /// on `threads` workers (the layer's setting reaches its projections).
     func problem(
         queryInput: SequenceBatch, keyInput: SequenceBatch, valueInput: SequenceBatch,
-        causal: CausalAlignment?, dropoutProbability: Float, dropoutSeed: UInt64
+        causal: CausalAlignment?, dropoutProbability: Float, dropoutSeed: UInt64, threads: Int? = nil
     ) throws -> AttentionProblem {
         guard keyInput.batch == queryInput.batch else {
             throw AttentionError.invalidShape(
@@ -65,9 +66,9 @@ struct QKVProjections: Sendable {
                 actual: valueInput.tensor.shape)
         }
         let problem = AttentionProblem(
-            projectedQueries: try query(queryInput.tensor, argument: "query"),
-            keys: try key(keyInput.tensor, argument: "key"),
-            values: try value(valueInput.tensor, argument: "value"),
+            projectedQueries: try query(queryInput.tensor, argument: "query", threads: threads),
+            keys: try key(keyInput.tensor, argument: "key", threads: threads),
+            values: try value(valueInput.tensor, argument: "value", threads: threads),
             queryHeads: heads, kvHeads: kvHeads, scale: try AttentionProblem.resolveScale(nil, headDim: headDim),
             causal: causal, dropoutProbability: dropoutProbability, dropoutSeed: dropoutSeed)
         try problem.checkResultSizes(argument: "value")

@@ -60,7 +60,7 @@ public struct SelfAttention: Sendable {
         let sequence = try SequenceBatch(input, argument: "input", features: projections.query.inFeatures)
         let problem = try projections.problem(
             queryInput: sequence, keyInput: sequence, valueInput: sequence, causal: nil,
-            dropoutProbability: 0, dropoutSeed: 0)
+            dropoutProbability: 0, dropoutSeed: 0, threads: threads)
         return (sequence, problem)
     }
 }
