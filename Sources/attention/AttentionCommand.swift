@@ -8,8 +8,11 @@ struct AttentionCommand: ParsableCommand {
         commandName: "attention",
         abstract: "Fused scaled-dot-product attention on the CPU: demo, functional op and benchmarks.",
         discussion: """
-            Kernel path: \(String(cString: attn_kernel_path())), OpenMP: \(attn_has_openmp() != 0 ? "on" : "off"), \
-            default threads: \(attn_default_threads()) (set OMP_NUM_THREADS to change).
+            Kernel path: \(String(cString: attn_kernel_path())) (ATTENTION_KERNEL_PATH), OpenMP compiled in: \
+            \(AttentionThreading.isOpenMPAvailable ? "yes" : "no"), driver: \(AttentionThreading.driver.rawValue) \
+            (ATTENTION_THREADING=openmp|dispatch), default threads: \(AttentionThreading.defaultThreadCount) \
+            (OMP_NUM_THREADS under OpenMP), idle threads: \(AttentionThreading.idleWait.rawValue) \
+            (ATTENTION_IDLE_WAIT=spin|sleep).
             """,
         subcommands: [DemoCommand.self, SDPACommand.self, BenchCommand.self],
         defaultSubcommand: DemoCommand.self
