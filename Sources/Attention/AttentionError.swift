@@ -17,6 +17,8 @@ public enum AttentionError: Error, Equatable, Sendable, CustomStringConvertible 
     /// layer that should have caught the problem first.
     case kernelFailure(code: Int, message: String)
 
+    /// A one-line message: the argument, then what was expected and what was
+    /// given, e.g. `keys: expected shape headDim 64 as in queries [1, 8, 128, 64], got [1, 2, 128, 32]`.
     public var description: String {
         switch self {
         case let .invalidShape(argument, expected, actual):

@@ -41,7 +41,9 @@ public struct AttentionResult: Sendable {
 ///     (kept weights scale by 1/(1 − p)); 0 = off.
 ///   - dropoutSeed: key of the Philox generator that picks the dropped cells.
 ///   - backend: `.fused` (default) or `.reference`.
-///   - threads: worker threads for the fused kernel; `nil` = OpenMP's default.
+///   - threads: worker threads for the fused kernel, ≥ 1; `nil` = the driver's
+///     default (``AttentionThreading/defaultThreadCount``). The bits of the
+///     result do not depend on it.
 /// - Returns: `[batch, heads, queryLength, valueDim]` (the rank of `queries`).
 /// - Throws: `AttentionError.invalidShape` for ranks, sizes or masks that do not
 ///   fit; `AttentionError.invalidValue` for a non-finite scale, a dropout
@@ -59,8 +61,33 @@ public func scaledDotProductAttention(
     ).output
 }
 
-/// `scaledDotProductAttention` that also returns the logsumexp of each query row
-/// `[..., heads, queryLength]`. Same parameters, shapes and errors.
+/// ``scaledDotProductAttention(queries:keys:values:mask:scale:dropoutProbability:dropoutSeed:backend:threads:)``
+/// that also returns the logsumexp of each query row `[..., heads, queryLength]`.
+///
+/// The logsumexp is what merges attention over disjoint key sets exactly
+/// (<doc:HowTheKernelWorks>), and what a backward pass starts from.
+///
+/// - Parameters:
+///   - queries: `[batch, heads, queryLength, headDim]`; rank 3 and rank 2 are
+///     accepted, as in ``scaledDotProductAttention(queries:keys:values:mask:scale:dropoutProbability:dropoutSeed:backend:threads:)``.
+///   - keys: `[batch, kvHeads, keyLength, headDim]`, same rank as `queries`;
+///     `kvHeads` divides `heads`.
+///   - values: `[batch, kvHeads, keyLength, valueDim]`.
+///   - mask: `.none`, `.causal(_:)`, `.keep(_:)` or `.additive(_:)`; explicit
+///     masks broadcast to `[batch, heads, queryLength, keyLength]`.
+///   - scale: multiplies the logits; default `1/√headDim`; any finite value.
+///   - dropoutProbability: probability in [0, 1) of dropping each attention
+///     weight; 0 = off. The logsumexp is that of the weights before dropout.
+///   - dropoutSeed: key of the Philox generator that picks the dropped cells.
+///   - backend: `.fused` (default) or `.reference`.
+///   - threads: worker threads for the fused kernel, ≥ 1; `nil` = the driver's
+///     default.
+/// - Returns: the output `[..., heads, queryLength, valueDim]` and the
+///   logsumexp `[..., heads, queryLength]` (natural log; −∞ for a row with no
+///   visible key).
+/// - Throws: `AttentionError.invalidShape` for ranks, sizes or masks that do not
+///   fit; `AttentionError.invalidValue` for a non-finite scale, a dropout
+///   probability outside [0, 1) or fewer than 1 thread.
 public func scaledDotProductAttentionWithLogsumexp(
     queries: Tensor<Float>, keys: Tensor<Float>, values: Tensor<Float>,
     mask: AttentionMask = .none, scale: Float? = nil,

@@ -17,6 +17,10 @@ public struct Tensor<Element: Sendable>: Sendable {
 
     /// Creates a tensor from its elements in row-major order.
     ///
+    /// - Parameters:
+    ///   - shape: the size of each dimension, outermost first; `[]` for a scalar.
+    ///   - scalars: the elements, last dimension fastest; exactly
+    ///     `shape.reduce(1, *)` of them.
     /// - Throws: `AttentionError.invalidShape` if a dimension is negative or the
     ///   size in bytes of the non-zero dimensions overflows `Int`, or
     ///   `AttentionError.elementCountMismatch` if `scalars.count` is not the
@@ -32,6 +36,9 @@ public struct Tensor<Element: Sendable>: Sendable {
 
     /// Creates a tensor of the given shape with every element equal to `value`.
     ///
+    /// - Parameters:
+    ///   - shape: the size of each dimension, outermost first; `[]` for a scalar.
+    ///   - value: the element repeated in every position.
     /// - Throws: `AttentionError.invalidShape` if a dimension is negative or the
     ///   size in bytes overflows `Int`.
     public init(shape: [Int], repeating value: Element) throws {
@@ -67,6 +74,12 @@ public struct Tensor<Element: Sendable>: Sendable {
 
     /// The same elements viewed with another shape of the same element count.
     ///
+    /// The elements keep their row-major order; nothing is copied until one of
+    /// the two tensors is changed.
+    ///
+    /// - Parameter newShape: the new size of each dimension; its product must be
+    ///   ``count``.
+    /// - Returns: a tensor of shape `newShape` with the same ``scalars``.
     /// - Throws: `AttentionError.elementCountMismatch` if the counts differ,
     ///   `AttentionError.invalidShape` if a dimension is negative.
     public func reshaped(_ newShape: [Int]) throws -> Tensor {
@@ -75,6 +88,7 @@ public struct Tensor<Element: Sendable>: Sendable {
 
     /// The transpose of a matrix: `[rows, columns]` → `[columns, rows]`.
     ///
+    /// - Returns: a new tensor whose element `[j, i]` is this one's `[i, j]`.
     /// - Throws: `AttentionError.invalidShape` if the tensor is not rank 2.
     public func transposed() throws -> Tensor {
         guard rank == 2 else {
@@ -90,16 +104,31 @@ public struct Tensor<Element: Sendable>: Sendable {
     }
 
     /// Applies `transform` to every element.
+    ///
+    /// - Parameter transform: called once per element, in row-major order.
+    /// - Returns: a tensor of the same shape holding the results.
+    /// - Throws: whatever `transform` throws.
     public func map<Result: Sendable>(_ transform: (Element) throws -> Result) rethrows -> Tensor<Result> {
         Tensor<Result>(validShape: shape, scalars: try scalars.map(transform))
     }
 
     /// Calls `body` with a pointer to the elements, row-major.
+    ///
+    /// - Parameter body: reads the ``count`` elements; the pointer is valid only
+    ///   for the duration of the call.
+    /// - Returns: what `body` returns.
+    /// - Throws: whatever `body` throws.
     public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Element>) throws -> R) rethrows -> R {
         try scalars.withUnsafeBufferPointer(body)
     }
 
     /// Calls `body` with a mutable pointer to the elements, row-major.
+    ///
+    /// - Parameter body: reads and writes the ``count`` elements in place; the
+    ///   pointer is valid only for the duration of the call, and `body` must not
+    ///   replace the buffer.
+    /// - Returns: what `body` returns.
+    /// - Throws: whatever `body` throws.
     public mutating func withUnsafeMutableBufferPointer<R>(
         _ body: (inout UnsafeMutableBufferPointer<Element>) throws -> R
     ) rethrows -> R {
@@ -165,6 +194,8 @@ extension Tensor: Equatable where Element: Equatable {}
 extension Tensor where Element == Float {
     /// A tensor of zeros.
     ///
+    /// - Parameter shape: the size of each dimension, outermost first.
+    /// - Returns: a tensor of `shape` whose every element is `0`.
     /// - Throws: `AttentionError.invalidShape` if a dimension is negative.
     public static func zeros(_ shape: [Int]) throws -> Tensor {
         try Tensor(shape: shape, repeating: 0)
@@ -173,6 +204,12 @@ extension Tensor where Element == Float {
     /// A tensor of standard-normal samples from a seeded generator, so that a test
     /// or benchmark that uses it reproduces exactly (SplitMix64 + Box–Muller).
     ///
+    /// The samples are not those of `torch.randn` for any seed.
+    ///
+    /// - Parameters:
+    ///   - shape: the size of each dimension, outermost first.
+    ///   - seed: the generator's seed; the same seed gives the same tensor.
+    /// - Returns: a tensor of `shape` with mean 0 and standard deviation 1.
     /// - Throws: `AttentionError.invalidShape` if a dimension is negative.
     public static func randomNormal(_ shape: [Int], seed: UInt64) throws -> Tensor {
         var generator = SplitMix64(seed: seed)
@@ -187,6 +224,10 @@ extension Tensor where Element == Float {
 
     /// The largest absolute elementwise difference to `other` (NaN if either holds NaN
     /// at the same place), or `nil` if the shapes differ.
+    ///
+    /// - Parameter other: the tensor to compare with, of the same shape.
+    /// - Returns: `max |self[i] − other[i]|` over all elements (0 for empty
+    ///   tensors), NaN if a difference is NaN, or `nil` if the shapes differ.
     public func maxAbsoluteDifference(to other: Tensor<Float>) -> Float? {
         guard shape == other.shape else { return nil }
         var largest: Float = 0

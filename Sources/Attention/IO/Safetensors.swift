@@ -94,6 +94,7 @@ public struct SafetensorsFile: Sendable, Equatable {
     /// `data` may be any `Data`, a slice included; nothing about its alignment is
     /// assumed.
     ///
+    /// - Parameter data: the whole file: header length, JSON header and data buffer.
     /// - Throws: `SafetensorsError.fileTooShort`, `.headerLengthExceedsFile`,
     ///   `.headerNotUTF8`, `.invalidJSON`, `.headerNotObject`,
     ///   `.duplicateTensorName`, `.invalidMetadata`, `.invalidEntry`,
@@ -163,6 +164,8 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     /// The element type of a tensor.
     ///
+    /// - Parameter name: the tensor's name in the header.
+    /// - Returns: its element type.
     /// - Throws: `SafetensorsError.tensorNotFound` if there is no such tensor.
     public func dtype(of name: String) throws -> SafetensorsDType {
         try entry(name).dtype
@@ -170,6 +173,8 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     /// The shape of a tensor, outermost dimension first; `[]` for a scalar.
     ///
+    /// - Parameter name: the tensor's name in the header.
+    /// - Returns: its dimensions, outermost first.
     /// - Throws: `SafetensorsError.tensorNotFound` if there is no such tensor.
     public func shape(of name: String) throws -> [Int] {
         try entry(name).shape
@@ -179,6 +184,8 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     /// A `F32` tensor.
     ///
+    /// - Parameter name: the tensor's name in the header.
+    /// - Returns: the tensor, with the shape of the header.
     /// - Throws: `SafetensorsError.tensorNotFound`, or `.dtypeMismatch` if the
     ///   tensor is not `F32` (no conversion is done).
     public func floatTensor(_ name: String) throws -> Tensor<Float> {
@@ -192,6 +199,8 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     /// A `U8` tensor.
     ///
+    /// - Parameter name: the tensor's name in the header.
+    /// - Returns: the tensor, with the shape of the header.
     /// - Throws: `SafetensorsError.tensorNotFound`, or `.dtypeMismatch` if the
     ///   tensor is not `U8`.
     public func uint8Tensor(_ name: String) throws -> Tensor<UInt8> {
@@ -201,6 +210,8 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     /// An `I32` tensor.
     ///
+    /// - Parameter name: the tensor's name in the header.
+    /// - Returns: the tensor, with the shape of the header.
     /// - Throws: `SafetensorsError.tensorNotFound`, or `.dtypeMismatch` if the
     ///   tensor is not `I32`.
     public func int32Tensor(_ name: String) throws -> Tensor<Int32> {
@@ -215,6 +226,8 @@ public struct SafetensorsFile: Sendable, Equatable {
     /// A boolean tensor from a `U8` or `BOOL` tensor: zero is `false`, any other
     /// byte `true`.
     ///
+    /// - Parameter name: the tensor's name in the header.
+    /// - Returns: the tensor, with the shape of the header.
     /// - Throws: `SafetensorsError.tensorNotFound`, or `.dtypeMismatch` if the
     ///   tensor is neither `U8` nor `BOOL`.
     public func boolTensor(_ name: String) throws -> Tensor<Bool> {
@@ -227,6 +240,9 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     /// Adds a tensor as `F32`, replacing any tensor of the same name.
     ///
+    /// - Parameters:
+    ///   - name: the tensor's name in the header.
+    ///   - tensor: the tensor; its shape is written as it is.
     /// - Precondition: `name` is not `"__metadata__"`, which the format reserves.
     public mutating func set(_ name: String, _ tensor: Tensor<Float>) {
         #if _endian(big)
@@ -239,6 +255,9 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     /// Adds a tensor as `U8`, replacing any tensor of the same name.
     ///
+    /// - Parameters:
+    ///   - name: the tensor's name in the header.
+    ///   - tensor: the tensor; its shape is written as it is.
     /// - Precondition: `name` is not `"__metadata__"`, which the format reserves.
     public mutating func set(_ name: String, _ tensor: Tensor<UInt8>) {
         store(name, Entry(dtype: .u8, shape: tensor.shape, bytes: Data(tensor.scalars)))
@@ -246,6 +265,9 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     /// Adds a tensor as `I32`, replacing any tensor of the same name.
     ///
+    /// - Parameters:
+    ///   - name: the tensor's name in the header.
+    ///   - tensor: the tensor; its shape is written as it is.
     /// - Precondition: `name` is not `"__metadata__"`, which the format reserves.
     public mutating func set(_ name: String, _ tensor: Tensor<Int32>) {
         let scalars = tensor.scalars.map(\.littleEndian)
@@ -258,6 +280,9 @@ public struct SafetensorsFile: Sendable, Equatable {
     /// project's golden masks (`mask_keep`, `key_padding_keep`), so that tools
     /// that read those read this too; ``boolTensor(_:)`` reads it back.
     ///
+    /// - Parameters:
+    ///   - name: the tensor's name in the header.
+    ///   - tensor: the tensor; its shape is written as it is.
     /// - Precondition: `name` is not `"__metadata__"`, which the format reserves.
     public mutating func set(_ name: String, _ tensor: Tensor<Bool>) {
         store(name, Entry(dtype: .u8, shape: tensor.shape, bytes: Data(tensor.scalars.map { $0 ? 1 : 0 })))

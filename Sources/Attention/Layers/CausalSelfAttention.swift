@@ -17,7 +17,8 @@ public struct CausalSelfAttention: Sendable {
     public var dropoutSeed: UInt64 = 0
     /// `.fused` (default) or `.reference`.
     public var backend: AttentionBackend = .fused
-    /// Threads for the fused kernel; `nil` = OpenMP's default.
+    /// Worker threads for the fused kernel (and the projections), ≥ 1; `nil` = the driver's default,
+    /// ``AttentionThreading/defaultThreadCount``.
     public var threads: Int?
 
     /// W_q, `weight [dOut, dIn]`.
@@ -29,8 +30,16 @@ public struct CausalSelfAttention: Sendable {
     /// The number of trainable numbers.
     public var parameterCount: Int { projections.parameterCount }
 
-    /// A layer from explicit projections.
+    /// A layer from explicit projections (PyTorch `nn.Linear` layout `[out, in]`).
     ///
+    /// - Parameters:
+    ///   - query: W_q, `weight [dOut, dIn]`.
+    ///   - key: W_k, `weight [dOut, dIn]`: the same width as `query`.
+    ///   - value: W_v, `weight [dValue, dIn]`; `dValue` is the output width.
+    ///   - contextLength: the longest input accepted, ≥ 0 (the book's mask buffer
+    ///     size).
+    ///   - dropoutProbability: probability in [0, 1) of dropping an attention
+    ///     weight while ``isTraining``.
     /// - Throws: `AttentionError.invalidShape` if the widths do not fit,
     ///   `AttentionError.invalidValue` for a negative `contextLength` or a dropout
     ///   probability outside [0, 1).
@@ -44,9 +53,24 @@ public struct CausalSelfAttention: Sendable {
         self.dropoutProbability = dropoutProbability
     }
 
-    /// A freshly initialised layer (PyTorch's `nn.Linear` initialisation, seeded).
+    /// A freshly initialised layer (PyTorch's `nn.Linear` initialisation, seeded),
+    /// the book's `CausalAttention(d_in, d_out, context_length, dropout, qkv_bias)`.
     ///
-    /// - Throws: as `init(query:key:value:contextLength:dropoutProbability:)`.
+    /// The generator is SplitMix64, not PyTorch's: `seed` reproduces these
+    /// weights, not those of `torch.manual_seed(seed)`; load the book's weights
+    /// with ``init(query:key:value:contextLength:dropoutProbability:)``.
+    ///
+    /// - Parameters:
+    ///   - dIn: input features, the size of the input's last dimension.
+    ///   - dOut: width of the query, key and value vectors, and of the output.
+    ///   - contextLength: the longest input accepted, ≥ 0.
+    ///   - dropoutProbability: probability in [0, 1) of dropping an attention
+    ///     weight while ``isTraining``.
+    ///   - qkvBias: whether the projections have a bias (the book: no).
+    ///   - seed: the generator's seed; the three projections use `seed`,
+    ///     `seed + 1` and `seed + 2`.
+    /// - Throws: `AttentionError.invalidValue` for a negative size, as
+    ///   ``init(query:key:value:contextLength:dropoutProbability:)`` otherwise.
     public init(dIn: Int, dOut: Int, contextLength: Int, dropoutProbability: Float = 0, qkvBias: Bool = false, seed: UInt64 = 0) throws {
         try self.init(
             query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed),
@@ -68,8 +92,12 @@ public struct CausalSelfAttention: Sendable {
 
     /// The attention weights (after the causal mask, and dropout in training),
     /// from the oracle: `[batch, length, length]` (or `[length, length]`).
+    /// O(length²) memory; for inspection.
     ///
-    /// - Throws: as `callAsFunction(_:)`.
+    /// - Parameter input: `[batch, length, dIn]` or `[length, dIn]`, `length ≤ contextLength`.
+    /// - Returns: the weights; zero above the diagonal, rows sum to 1 (to
+    ///   1/(1 − p) on average with dropout in training).
+    /// - Throws: as ``callAsFunction(_:)``.
     public func attentionWeights(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(input)
         return try sequence.singleHeadWeights(of: problem)

@@ -14,6 +14,9 @@ public struct Dropout: Sendable {
     /// The probability of zeroing an element, in [0, 1).
     public let probability: Float
 
+    /// A dropout layer with the given probability.
+    ///
+    /// - Parameter probability: the probability of zeroing an element, in [0, 1).
     /// - Throws: `AttentionError.invalidValue` if `probability` is not in [0, 1).
     public init(probability: Float) throws {
         try AttentionProblem.checkDropout(probability)
@@ -49,12 +52,14 @@ public struct Dropout: Sendable {
         return output
     }
 
-    /// Applies dropout with a given keep mask instead of drawn one: `input · keep / (1 − p)`.
+    /// Applies dropout with a given keep mask instead of a drawn one: `input · keep / (1 − p)`.
     /// This reproduces another library's dropout exactly, given the cells it kept.
     ///
     /// - Parameters:
     ///   - input: any shape.
     ///   - keep: the same shape as `input`; `true` = kept.
+    /// - Returns: the same shape as `input`: kept elements scaled by 1/(1 − p),
+    ///   the others 0.
     /// - Throws: `AttentionError.invalidShape` naming `keep` if the shapes differ.
     public func apply(_ input: Tensor<Float>, keep: Tensor<Bool>) throws -> Tensor<Float> {
         guard keep.shape == input.shape else {

@@ -23,7 +23,8 @@ public struct Linear: Sendable {
     /// - Parameters:
     ///   - weight: `[outFeatures, inFeatures]`.
     ///   - bias: `[outFeatures]` or `nil`.
-    /// - Throws: `AttentionError.invalidShape` naming `weight` or `bias`.
+    /// - Throws: `AttentionError.invalidShape` naming `weight` if it is not rank 2,
+    ///   or `bias` if it is not `[outFeatures]`.
     public init(weight: Tensor<Float>, bias: Tensor<Float>? = nil) throws {
         guard weight.rank == 2 else {
             throw AttentionError.invalidShape(argument: "weight", expected: "[outFeatures, inFeatures]", actual: weight.shape)
@@ -39,6 +40,15 @@ public struct Linear: Sendable {
     /// weight and the bias (He et al. 2015, as `nn.Linear.reset_parameters`),
     /// drawn from a seeded generator so that it reproduces.
     ///
+    /// The generator is SplitMix64, not PyTorch's: the same `seed` gives the same
+    /// weights here every time, but not those of `torch.manual_seed(seed)`.
+    /// Load a checkpoint's tensors with ``init(weight:bias:)`` for those.
+    ///
+    /// - Parameters:
+    ///   - inFeatures: the size of the input's last dimension, ≥ 0.
+    ///   - outFeatures: the size of the output's last dimension, ≥ 0.
+    ///   - bias: whether the layer adds a bias `[outFeatures]`.
+    ///   - seed: the generator's seed.
     /// - Throws: `AttentionError.invalidValue` if a feature count is negative.
     public init(inFeatures: Int, outFeatures: Int, bias: Bool = true, seed: UInt64) throws {
         guard inFeatures >= 0, outFeatures >= 0 else {

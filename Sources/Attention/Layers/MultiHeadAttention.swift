@@ -25,7 +25,8 @@ public struct MultiHeadAttention: Sendable {
     public var dropoutSeed: UInt64 = 0
     /// `.fused` (default) or `.reference`.
     public var backend: AttentionBackend = .fused
-    /// Threads for the fused kernel; `nil` = OpenMP's default.
+    /// Worker threads for the fused kernel (and the projections), ≥ 1; `nil` = the driver's default,
+    /// ``AttentionThreading/defaultThreadCount``.
     public var threads: Int?
 
     /// Query heads.
@@ -47,13 +48,21 @@ public struct MultiHeadAttention: Sendable {
     /// A layer from explicit projections (PyTorch `nn.Linear` layout `[out, in]`).
     ///
     /// - Parameters:
-    ///   - query, key, value: the input projections; `query.outFeatures = heads · headDim`,
-    ///     `key.outFeatures = kvHeads · headDim`, `value.outFeatures = kvHeads · valueDim`.
-    ///   - outputProjection: `inFeatures = heads · valueDim`, or `nil`.
-    ///   - heads: query heads; kvHeads: key/value heads (default `heads`).
-    ///   - causal: `nil` (default), `.topLeft` (the book's and PyTorch's `is_causal`) or `.bottomRight`.
-    ///   - contextLength: optional maximum sequence length.
-    ///   - dropoutProbability: in [0, 1), applied in training only.
+    ///   - query: W_q, `weight [heads · headDim, queryFeatures]`.
+    ///   - key: W_k, `weight [kvHeads · headDim, keyFeatures]`.
+    ///   - value: W_v, `weight [kvHeads · valueDim, valueFeatures]`.
+    ///   - outputProjection: `weight [dOut, heads · valueDim]`, or `nil` for
+    ///     none (the output is then the merged heads, `heads · valueDim` wide).
+    ///   - heads: query heads, ≥ 1; must divide `query.outFeatures`.
+    ///   - kvHeads: key/value heads (grouped-query attention); must divide
+    ///     `heads`; `nil` = `heads`.
+    ///   - causal: `nil` (default, not causal, as PyTorch's
+    ///     `nn.MultiheadAttention`), `.topLeft` (the book's mask and PyTorch's
+    ///     `is_causal`) or `.bottomRight`.
+    ///   - contextLength: the longest query or key sequence accepted, or `nil`
+    ///     for no limit.
+    ///   - dropoutProbability: probability in [0, 1) of dropping an attention
+    ///     weight while ``isTraining``.
     /// - Throws: `AttentionError.invalidValue` if `heads` does not divide the query
     ///   width or `kvHeads` does not divide `heads`, `AttentionError.invalidShape`
     ///   for projections that do not fit together.
@@ -81,10 +90,34 @@ public struct MultiHeadAttention: Sendable {
     /// A freshly initialised layer, the book's `MultiHeadAttention(d_in, d_out,
     /// context_length, dropout, num_heads, qkv_bias)` (PyTorch initialisation, seeded).
     ///
+    /// The generator is SplitMix64, not PyTorch's: `seed` reproduces these
+    /// weights, not those of `torch.manual_seed(seed)`; load a checkpoint's (or
+    /// the book's) weights with
+    /// ``init(query:key:value:outputProjection:heads:kvHeads:causal:contextLength:dropoutProbability:)``.
+    ///
     /// - Parameters:
     ///   - dIn: input features (of the query; `keyFeatures`/`valueFeatures` default to it).
     ///   - dOut: model width, split into `heads` heads; the output is `dOut` wide.
-    /// - Throws: as `init(query:key:value:outputProjection:heads:kvHeads:causal:contextLength:dropoutProbability:)`.
+    ///   - heads: query heads, ≥ 1, dividing `dOut`; `headDim = dOut / heads`.
+    ///   - kvHeads: key/value heads (grouped-query attention), dividing
+    ///     `heads`; `nil` = `heads`.
+    ///   - causal: `nil` (default, not causal), `.topLeft` (the book's
+    ///     `MultiHeadAttention`, PyTorch's `is_causal`) or `.bottomRight`.
+    ///   - contextLength: the longest query or key sequence accepted, or `nil`
+    ///     for no limit.
+    ///   - dropoutProbability: probability in [0, 1) of dropping an attention
+    ///     weight while ``isTraining``.
+    ///   - qkvBias: whether the query, key and value projections have a bias
+    ///     (the book: no).
+    ///   - outputBias: whether the output projection has a bias (the book and
+    ///     PyTorch: yes).
+    ///   - keyFeatures: the key input's features, for cross-attention; `nil` = `dIn`.
+    ///   - valueFeatures: the value input's features; `nil` = `dIn`.
+    ///   - seed: the generator's seed; the query, key, value and output
+    ///     projections use `seed` to `seed + 3`.
+    /// - Throws: `AttentionError.invalidValue` naming `heads` or `kvHeads` if
+    ///   they do not divide `dOut` and `heads`, or as
+    ///   ``init(query:key:value:outputProjection:heads:kvHeads:causal:contextLength:dropoutProbability:)``.
     public init(
         dIn: Int, dOut: Int, heads: Int, kvHeads: Int? = nil, causal: CausalAlignment? = nil,
         contextLength: Int? = nil, dropoutProbability: Float = 0, qkvBias: Bool = false, outputBias: Bool = true,
@@ -111,6 +144,17 @@ public struct MultiHeadAttention: Sendable {
     /// `in_proj_weight [3E, E]` (rows: query, key, value), `in_proj_bias [3E]`,
     /// `out_proj.weight [E, E]`, `out_proj.bias [E]`.
     ///
+    /// - Parameters:
+    ///   - packedInProjectionWeight: `in_proj_weight [3E, E]`: rows `0..<E` are
+    ///     W_q, `E..<2E` W_k, `2E..<3E` W_v.
+    ///   - packedInProjectionBias: `in_proj_bias [3E]`, or `nil` (`bias=False`).
+    ///   - outputProjectionWeight: `out_proj.weight [E, E]`.
+    ///   - outputProjectionBias: `out_proj.bias [E]`, or `nil`.
+    ///   - heads: PyTorch's `num_heads`, dividing E.
+    ///   - causal: `nil` (default, not causal) or the causal alignment applied to
+    ///     every call.
+    ///   - dropoutProbability: PyTorch's `dropout`, in [0, 1), applied to the
+    ///     attention weights while ``isTraining``.
     /// - Throws: `AttentionError.invalidShape` naming the tensor that does not fit,
     ///   `AttentionError.invalidValue` if `heads` does not divide E.
     public init(
@@ -143,7 +187,7 @@ public struct MultiHeadAttention: Sendable {
     ///
     /// - Parameter input: `[batch, length, dIn]` or `[length, dIn]`.
     /// - Returns: `[batch, length, dOut]` (or `[length, dOut]`).
-    /// - Throws: as `callAsFunction(query:key:value:keyPaddingMask:mask:)`.
+    /// - Throws: as ``callAsFunction(query:key:value:keyPaddingMask:mask:)``.
     public func callAsFunction(_ input: Tensor<Float>) throws -> Tensor<Float> {
         try callAsFunction(query: input, key: input, value: input)
     }
@@ -178,7 +222,16 @@ public struct MultiHeadAttention: Sendable {
     /// for unbatched inputs), after masks, and dropout in training. O(Lq·Lk)
     /// memory; for inspection.
     ///
-    /// - Throws: as `callAsFunction(query:key:value:keyPaddingMask:mask:)`.
+    /// - Parameters:
+    ///   - query: `[batch, queryLength, queryFeatures]` or `[queryLength, queryFeatures]`.
+    ///   - key: `[batch, keyLength, keyFeatures]`, same rank as `query`.
+    ///   - value: `[batch, keyLength, valueFeatures]`; it does not change the
+    ///     weights, but it is checked as in a call.
+    ///   - keyPaddingMask: `[batch, keyLength]`, `true` = padding (ignored key).
+    ///   - mask: combined with the layer's `causal`.
+    /// - Returns: `softmax(Q_h·K_hᵀ/√headDim + mask)` per head `h`; rows with
+    ///   no visible key are zeros.
+    /// - Throws: as ``callAsFunction(query:key:value:keyPaddingMask:mask:)``.
     public func attentionWeights(
         query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,
         keyPaddingMask: Tensor<Bool>? = nil, mask: AttentionMask = .none

@@ -11,6 +11,8 @@ public struct MultiHeadAttentionWrapper: Sendable {
 
     /// A wrapper over given heads.
     ///
+    /// - Parameter heads: at least one head; all read the same `dIn`, and their
+    ///   outputs are concatenated in this order.
     /// - Throws: `AttentionError.invalidValue` if `heads` is empty or the heads
     ///   disagree on `dIn`.
     public init(heads: [CausalSelfAttention]) throws {
@@ -24,9 +26,22 @@ public struct MultiHeadAttentionWrapper: Sendable {
         self.heads = heads
     }
 
-    /// `numHeads` freshly initialised heads (PyTorch initialisation, seeded).
+    /// `numHeads` freshly initialised heads (PyTorch initialisation, seeded), the
+    /// book's `MultiHeadAttentionWrapper(d_in, d_out, context_length, dropout,
+    /// num_heads, qkv_bias)`.
     ///
-    /// - Throws: as `init(heads:)` and `CausalSelfAttention.init`.
+    /// - Parameters:
+    ///   - dIn: input features, the size of the input's last dimension.
+    ///   - dOut: the width of each head; the output is `numHeads · dOut` wide.
+    ///   - contextLength: the longest input accepted, ≥ 0.
+    ///   - numHeads: the number of heads, ≥ 1.
+    ///   - dropoutProbability: probability in [0, 1) of dropping an attention
+    ///     weight, in each head, while the head's `isTraining` is `true`.
+    ///   - qkvBias: whether the projections have a bias (the book: no).
+    ///   - seed: the generator's seed (SplitMix64, not PyTorch's); head `i`
+    ///     uses `seed + 16·i` as in ``CausalSelfAttention/init(dIn:dOut:contextLength:dropoutProbability:qkvBias:seed:)``.
+    /// - Throws: `AttentionError.invalidValue` naming `numHeads` if it is below
+    ///   1, or as ``CausalSelfAttention/init(dIn:dOut:contextLength:dropoutProbability:qkvBias:seed:)``.
     public init(
         dIn: Int, dOut: Int, contextLength: Int, numHeads: Int, dropoutProbability: Float = 0,
         qkvBias: Bool = false, seed: UInt64 = 0
@@ -45,7 +60,7 @@ public struct MultiHeadAttentionWrapper: Sendable {
     ///
     /// - Parameter input: `[batch, length, dIn]` or `[length, dIn]`.
     /// - Returns: `[batch, length, Σ dOut]` (or unbatched).
-    /// - Throws: as `CausalSelfAttention.callAsFunction(_:)`.
+    /// - Throws: as ``CausalSelfAttention/callAsFunction(_:)``.
     public func callAsFunction(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let outputs = try heads.map { try $0(input) }
         let rows = input.shape.dropLast().reduce(1, *)

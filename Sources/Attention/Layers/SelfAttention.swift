@@ -5,7 +5,8 @@ public struct SelfAttention: Sendable {
     var projections: QKVProjections
     /// `.fused` (default) or `.reference`.
     public var backend: AttentionBackend = .fused
-    /// Threads for the fused kernel; `nil` = OpenMP's default.
+    /// Worker threads for the fused kernel (and the projections), ≥ 1; `nil` = the driver's default,
+    /// ``AttentionThreading/defaultThreadCount``.
     public var threads: Int?
 
     /// The query projection W_q, `weight [dOut, dIn]`.
@@ -19,16 +20,29 @@ public struct SelfAttention: Sendable {
 
     /// A layer from explicit projections (PyTorch `nn.Linear` layout `[out, in]`).
     ///
-    /// - Throws: `AttentionError.invalidShape` if query and key widths differ.
+    /// - Parameters:
+    ///   - query: W_q, `weight [dOut, dIn]`.
+    ///   - key: W_k, `weight [dOut, dIn]`: the same width as `query`.
+    ///   - value: W_v, `weight [dValue, dIn]`; `dValue` is the output width.
+    /// - Throws: `AttentionError.invalidShape` naming `key.weight` or
+    ///   `value.weight` if the projections do not read the same `dIn` or query
+    ///   and key widths differ.
     public init(query: Linear, key: Linear, value: Linear) throws {
         projections = try QKVProjections(query: query, key: key, value: value, heads: 1, kvHeads: 1, selfAttention: true)
     }
 
     /// A freshly initialised layer (PyTorch's `nn.Linear` initialisation, seeded).
     ///
+    /// The generator is SplitMix64, not PyTorch's: `seed` reproduces these
+    /// weights, not those of `torch.manual_seed(seed)`; load the book's weights
+    /// with ``init(query:key:value:)``.
+    ///
     /// - Parameters:
-    ///   - dIn: input features; dOut: width of the query, key and value vectors.
+    ///   - dIn: input features, the size of the input's last dimension.
+    ///   - dOut: width of the query, key and value vectors, and of the output.
     ///   - qkvBias: whether the projections have a bias (the book: no).
+    ///   - seed: the generator's seed; the three projections use `seed`,
+    ///     `seed + 1` and `seed + 2`.
     /// - Throws: `AttentionError.invalidValue` for a negative size.
     public init(dIn: Int, dOut: Int, qkvBias: Bool = false, seed: UInt64 = 0) throws {
         try self.init(
@@ -50,6 +64,8 @@ public struct SelfAttention: Sendable {
     /// The attention weights from the oracle, `[batch, length, length]` (or
     /// `[length, length]`). O(length²) memory; for inspection.
     ///
+    /// - Parameter input: `[batch, length, dIn]` or `[length, dIn]`.
+    /// - Returns: `softmax(Q·Kᵀ/√dOut)` row by row; each row sums to 1.
     /// - Throws: `AttentionError.invalidShape` naming `input`.
     public func attentionWeights(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(input)

@@ -4,9 +4,17 @@
 public struct SimpleSelfAttention: Sendable {
     /// `.fused` (default) or `.reference`.
     public var backend: AttentionBackend
-    /// Threads for the fused kernel; `nil` = OpenMP's default.
+    /// Worker threads for the fused kernel, ≥ 1; `nil` = the driver's default,
+    /// ``AttentionThreading/defaultThreadCount``.
     public var threads: Int?
 
+    /// A layer that runs on `backend` with `threads` workers.
+    ///
+    /// - Parameters:
+    ///   - backend: `.fused` (the C kernel, default) or `.reference` (the oracle).
+    ///   - threads: worker threads for the fused kernel, ≥ 1 (checked at each
+    ///     call); `nil` = the driver's default
+    ///     (``AttentionThreading/defaultThreadCount``).
     public init(backend: AttentionBackend = .fused, threads: Int? = nil) {
         self.backend = backend
         self.threads = threads
@@ -25,6 +33,8 @@ public struct SimpleSelfAttention: Sendable {
     /// The attention weights, from the oracle: `[batch, length, length]` (or
     /// `[length, length]` for an unbatched input). O(length²) memory; for inspection.
     ///
+    /// - Parameter input: `[batch, length, features]` or `[length, features]`.
+    /// - Returns: `softmax(x·xᵀ)` row by row; each row sums to 1.
     /// - Throws: `AttentionError.invalidShape` naming `input` for another rank.
     public func attentionWeights(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(input)

@@ -6,6 +6,11 @@
 /// (SC 2011); constants as in the paper and Random123.
 public enum Philox {
     /// Philox-4x32-10 of a 128-bit `counter` under a 64-bit `key`.
+    ///
+    /// - Parameters:
+    ///   - counter: the four 32-bit words of the counter, low word first.
+    ///   - key: the two 32-bit words of the key, low word first.
+    /// - Returns: four 32-bit random words, after ten rounds.
     public static func philox4x32_10(counter: (UInt32, UInt32, UInt32, UInt32), key: (UInt32, UInt32))
         -> (UInt32, UInt32, UInt32, UInt32)
     {
@@ -33,6 +38,15 @@ public enum Philox {
     /// The counter is `(column / 4, row, head, batch)` (low 32 bits of each), the
     /// key is `seed`; word `column % 4` of the output, as a 24-bit uniform
     /// `u = (word >> 8) · 2⁻²⁴` in [0, 1), keeps the cell when `u >= probability`.
+    ///
+    /// - Parameters:
+    ///   - seed: the dropout seed (the generator's key).
+    ///   - batch: the batch index.
+    ///   - head: the query head index.
+    ///   - row: the query row index.
+    ///   - column: the key index.
+    ///   - probability: the dropout probability, in [0, 1).
+    /// - Returns: `true` if the weight is kept (and scaled by 1/(1 − p)).
     public static func keeps(seed: UInt64, batch: Int, head: Int, row: Int, column: Int, probability: Float) -> Bool {
         let words = philox4x32_10(
             counter: (

@@ -114,21 +114,29 @@ public struct ReferenceAttentionResult: Sendable {
     public var logsumexp: Tensor<Float>
 }
 
-/// The naive oracle for `scaledDotProductAttention`, written straight from the
+/// The naive oracle for ``scaledDotProductAttention(queries:keys:values:mask:scale:dropoutProbability:dropoutSeed:backend:threads:)``, written straight from the
 /// math in double precision. Slow (O(Lq·Lk) memory for the weights): use it to
 /// check results and to learn, not in production.
 public enum Reference {
     /// Attention from the definition, with the same arguments, contract and errors
-    /// as `scaledDotProductAttention(queries:keys:values:mask:scale:dropoutProbability:dropoutSeed:backend:threads:)`.
+    /// as ``Attention/scaledDotProductAttention(queries:keys:values:mask:scale:dropoutProbability:dropoutSeed:backend:threads:)``.
     ///
     /// - Parameters:
     ///   - queries: `[batch, heads, queryLength, headDim]` (rank 2 or 3 drop leading dims).
     ///   - keys: `[batch, kvHeads, keyLength, headDim]`; `kvHeads` divides `heads`.
     ///   - values: `[batch, kvHeads, keyLength, valueDim]`.
-    ///   - mask: see `AttentionMask`.
-    ///   - scale: multiplies Q Kᵀ; default 1/√headDim.
+    ///   - mask: see ``AttentionMask``.
+    ///   - scale: multiplies Q Kᵀ; default 1/√headDim; any finite value.
     ///   - dropoutProbability: in [0, 1); drops attention weights (Philox, keyed by `dropoutSeed`).
-    /// - Throws: `AttentionError` for shapes or values out of contract.
+    ///   - dropoutSeed: key of the Philox generator; the same seed drops the same
+    ///     cells as the fused kernel (``Philox/keeps(seed:batch:head:row:column:probability:)``).
+    /// - Returns: the output `[..., heads, queryLength, valueDim]`, the weights
+    ///   `[..., heads, queryLength, keyLength]` and the logsumexp
+    ///   `[..., heads, queryLength]`, in float32 (computed in float64).
+    /// - Throws: `AttentionError.invalidShape` for ranks, sizes or masks that do
+    ///   not fit (naming `keys` if the weights would not fit in memory);
+    ///   `AttentionError.invalidValue` for a non-finite scale or a dropout
+    ///   probability outside [0, 1).
     public static func scaledDotProductAttention(
         queries: Tensor<Float>, keys: Tensor<Float>, values: Tensor<Float>,
         mask: AttentionMask = .none, scale: Float? = nil,
