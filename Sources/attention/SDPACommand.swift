@@ -8,13 +8,16 @@ struct SDPACommand: ParsableCommand {
         commandName: "sdpa",
         abstract: "Run scaled-dot-product attention on q, k, v from a safetensors file.",
         discussion: """
-            The input holds q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] (F32), and \
-            optionally mask_keep (U8 or BOOL, 1 = attend) or mask_additive (F32), each broadcastable \
-            to [B, Hq, Lq, Lk]. The output file gets out [B, Hq, Lq, Dv] and logsumexp [B, Hq, Lq]; \
-            it is written to a temporary file and renamed, so a failed run leaves no partial file.
+            The input holds q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv], and \
+            optionally mask_keep (BOOL or any integer dtype, non-zero = attend) or mask_additive, each \
+            broadcastable to [B, Hq, Lq, Lk]. q, k, v and mask_additive may be stored as F32, F16, BF16, \
+            F64 or F8_*: F16, BF16 and F8 are widened to float32 exactly, F64 is rounded to the nearest \
+            float32, and the kernel computes in float32. The output file gets out [B, Hq, Lq, Dv] and \
+            logsumexp [B, Hq, Lq], both F32; it is written to a temporary file and renamed, so a failed \
+            run leaves no partial file.
             """)
 
-    @Option(name: .long, help: "Input safetensors file with q, k, v (and mask_keep or mask_additive).")
+    @Option(name: .long, help: "Input safetensors file with q, k, v (F32, F16, BF16 or F64) and mask_keep or mask_additive.")
     var input: String
 
     @Option(name: .long, help: "Output safetensors file for out and logsumexp.")
@@ -38,7 +41,7 @@ struct SDPACommand: ParsableCommand {
     @Option(name: .long, help: "Backend: fused (the C kernel) or reference (the Swift oracle).")
     var backend: BackendChoice = .fused
 
-    @Option(name: .long, help: "Name of a tensor in the input to compare out with (e.g. out_ref64); prints max |Δ|.")
+    @Option(name: .long, help: "Name of a floating-point tensor in the input to compare out with (e.g. out_ref64); prints max |Δ|.")
     var compare: String?
 
     func run() throws {

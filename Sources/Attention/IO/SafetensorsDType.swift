@@ -13,14 +13,14 @@
 /// | `BOOL` | ``SafetensorsFile/boolTensor(_:)`` |
 /// | `F4`, `F6_E2M3`, `F6_E3M2` (packed, under a byte per element), `C64` | ``SafetensorsFile/data(of:)`` (the stored bytes) |
 public enum SafetensorsDType: String, Sendable, CaseIterable {
-    /// IEEE 754 binary64, `Double`.
-    case f64 = "F64"
     /// IEEE 754 binary32, `Float`.
     case f32 = "F32"
     /// IEEE 754 binary16 (half precision): 5 exponent bits, 10 fraction bits.
     case f16 = "F16"
     /// bfloat16: the upper half of a binary32 (8 exponent bits, 7 fraction bits).
     case bf16 = "BF16"
+    /// IEEE 754 binary64, `Double`.
+    case f64 = "F64"
     /// 8-bit float E4M3, OCP variant (PyTorch `float8_e4m3fn`): no infinities,
     /// largest finite 448 (<https://arxiv.org/abs/2209.05433>).
     case f8E4M3 = "F8_E4M3"
