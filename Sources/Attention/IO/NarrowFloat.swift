@@ -119,19 +119,19 @@ enum NarrowFloat {
     static let e4m3Table: [Float] = table { byte in
         minifloat(byte, exponentBits: 4, bias: 7, isNaN: byte & 0x7F == 0x7F, isInfinity: false)
     }
-    /// See ``e4m3Table``.
+    /// See `e4m3Table`.
     static let e5m2Table: [Float] = table { byte in
         minifloat(byte, exponentBits: 5, bias: 15, isNaN: byte & 0x7F > 0x7C, isInfinity: byte & 0x7F == 0x7C)
     }
-    /// See ``e4m3Table``.
+    /// See `e4m3Table`.
     static let e4m3FNUZTable: [Float] = table { byte in
         minifloat(byte, exponentBits: 4, bias: 8, isNaN: byte == 0x80, isInfinity: false)
     }
-    /// See ``e4m3Table``.
+    /// See `e4m3Table`.
     static let e5m2FNUZTable: [Float] = table { byte in
         minifloat(byte, exponentBits: 5, bias: 16, isNaN: byte == 0x80, isInfinity: false)
     }
-    /// See ``e4m3Table``.
+    /// See `e4m3Table`.
     static let e8m0Table: [Float] = table { byte in
         byte == 0xFF ? .nan : Float(sign: .plus, exponent: Int(byte) - 127, significand: 1)
     }

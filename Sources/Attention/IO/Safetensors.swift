@@ -21,9 +21,10 @@ import Darwin
 /// elements. Loading validates the whole header before any tensor is read, as
 /// strictly as the reference implementation: shapes must be non-negative and
 /// their byte counts fit in `Int`, each tensor's byte range must lie in the
-/// buffer and hold exactly `elements × dtype size` bytes, and the ranges must
-/// cover the buffer without overlaps, holes or trailing bytes. Any byte string
-/// either loads or throws ``SafetensorsError``; none traps.
+/// buffer and hold exactly `elements × bitWidth / 8` bytes (a whole number for
+/// the sub-byte dtypes), and the ranges must cover the buffer without overlaps,
+/// holes or trailing bytes. Any byte string either loads or throws
+/// ``SafetensorsError``; none traps.
 ///
 /// Every dtype of the format parses (``SafetensorsDType``), so a checkpoint with
 /// `BF16` weights, `I64` ids and `F8_E4M3` experts loads whole. Tensor data read
@@ -42,8 +43,9 @@ import Darwin
 ///
 /// An accessor asked for a dtype it does not read throws
 /// `SafetensorsError.dtypeMismatch` naming the tensor, the dtypes it reads and
-/// the tensor's own; it never converts between the float, integer and boolean
-/// families.
+/// the tensor's own: the float accessors read no integer or `BOOL` tensor, the
+/// integer accessors no float or `BOOL` tensor, and ``boolTensor(_:)`` no float
+/// tensor.
 public struct SafetensorsFile: Sendable, Equatable {
     /// One tensor's dtype, shape and raw little-endian bytes.
     struct Entry: Sendable, Equatable {
