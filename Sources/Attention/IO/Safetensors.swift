@@ -219,7 +219,7 @@ public struct SafetensorsFile: Sendable, Equatable {
     public func doubleTensor(_ name: String) throws -> Tensor<Double> {
         let entry = try entry(name, accepting: Self.floatDTypes)
         if entry.dtype == .f64 {
-            return Tensor(validShape: entry.shape, scalars: Self.littleEndian(entry.bytes, as: UInt64.self).map(Double.init(bitPattern:)))
+            return Tensor(validShape: entry.shape, scalars: Self.mapLittleEndian(entry.bytes, as: UInt64.self, Double.init(bitPattern:)))
         }
         return Tensor(validShape: entry.shape, scalars: Self.floats(entry).map(Double.init))
     }
@@ -501,11 +501,11 @@ public struct SafetensorsFile: Sendable, Equatable {
             return decode(entry.bytes)
             #endif
         case .f64:
-            return littleEndian(entry.bytes, as: UInt64.self).map { Float(Double(bitPattern: $0)) }
+            return mapLittleEndian(entry.bytes, as: UInt64.self) { Float(Double(bitPattern: $0)) }
         case .f16:
-            return littleEndian(entry.bytes, as: UInt16.self).map(NarrowFloat.float(fromHalf:))
+            return mapLittleEndian(entry.bytes, as: UInt16.self, NarrowFloat.float(fromHalf:))
         case .bf16:
-            return littleEndian(entry.bytes, as: UInt16.self).map(NarrowFloat.float(fromBFloat16:))
+            return mapLittleEndian(entry.bytes, as: UInt16.self, NarrowFloat.float(fromBFloat16:))
         case .f8E4M3: return lookUp(entry.bytes, in: NarrowFloat.e4m3Table)
         case .f8E5M2: return lookUp(entry.bytes, in: NarrowFloat.e5m2Table)
         case .f8E4M3FNUZ: return lookUp(entry.bytes, in: NarrowFloat.e4m3FNUZTable)
@@ -538,6 +538,24 @@ public struct SafetensorsFile: Sendable, Equatable {
             result.append(converted)
         }
         return result
+    }
+
+    /// `transform` of each little-endian `Raw` element of `bytes`, in one pass
+    /// over the bytes (no alignment of `bytes` assumed).
+    private static func mapLittleEndian<Raw: FixedWidthInteger & BitwiseCopyable, Result>(
+        _ bytes: Data, as: Raw.Type, _ transform: (Raw) -> Result
+    ) -> [Result] {
+        let width = MemoryLayout<Raw>.size
+        let count = bytes.count / width
+        return [Result](unsafeUninitializedCapacity: count) { buffer, initialized in
+            bytes.withUnsafeBytes { raw in
+                for index in 0..<count {
+                    let element = Raw(littleEndian: raw.loadUnaligned(fromByteOffset: index * width, as: Raw.self))
+                    (buffer.baseAddress! + index).initialize(to: transform(element))
+                }
+            }
+            initialized = count
+        }
     }
 
     /// Little-endian integers of type `T` from raw bytes, in host byte order.
