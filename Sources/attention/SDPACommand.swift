@@ -8,13 +8,12 @@ struct SDPACommand: ParsableCommand {
         commandName: "sdpa",
         abstract: "Run scaled-dot-product attention on q, k, v from a safetensors file.",
         discussion: """
-            The input holds q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv], and \
-            optionally mask_keep (BOOL or any integer dtype, non-zero = attend) or mask_additive, each \
-            broadcastable to [B, Hq, Lq, Lk]. q, k, v and mask_additive may be stored as F32, F16, BF16, \
-            F64 or F8_*: F16, BF16 and F8 are widened to float32 exactly, F64 is rounded to the nearest \
-            float32, and the kernel computes in float32. The output file gets out [B, Hq, Lq, Dv] and \
-            logsumexp [B, Hq, Lq], both F32; it is written to a temporary file and renamed, so a failed \
-            run leaves no partial file.
+            The input holds q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] (F32, F16, BF16, F64 or F8_*), and \
+            optionally mask_keep (BOOL or any integer dtype, non-zero = attend) or mask_additive (as q), each broadcastable \
+            to [B, Hq, Lq, Lk]. The output file gets out [B, Hq, Lq, Dv] and logsumexp [B, Hq, Lq]; \
+            it is written to a temporary file and renamed, so a failed run leaves no partial file.
+            F16, BF16 and F8 inputs are widened to float32 exactly and F64 inputs rounded to the nearest float32 \
+            before the float32 kernel runs; out and logsumexp are always F32.
             """)
 
     @Option(name: .long, help: "Input safetensors file with q, k, v (F32, F16, BF16 or F64) and mask_keep or mask_additive.")

@@ -588,6 +588,15 @@ final class SafetensorsDTypeTests: XCTestCase {
         }
     }
 
+    func testSDPAHelpNamesTheInputDTypes() throws {
+        let help = try runAttentionExecutable(["sdpa", "--help"])
+        XCTAssertEqual(help.status, 0, help.standardError)
+        let text = help.standardOutput.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        for fragment in ["(F32, F16, BF16, F64 or F8_*)", "widened to float32 exactly", "rounded to the nearest float32", "always F32"] {
+            XCTAssertTrue(text.contains(fragment), "sdpa --help lacks \(fragment): \(text)")
+        }
+    }
+
     /// F64 inputs written by this package's own writer run too.
     func testSDPACommandReadsF64Inputs() throws {
         let directory = try makeTemporaryDirectory()
