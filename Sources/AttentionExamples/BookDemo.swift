@@ -105,7 +105,7 @@ public enum BookDemo {
             outputProjection: Linear(weight: Tensor(matrix: mha.outWeight), bias: Tensor(shape: [mha.outBias.count], scalars: mha.outBias)),
             heads: mha.numHeads, causal: .topLeft, contextLength: mha.contextLength)
         multiHead.backend = backend
-        let gpt2 = try MultiHeadAttention(dIn: 768, dOut: 768, heads: 12, causal: .topLeft, contextLength: 1024)
+        let gpt2 = try MultiHeadAttention(dIn: 768, dOut: 768, contextLength: 1024, dropout: 0, numHeads: 12)
         let gpt2Count = Float(gpt2.parameterCount)
         sections.append(DemoSection(
             title: "4. Multi-head attention (§3.6)",

@@ -25,6 +25,8 @@ public struct SelfAttention: Sendable {
     }
 
     /// A freshly initialised layer (PyTorch's `nn.Linear` initialisation, seeded).
+    /// `seed` keys this package's SplitMix64 generator, not `torch.manual_seed`:
+    /// the book's exact weights are bundled in `AttentionExamples` (`BookChapter3.load()`).
     ///
     /// - Parameters:
     ///   - dIn: input features; dOut: width of the query, key and value vectors.
@@ -57,7 +59,7 @@ public struct SelfAttention: Sendable {
     }
 
     private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
-        let sequence = try SequenceBatch(input, argument: "input", features: projections.query.inFeatures)
+        let sequence = try SequenceBatch(input, argument: "input", projection: projections.query, weightName: "query.weight")
         let problem = try projections.problem(
             queryInput: sequence, keyInput: sequence, valueInput: sequence, causal: nil,
             dropoutProbability: 0, dropoutSeed: 0)
