@@ -41,6 +41,12 @@ struct BenchCommand: ParsableCommand {
 
     enum OutputFormat: String, ExpressibleByArgument { case table, json, csv }
 
+    @Option(name: .long, help: "Also write an SVG plot: GFLOP/s (GB/s for decode) against length, one line per path × threads.")
+    var svg: String?
+
+    @Option(name: .long, help: "JSON lines from PyTorch's torch_sdpa_bench.py, plotted dashed beside ours (with --svg).")
+    var compare: String?
+
     func validate() throws {
         for text in shape where BenchmarkShape(parsing: text) == nil {
             throw ValidationError("--shape \(text): expected B,H,Lq,Lk,D[,Hkv], positive, with Hkv dividing H")
@@ -48,9 +54,11 @@ struct BenchCommand: ParsableCommand {
         if causal && nonCausal { throw ValidationError("--causal and --non-causal exclude each other") }
         if threads.contains(where: { $0 < 1 }) { throw ValidationError("--threads must be at least 1") }
         if let repetitions, repetitions < 1 { throw ValidationError("--repetitions must be at least 1") }
+        if compare != nil, svg == nil { throw ValidationError("--compare plots PyTorch's rows beside ours: give --svg FILE too") }
     }
 
     func run() throws {
+        let peerRows = try compare.map(BenchPlot.loadPeerRows) ?? []  // a bad file fails before the long run
         let shapes = shape.isEmpty ? BenchmarkShape.defaultGrid : shape.compactMap(BenchmarkShape.init(parsing:))
         let causalModes = causal ? [true] : nonCausal ? [false] : [false, true]
         let threadCounts = threads.isEmpty ? Array(1...max(1, Int(attn_default_threads()))) : threads
@@ -85,11 +93,13 @@ struct BenchCommand: ParsableCommand {
             if format == .json { try printJSON(result) }
         }
         progress.finish()
+        if let svg { try BenchPlot.write(results, peers: peerRows, kernelPath: kernelPath, to: svg) }
         switch format {
         case .json: break
         case .csv: printCSV(results)
         case .table:
             printTable(results, peaks: peaks, kernelPath: kernelPath)
+            for line in BenchSummary.crossover(results) { print(line) }
             let largest = shapes.map(\.bytes).max() ?? 0
             print("peak RSS \(fixed(Self.peakResidentMegabytes(), 1)) MB; largest inputs + output \(fixed(largest / 1e6, 1)) MB")
         }
@@ -158,7 +168,7 @@ struct BenchCommand: ParsableCommand {
                 key, r.causal ? "yes" : "no", r.path, "\(r.threads)", fixed(r.medianSeconds * 1e3, 3), fixed(r.gflops, 1),
                 fixed(r.gbps, 1), fixed(100 * r.peakFraction, 0),
                 single.map { fixed($0.medianSeconds / r.medianSeconds, 2) } ?? "",
-                r.path == "fused" ? reference.map { fixed($0.medianSeconds / r.medianSeconds, 0) } ?? "" : "",
+                r.path == "fused" ? reference.map { BenchSummary.significant($0.medianSeconds / r.medianSeconds) } ?? "" : "",
             ])
         }
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
