@@ -60,7 +60,9 @@ public struct Linear: Sendable {
 
     /// Applies the layer to the last dimension.
     ///
-    /// - Parameter input: `[..., inFeatures]`, rank ≥ 1.
+    /// - Parameters:
+    ///   - input: `[..., inFeatures]`, rank ≥ 1.
+    ///   - argument: the name of `input` in error messages.
     /// - Returns: `[..., outFeatures]`.
     /// - Throws: `AttentionError.invalidShape` naming `argument` if the last
     ///   dimension is not `inFeatures`.

@@ -54,10 +54,12 @@ public struct MultiHeadAttention: Sendable {
     /// weights pass `causal: .topLeft`.
     ///
     /// - Parameters:
-    ///   - query, key, value: the input projections; `query.outFeatures = heads · headDim`,
-    ///     `key.outFeatures = kvHeads · headDim`, `value.outFeatures = kvHeads · valueDim`.
+    ///   - query: the query projection; `query.outFeatures = heads · headDim`.
+    ///   - key: the key projection; `key.outFeatures = kvHeads · headDim`.
+    ///   - value: the value projection; `value.outFeatures = kvHeads · valueDim`.
     ///   - outputProjection: `inFeatures = heads · valueDim`, or `nil`.
-    ///   - heads: query heads; kvHeads: key/value heads (default `heads`).
+    ///   - heads: query heads.
+    ///   - kvHeads: key/value heads (default `heads`); divides `heads`.
     ///   - causal: `nil` (default), `.topLeft` (the book's and PyTorch's `is_causal`) or `.bottomRight`.
     ///   - contextLength: optional maximum sequence length.
     ///   - dropoutProbability: in [0, 1), applied in training only.
@@ -125,8 +127,15 @@ public struct MultiHeadAttention: Sendable {
     /// - Parameters:
     ///   - dIn: input features (of the query; `keyFeatures`/`valueFeatures` default to it).
     ///   - dOut: model width, split into `heads` heads; the output is `dOut` wide.
-    ///   - heads: query heads; kvHeads: key/value heads (default `heads`).
+    ///   - heads: query heads.
+    ///   - kvHeads: key/value heads (default `heads`); divides `heads`.
     ///   - causal: `nil` (default, not causal), `.topLeft` or `.bottomRight`.
+    ///   - contextLength: if set, the longest input accepted.
+    ///   - dropoutProbability: in [0, 1), applied to the attention weights in training only.
+    ///   - qkvBias: whether the query, key and value projections have a bias.
+    ///   - outputBias: whether the output projection has a bias (PyTorch: yes).
+    ///   - keyFeatures: the key input's features, for cross-attention (default `dIn`).
+    ///   - valueFeatures: the value input's features (default `dIn`).
     ///   - seed: keys this package's SplitMix64 generator for the initial weights.
     ///     It is not `torch.manual_seed`: the book's exact weights are bundled in
     ///     `AttentionExamples` (`BookChapter3.load()`).

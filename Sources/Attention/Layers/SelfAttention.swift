@@ -29,8 +29,10 @@ public struct SelfAttention: Sendable {
     /// the book's exact weights are bundled in `AttentionExamples` (`BookChapter3.load()`).
     ///
     /// - Parameters:
-    ///   - dIn: input features; dOut: width of the query, key and value vectors.
+    ///   - dIn: input features.
+    ///   - dOut: width of the query, key and value vectors.
     ///   - qkvBias: whether the projections have a bias (the book: no).
+    ///   - seed: keys the weights' generator (not `torch.manual_seed`).
     /// - Throws: `AttentionError.invalidValue` for a negative size.
     public init(dIn: Int, dOut: Int, qkvBias: Bool = false, seed: UInt64 = 0) throws {
         try self.init(

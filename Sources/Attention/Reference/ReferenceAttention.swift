@@ -136,6 +136,8 @@ public enum Reference {
     ///   - mask: see `AttentionMask`.
     ///   - scale: multiplies Q Kᵀ; default 1/√headDim.
     ///   - dropoutProbability: in [0, 1); drops attention weights (Philox, keyed by `dropoutSeed`).
+    ///   - dropoutSeed: the key of the dropout generator; the fused path drops the same cells for the same seed.
+    /// - Returns: the output, the weights `[..., heads, queryLength, keyLength]` and the logsumexp.
     /// - Throws: `AttentionError` for shapes or values out of contract.
     public static func scaledDotProductAttention(
         queries: Tensor<Float>, keys: Tensor<Float>, values: Tensor<Float>,
