@@ -46,6 +46,12 @@ final class BookParityTests: XCTestCase {
         }
     }
 
+    func testBookSignatureNamesItsOwnDropoutArgument() {
+        XCTAssertThrowsError(try MultiHeadAttention(dIn: 3, dOut: 2, contextLength: 6, dropout: 1, numHeads: 2)) { error in
+            XCTAssertEqual(error as? AttentionError, .invalidValue(argument: "dropout", expected: "a probability in [0, 1)", actual: "1.0"))
+        }
+    }
+
     func testTransposedWeightIsNamedAndTheTransposeSuggested() throws {
         let book = try BookChapter3.load()
         let v1 = book.selfAttentionV1  // [in, out] = [3, 2], y = x·W

@@ -114,6 +114,9 @@ public struct MultiHeadAttention: Sendable {
         guard numHeads >= 1, dOut % numHeads == 0 else {
             throw AttentionError.invalidValue(argument: "numHeads", expected: "a positive divisor of dOut = \(dOut)", actual: "\(numHeads)")
         }
+        guard dropout >= 0, dropout < 1 else {
+            throw AttentionError.invalidValue(argument: "dropout", expected: "a probability in [0, 1)", actual: "\(dropout)")
+        }
         try self.init(
             dIn: dIn, dOut: dOut, heads: numHeads, causal: .topLeft, contextLength: contextLength,
             dropoutProbability: dropout, qkvBias: qkvBias, seed: seed)
