@@ -60,9 +60,7 @@ public struct Linear: Sendable {
 
     /// Applies the layer to the last dimension.
     ///
-    /// - Parameters:
-    ///   - input: `[..., inFeatures]`, rank ≥ 1.
-    ///   - argument: the name of `input` in error messages.
+    /// - Parameter input: `[..., inFeatures]`, rank ≥ 1.
     /// - Returns: `[..., outFeatures]`.
     /// - Throws: `AttentionError.invalidShape` naming `argument` if the last
     ///   dimension is not `inFeatures`.
