@@ -47,6 +47,12 @@ struct BenchCommand: ParsableCommand {
 
     enum OutputFormat: String, ExpressibleByArgument { case table, json, csv }
 
+    @Option(name: .long, help: "Also write an SVG plot: GFLOP/s (GB/s for decode) against length, one line per path × threads.")
+    var svg: String?
+
+    @Option(name: .long, help: "JSON lines from PyTorch's torch_sdpa_bench.py, plotted dashed beside ours (with --svg).")
+    var compare: String?
+
     func validate() throws {
         for text in shape where BenchmarkShape(parsing: text) == nil {
             throw ValidationError("--shape \(text): expected B,H,Lq,Lk,D[,Hkv], positive, with Hkv dividing H")
@@ -57,9 +63,11 @@ struct BenchCommand: ParsableCommand {
         if driver.contains(.openMP) && !AttentionThreading.isOpenMPAvailable {
             throw ValidationError("--driver openmp: this build has no OpenMP (package trait OpenMP off, or not Linux)")
         }
+        if compare != nil, svg == nil { throw ValidationError("--compare plots PyTorch's rows beside ours: give --svg FILE too") }
     }
 
     func run() throws {
+        let peerRows = try compare.map(BenchPlot.loadPeerRows) ?? []  // a bad file fails before the long run
         let shapes = shape.isEmpty ? BenchmarkShape.defaultGrid : shape.compactMap(BenchmarkShape.init(parsing:))
         let causalModes = causal ? [true] : nonCausal ? [false] : [false, true]
         let threadCounts = threads.isEmpty ? Array(1...max(1, Int(attn_default_threads()))) : threads
@@ -106,11 +114,13 @@ struct BenchCommand: ParsableCommand {
             if format == .json { try printJSON(result) }
         }
         progress.finish()
+        if let svg { try BenchPlot.write(results, peers: peerRows, kernelPath: kernelPath, to: svg) }
         switch format {
         case .json: break
         case .csv: printCSV(results)
         case .table:
             printTable(results, peaks: peaks, kernelPath: kernelPath)
+            for line in BenchSummary.crossover(results) { print(line) }
             let largest = shapes.map(\.bytes).max() ?? 0
             print("peak RSS \(fixed(Self.peakResidentMegabytes(), 1)) MB; largest inputs + output \(fixed(largest / 1e6, 1)) MB")
         }
@@ -186,7 +196,7 @@ struct BenchCommand: ParsableCommand {
                 key, r.causal ? "yes" : "no", r.path, r.driver, r.idleWait, "\(r.threads)", fixed(r.medianSeconds * 1e3, 3), fixed(r.gflops, 1),
                 fixed(r.gbps, 1), fixed(100 * r.peakFraction, 0),
                 single.map { fixed($0.medianSeconds / r.medianSeconds, 2) } ?? "",
-                r.path == "fused" ? reference.map { fixed($0.medianSeconds / r.medianSeconds, 0) } ?? "" : "",
+                r.path == "fused" ? reference.map { BenchSummary.significant($0.medianSeconds / r.medianSeconds) } ?? "" : "",
                 openMP.map { fixed($0.medianSeconds / r.medianSeconds, 2) } ?? "",
             ])
         }

@@ -43,6 +43,12 @@ struct SDPACommand: ParsableCommand {
     @Option(name: .long, help: "Name of a floating-point tensor in the input to compare out with (e.g. out_ref64); prints max |Δ|.")
     var compare: String?
 
+    @Flag(name: .customLong("print"), help: "Print out in PyTorch's format (long tensors summarised with ...).")
+    var printOutput = false
+
+    @Flag(name: .customLong("weights"), help: "Print the attention weights, from the reference path (small shapes only).")
+    var printWeights = false
+
     func run() throws {
         let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: input))
         let names = Set(file.tensorNames)
@@ -72,6 +78,7 @@ struct SDPACommand: ParsableCommand {
             }
             comparison = "max |out - \(compare)| = \(difference)"
         }
+        let printed = try printedTensors(output: result.output, file: file, mask: mask)
         var out = SafetensorsFile()
         out.set("out", result.output)
         out.set("logsumexp", result.logsumexp)
@@ -79,6 +86,7 @@ struct SDPACommand: ParsableCommand {
         try out.write(to: URL(fileURLWithPath: output))
         print("wrote out \(result.output.shape) and logsumexp \(result.logsumexp.shape) to \(output)")
         if let comparison { print(comparison) }
+        if let printed { print(printed) }
     }
 }
 

@@ -45,6 +45,8 @@ public struct CausalSelfAttention: Sendable {
     }
 
     /// A freshly initialised layer (PyTorch's `nn.Linear` initialisation, seeded).
+    /// `seed` keys this package's SplitMix64 generator, not `torch.manual_seed`:
+    /// the book's exact weights are bundled in `AttentionExamples` (`BookChapter3.load()`).
     ///
     /// - Throws: as `init(query:key:value:contextLength:dropoutProbability:)`.
     public init(dIn: Int, dOut: Int, contextLength: Int, dropoutProbability: Float = 0, qkvBias: Bool = false, seed: UInt64 = 0) throws {
@@ -76,7 +78,7 @@ public struct CausalSelfAttention: Sendable {
     }
 
     private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
-        let sequence = try SequenceBatch(input, argument: "input", features: projections.query.inFeatures)
+        let sequence = try SequenceBatch(input, argument: "input", projection: projections.query, weightName: "query.weight")
         try checkContextLength(sequence.length, contextLength: contextLength, argument: "input")
         let problem = try projections.problem(
             queryInput: sequence, keyInput: sequence, valueInput: sequence, causal: .topLeft,

@@ -39,6 +39,10 @@ public struct Linear: Sendable {
     /// weight and the bias (He et al. 2015, as `nn.Linear.reset_parameters`),
     /// drawn from a seeded generator so that it reproduces.
     ///
+    /// `seed` keys this package's SplitMix64 generator: it is not
+    /// `torch.manual_seed`, so `seed: 123` does not reproduce the book's weights
+    /// (those are bundled: `AttentionExamples`' `BookChapter3.load()`).
+    ///
     /// - Throws: `AttentionError.invalidValue` if a feature count is negative.
     public init(inFeatures: Int, outFeatures: Int, bias: Bool = true, seed: UInt64) throws {
         guard inFeatures >= 0, outFeatures >= 0 else {
@@ -67,7 +71,11 @@ public struct Linear: Sendable {
     ///   `threads` below 1.
     public func callAsFunction(_ input: Tensor<Float>, argument: String = "input", threads: Int? = nil) throws -> Tensor<Float> {
         guard input.rank >= 1, input.shape.last == inFeatures else {
-            throw AttentionError.invalidShape(argument: argument, expected: "[..., \(inFeatures)] (inFeatures)", actual: input.shape)
+            let transposedHint = input.shape.last == outFeatures && outFeatures != inFeatures
+                ? "; weight \(weight.shape) would fit transposed: a weight stored [in, out] (y = x·W) goes in as weight.transposed()"
+                : ""
+            throw AttentionError.invalidShape(
+                argument: argument, expected: "[..., \(inFeatures)] (inFeatures)\(transposedHint)", actual: input.shape)
         }
         if let threads, threads < 1 {
             throw AttentionError.invalidValue(argument: "threads", expected: "at least 1", actual: "\(threads)")

@@ -25,10 +25,14 @@ public struct SelfAttention: Sendable {
     }
 
     /// A freshly initialised layer (PyTorch's `nn.Linear` initialisation, seeded).
+    /// `seed` keys this package's SplitMix64 generator, not `torch.manual_seed`:
+    /// the book's exact weights are bundled in `AttentionExamples` (`BookChapter3.load()`).
     ///
     /// - Parameters:
-    ///   - dIn: input features; dOut: width of the query, key and value vectors.
+    ///   - dIn: input features.
+    ///   - dOut: width of the query, key and value vectors.
     ///   - qkvBias: whether the projections have a bias (the book: no).
+    ///   - seed: keys the weights' generator (not `torch.manual_seed`).
     /// - Throws: `AttentionError.invalidValue` for a negative size.
     public init(dIn: Int, dOut: Int, qkvBias: Bool = false, seed: UInt64 = 0) throws {
         try self.init(
@@ -57,7 +61,7 @@ public struct SelfAttention: Sendable {
     }
 
     private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
-        let sequence = try SequenceBatch(input, argument: "input", features: projections.query.inFeatures)
+        let sequence = try SequenceBatch(input, argument: "input", projection: projections.query, weightName: "query.weight")
         let problem = try projections.problem(
             queryInput: sequence, keyInput: sequence, valueInput: sequence, causal: nil,
             dropoutProbability: 0, dropoutSeed: 0, threads: threads)
