@@ -115,15 +115,13 @@ static void pack_query_neon(const float *q, int64_t q_row_stride, int64_t rows, 
                 const float *row = q + i0 * q_row_stride + d;
                 const float32x4_t r0 = vld1q_f32(row), r1 = vld1q_f32(row + q_row_stride);
                 const float32x4_t r2 = vld1q_f32(row + 2 * q_row_stride), r3 = vld1q_f32(row + 3 * q_row_stride);
-                const float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r0, r1));  // r0₀ r1₀ r0₂ r1₂
-                const float64x2_t t1 = vreinterpretq_f64_f32(vtrn2q_f32(r0, r1));  // r0₁ r1₁ r0₃ r1₃
-                const float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(r2, r3));
-                const float64x2_t t3 = vreinterpretq_f64_f32(vtrn2q_f32(r2, r3));
+                const float32x4_t t0 = vtrn1q_f32(r0, r1), t1 = vtrn2q_f32(r0, r1);  // r0₀ r1₀ r0₂ r1₂, r0₁ r1₁ r0₃ r1₃
+                const float32x4_t t2 = vtrn1q_f32(r2, r3), t3 = vtrn2q_f32(r2, r3);  // the same of rows 2, 3
                 float *out = qt + d * QUERY_TILE + i0;
-                vst1q_f32(out, vmulq_f32(vreinterpretq_f32_f64(vtrn1q_f64(t0, t2)), scale_vector));
-                vst1q_f32(out + QUERY_TILE, vmulq_f32(vreinterpretq_f32_f64(vtrn1q_f64(t1, t3)), scale_vector));
-                vst1q_f32(out + 2 * QUERY_TILE, vmulq_f32(vreinterpretq_f32_f64(vtrn2q_f64(t0, t2)), scale_vector));
-                vst1q_f32(out + 3 * QUERY_TILE, vmulq_f32(vreinterpretq_f32_f64(vtrn2q_f64(t1, t3)), scale_vector));
+                vst1q_f32(out, vmulq_f32(vcombine_f32(vget_low_f32(t0), vget_low_f32(t2)), scale_vector));
+                vst1q_f32(out + QUERY_TILE, vmulq_f32(vcombine_f32(vget_low_f32(t1), vget_low_f32(t3)), scale_vector));
+                vst1q_f32(out + 2 * QUERY_TILE, vmulq_f32(vcombine_f32(vget_high_f32(t0), vget_high_f32(t2)), scale_vector));
+                vst1q_f32(out + 3 * QUERY_TILE, vmulq_f32(vcombine_f32(vget_high_f32(t1), vget_high_f32(t3)), scale_vector));
             }
         for (; d < head_dim; d++)
             for (int lane = 0; lane < LANES; lane++)
