@@ -1,15 +1,17 @@
 // aarch64-check.c: the C equivalence check of the micro-kernel paths, run by
-// .ci/aarch64 under qemu-user (it builds and runs on any CPU; on x86 it checks
-// the x86 paths instead).
+// .ci/aarch64 under qemu-user. It builds and runs on any CPU: on x86, with
+// --all-paths, it checks the portable, avx2 and avx512 paths the same way.
 //
 // Through the public C API only (attention.h), on every path this CPU has
-// among `neon` and `portable` (or every path, with --all-paths):
+// among `neon` and `portable` (or among all paths, with --all-paths):
 //   1. attn_sdpa_forward against a double-precision reference written here,
-//      over shapes at tile edges (query and key lengths 1, 3, 63, 64, 65, 129,
-//      600: a 512-key chunk boundary), head dims 1, 3, 33, 64, 80, 128, causal
-//      none / top-left / bottom-right, keep and additive masks, key padding,
-//      dropout, grouped-query heads, strided layouts and NaN / ±∞ inputs, with
-//      the tolerance of Tests/AttentionTests/Support/Tolerance.swift;
+//      over shapes at tile edges (query lengths 1, 3, 63, 64, 65, 129 and 600,
+//      key lengths those and 600: a 512-key chunk boundary), head dims 1, 3,
+//      33, 64, 80, 128, causal none / top-left / bottom-right, keep and
+//      additive masks, key padding, dropout, grouped-query heads, strided
+//      layouts, NaN / ±∞ inputs and overflowing scores, with the tolerance of
+//      Tests/AttentionTests/Support/Tolerance.swift; and the softmax weight's
+//      exp within 6 u relative;
 //   2. determinism: a query row computed alone (a decode-size tile) or in a
 //      tile of 3 rows equals the same row inside a 64-row tile bit for bit, and
 //      attn_sdpa_run_tasks on two threads equals attn_sdpa_forward bit for bit;
