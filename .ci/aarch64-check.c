@@ -14,9 +14,10 @@
 //      exp within 6 u relative;
 //   2. determinism: a query row computed alone (a decode-size tile) or in a
 //      tile of 3 rows equals the same row inside a 64-row tile bit for bit, and
-//      attn_sdpa_run_tasks on two threads equals attn_sdpa_forward bit for bit;
-//   3. attn_linear_forward against a double-precision reference, and a row
-//      alone against the same row in a 65-row call, bit for bit.
+//      a prefill and a split-KV decode step on 2 and 3 worker threads (a plan
+//      run by pthreads) equal 1 thread bit for bit;
+//   3. attn_linear_forward against a double-precision reference, on 3 worker
+//      threads, and a row alone against the same row in a 65-row call, bit for bit.
 // Prints one line per failure and `N passed, M failed` last; exits 1 on any failure.
 //
 // Usage: aarch64-check [--all-paths] | --print-path
@@ -445,43 +446,115 @@ static void determinism_rows(const char *path) {
             }
 }
 
+#if defined(ATTN_IDLE_WAIT_DEFAULT_POLICY)
+// attention.h with plans (attn_sdpa_plan_create): a plan's rounds run by
+// pthreads, one per worker, with a join between rounds, as a driver of one's own.
+
 typedef struct worker_args {
-    const attn_params *params;
-    int64_t *next_task;
-    attn_status status;
+    attn_plan *plan;
+    int32_t round, worker;
 } worker_args;
 
 static void *worker(void *argument) {
-    worker_args *w = argument;
-    w->status = attn_sdpa_run_tasks(w->params, w->next_task);
+    const worker_args *w = argument;
+    attn_plan_work(w->plan, w->round, w->worker);
     return 0;
 }
 
-// attn_sdpa_run_tasks on two threads (tasks taken in any order) against one
-// attn_sdpa_forward call.
-static void determinism_threads(const char *path) {
-    problem p = {.batch = 2, .query_heads = 2, .kv_heads = 1, .query_length = 129, .key_length = 600,
-                 .head_dim = 64, .value_dim = 64, .scale = 0.125f, .causal = ATTN_CAUSAL_BOTTOM_RIGHT,
-                 .mask_kind = ATTN_MASK_ADDITIVE, .key_padding = 1, .dropout_p = 0.125f};
-    fill(&p, 1.0f);
-    add_non_finite(&p);
-    const int64_t count = p.batch * p.query_heads * p.query_length * p.value_dim;
-    float *one = malloc(sizeof(float) * (size_t)count), *two = malloc(sizeof(float) * (size_t)count);
-    float lse_one[2 * 2 * 129], lse_two[2 * 2 * 129];
-    attn_params a, b;
-    params_of(&p, one, lse_one, &a);
-    params_of(&p, two, lse_two, &b);
-    int ok = attn_sdpa_forward(&a) == ATTN_OK;
+static attn_status run_on_threads(attn_plan *plan) {
+    enum { MOST_WORKERS = 8 };
+    const int32_t workers = attn_plan_workers(plan) < MOST_WORKERS ? attn_plan_workers(plan) : MOST_WORKERS;
+    for (int32_t round = 0; round < attn_plan_rounds(plan); round++) {
+        pthread_t threads[MOST_WORKERS];
+        worker_args args[MOST_WORKERS];
+        for (int32_t w = 0; w < workers; w++) {
+            args[w] = (worker_args){plan, round, w};
+            pthread_create(&threads[w], 0, worker, &args[w]);
+        }
+        for (int32_t w = 0; w < workers; w++) pthread_join(threads[w], 0);
+    }
+    return ATTN_OK;
+}
+
+static attn_status sdpa_on_threads(const attn_params *params) {
+    attn_plan *plan;
+    const attn_status status = attn_sdpa_plan_create(params, &plan);
+    if (status != ATTN_OK) return status;
+    run_on_threads(plan);
+    attn_plan_destroy(plan);
+    return ATTN_OK;
+}
+
+static attn_status linear_on_threads(const float *x, int64_t rows, int64_t in, const float *w,
+                                     const float *bias, int64_t out, float *y, int32_t workers) {
+    attn_plan *plan;
+    const attn_status status = attn_linear_plan_create(x, rows, in, w, bias, out, y, workers, &plan);
+    if (status != ATTN_OK) return status;
+    run_on_threads(plan);
+    attn_plan_destroy(plan);
+    return ATTN_OK;
+}
+#else
+// attention.h before plans: attn_sdpa_run_tasks, one call per worker.
+
+typedef struct worker_args {
+    const attn_params *params;
+    int64_t *next_task;
+} worker_args;
+
+static void *worker(void *argument) {
+    const worker_args *w = argument;
+    attn_sdpa_run_tasks(w->params, w->next_task);
+    return 0;
+}
+
+static attn_status sdpa_on_threads(const attn_params *params) {
     int64_t next_task = 0;
-    worker_args w[2] = {{&b, &next_task, ATTN_OK}, {&b, &next_task, ATTN_OK}};
-    pthread_t threads[2];
-    for (int t = 0; t < 2; t++) pthread_create(&threads[t], 0, worker, &w[t]);
-    for (int t = 0; t < 2; t++) pthread_join(threads[t], 0);
-    ok &= w[0].status == ATTN_OK && w[1].status == ATTN_OK;
-    ok &= same_bits(one, two, count) && same_bits(lse_one, lse_two, 2 * 2 * 129);
-    record(ok, path, "run_tasks on 2 threads equals sdpa_forward, bit for bit", "bits differ");
-    free(one), free(two);
-    free_problem(&p);
+    const int workers = params->num_threads < 1 ? 1 : params->num_threads > 8 ? 8 : params->num_threads;
+    pthread_t threads[8];
+    worker_args args = {params, &next_task};
+    for (int w = 0; w < workers; w++) pthread_create(&threads[w], 0, worker, &args);
+    for (int w = 0; w < workers; w++) pthread_join(threads[w], 0);
+    return ATTN_OK;
+}
+#endif
+
+// A prefill (several query tiles, a value-check round) and a decode step (one
+// query row of two heads over 2000 keys: split into 512-key chunks for 3
+// workers), each computed on 1 thread and on 2 and 3 worker threads: the same
+// bits.
+static void determinism_threads(const char *path) {
+    for (int decode = 0; decode < 2; decode++) {
+        problem p = {.batch = decode ? 1 : 2, .query_heads = 2, .kv_heads = 1,
+                     .query_length = decode ? 1 : 129, .key_length = decode ? 2000 : 600,
+                     .head_dim = 64, .value_dim = 64, .scale = 0.125f, .causal = ATTN_CAUSAL_BOTTOM_RIGHT,
+                     .mask_kind = decode ? ATTN_MASK_NONE : ATTN_MASK_ADDITIVE, .key_padding = 1,
+                     .dropout_p = decode ? 0.0f : 0.125f};
+        fill(&p, 1.0f);
+        add_non_finite(&p);
+        const int64_t rows = p.batch * p.query_heads * p.query_length, count = rows * p.value_dim;
+        float *one = malloc(sizeof(float) * (size_t)count), *more = malloc(sizeof(float) * (size_t)count);
+        float *lse_one = malloc(sizeof(float) * (size_t)rows), *lse_more = malloc(sizeof(float) * (size_t)rows);
+        attn_params a, b;
+        params_of(&p, one, lse_one, &a);
+        int ok = attn_sdpa_forward(&a) == ATTN_OK;
+        for (int32_t workers = 2; workers <= 3; workers++) {
+            params_of(&p, more, lse_more, &b);
+            b.num_threads = workers;
+            ok &= sdpa_on_threads(&b) == ATTN_OK;
+            ok &= same_bits(one, more, count) && same_bits(lse_one, lse_more, rows);
+#if defined(ATTN_IDLE_WAIT_DEFAULT_POLICY)
+            if (decode && workers == 3) ok &= attn_sdpa_splits_keys(&b);  // the split-KV rounds ran
+            memset(more, 0, sizeof(float) * (size_t)count);
+            ok &= attn_sdpa_forward(&b) == ATTN_OK && same_bits(one, more, count);  // the C driver
+#endif
+        }
+        record(ok, path, decode ? "decode (split-KV) on 2 and 3 threads equals 1 thread, bit for bit"
+                                : "prefill on 2 and 3 threads equals 1 thread, bit for bit",
+               "bits differ");
+        free(one), free(more), free(lse_one), free(lse_more);
+        free_problem(&p);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -514,6 +587,15 @@ static void linear_checks(const char *path) {
                                  (long long)o, y[i * out + o], want);
                     }
                 }
+#if defined(ATTN_IDLE_WAIT_DEFAULT_POLICY)
+            if (ok) {  // on 3 worker threads, bit for bit
+                float *threaded = malloc(sizeof(float) * (size_t)(rows * out));
+                ok = linear_on_threads(x, rows, in, w, bias, out, threaded, 3) == ATTN_OK &&
+                     same_bits(threaded, y, rows * out);
+                if (!ok) snprintf(detail, sizeof detail, "3 worker threads differ from 1");
+                free(threaded);
+            }
+#endif
             if (ok && rows > 1) {  // the last row alone, bit for bit
                 float *alone = malloc(sizeof(float) * (size_t)out);
                 ok = attn_linear_forward(x + (rows - 1) * in, 1, in, w, bias, out, alone, 1) == ATTN_OK &&
