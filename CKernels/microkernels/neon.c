@@ -186,8 +186,8 @@ INLINE static void qk_block(const float *qt, const float *k, int64_t k_row_strid
 
 // All `cols` keys against `vectors` (1 … 4) row vectors: blocks of as many keys
 // as the registers hold (12, 8, 6, 5 for 1, 2, 3, 4 vectors), then 4, 2, 1.
-// Each block prefetches the lines of 8 value-row lines per key: a 64-key tile of
-// D = 128 values by the end of the tile.
+// Each block advances the prefetch stream (decoding: the tile's value rows) by
+// 8 cache lines per key: a 64-key tile of D = 128 values by the end of the tile.
 INLINE static void qk_keys(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
                            int64_t head_dim, float *st, int attention, float *running_max,
                            attn_prefetch_stream *prefetch, const int vectors) {
