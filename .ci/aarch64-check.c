@@ -446,8 +446,7 @@ static void determinism_rows(const char *path) {
             }
 }
 
-#if defined(ATTN_IDLE_WAIT_DEFAULT_POLICY)
-// attention.h with plans (attn_sdpa_plan_create): a plan's rounds run by
+// A plan's rounds run by
 // pthreads, one per worker, with a join between rounds, as a driver of one's own.
 
 typedef struct worker_args {
@@ -494,30 +493,6 @@ static attn_status linear_on_threads(const float *x, int64_t rows, int64_t in, c
     attn_plan_destroy(plan);
     return ATTN_OK;
 }
-#else
-// attention.h before plans: attn_sdpa_run_tasks, one call per worker.
-
-typedef struct worker_args {
-    const attn_params *params;
-    int64_t *next_task;
-} worker_args;
-
-static void *worker(void *argument) {
-    const worker_args *w = argument;
-    attn_sdpa_run_tasks(w->params, w->next_task);
-    return 0;
-}
-
-static attn_status sdpa_on_threads(const attn_params *params) {
-    int64_t next_task = 0;
-    const int workers = params->num_threads < 1 ? 1 : params->num_threads > 8 ? 8 : params->num_threads;
-    pthread_t threads[8];
-    worker_args args = {params, &next_task};
-    for (int w = 0; w < workers; w++) pthread_create(&threads[w], 0, worker, &args);
-    for (int w = 0; w < workers; w++) pthread_join(threads[w], 0);
-    return ATTN_OK;
-}
-#endif
 
 // A prefill (several query tiles, a value-check round) and a decode step (one
 // query row of two heads over 2000 keys: split into 512-key chunks for 3
@@ -543,11 +518,9 @@ static void determinism_threads(const char *path) {
             b.num_threads = workers;
             ok &= sdpa_on_threads(&b) == ATTN_OK;
             ok &= same_bits(one, more, count) && same_bits(lse_one, lse_more, rows);
-#if defined(ATTN_IDLE_WAIT_DEFAULT_POLICY)
             if (decode && workers == 3) ok &= attn_sdpa_splits_keys(&b);  // the split-KV rounds ran
             memset(more, 0, sizeof(float) * (size_t)count);
             ok &= attn_sdpa_forward(&b) == ATTN_OK && same_bits(one, more, count);  // the C driver
-#endif
         }
         record(ok, path, decode ? "decode (split-KV) on 2 and 3 threads equals 1 thread, bit for bit"
                                 : "prefill on 2 and 3 threads equals 1 thread, bit for bit",
@@ -587,7 +560,6 @@ static void linear_checks(const char *path) {
                                  (long long)o, y[i * out + o], want);
                     }
                 }
-#if defined(ATTN_IDLE_WAIT_DEFAULT_POLICY)
             if (ok) {  // on 3 worker threads, bit for bit
                 float *threaded = malloc(sizeof(float) * (size_t)(rows * out));
                 ok = linear_on_threads(x, rows, in, w, bias, out, threaded, 3) == ATTN_OK &&
@@ -595,7 +567,6 @@ static void linear_checks(const char *path) {
                 if (!ok) snprintf(detail, sizeof detail, "3 worker threads differ from 1");
                 free(threaded);
             }
-#endif
             if (ok && rows > 1) {  // the last row alone, bit for bit
                 float *alone = malloc(sizeof(float) * (size_t)out);
                 ok = attn_linear_forward(x + (rows - 1) * in, 1, in, w, bias, out, alone, 1) == ATTN_OK &&
