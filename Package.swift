@@ -30,6 +30,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .library(name: "Attention", targets: ["Attention"]),
+        .library(name: "AttentionExamples", targets: ["AttentionExamples"]),
         .executable(name: "attention", targets: ["attention"]),
     ],
     traits: [

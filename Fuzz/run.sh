@@ -41,7 +41,7 @@ build_sdpa() {
     "$CLANG" -g -O1 -std=gnu11 \
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
         -fopenmp -fuse-ld=lld -ICKernels/include -ICKernels \
-        Fuzz/sdpa/fuzz_sdpa.c CKernels/sdpa.c CKernels/philox.c CKernels/microkernels/*.c \
+        Fuzz/sdpa/fuzz_sdpa.c CKernels/*.c CKernels/microkernels/*.c \
         -L"$omp" -Wl,-rpath,"$omp" -lm -o "$binary"
 }
 

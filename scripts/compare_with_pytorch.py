@@ -7,7 +7,7 @@ environment (see the docstring of torch_sdpa_bench.py, about a minute):
 
     python3 -m venv /tmp/torch-venv && /tmp/torch-venv/bin/pip install torch numpy
     scripts/compare_with_pytorch.py --torch-python /tmp/torch-venv/bin/python \
-        --torch-script ../shared/tools/torch_sdpa_bench.py --threads 1
+        --torch-script scripts/torch_sdpa_bench.py --threads 1
 
 Each shape is timed by both tools within seconds of each other, ours first,
 so that a noisy neighbour affects both alike; with --rounds N each tool times

@@ -207,10 +207,10 @@ const char *attn_status_description(attn_status status);
 /// arithmetic, so splitting them across threads changes no bit of the result.
 int attn_sdpa_splits_keys(const attn_params *params);
 
-/// The name of the micro-kernel path in use ("avx512", "avx2", "portable").
+/// The name of the micro-kernel path in use ("avx512", "avx2", "neon", "portable").
 const char *attn_kernel_path(void);
 
-/// Switches the micro-kernel path ("avx512", "avx2", "portable") for later calls.
+/// Switches the micro-kernel path ("avx512", "avx2", "neon", "portable") for later calls.
 /// Returns 1 on success, 0 if the name is unknown or this CPU cannot run it.
 /// Not safe while other threads are inside attn_sdpa_forward; for tests and
 /// benchmarks. ATTENTION_KERNEL_PATH sets the initial path the same way.

@@ -1,9 +1,9 @@
 // dispatch.c: chooses the micro-kernel table once per process.
 //
-// The best path the CPU supports is used (avx512 > avx2 > portable), unless
-// ATTENTION_KERNEL_PATH=portable|avx2|avx512 names another; a named path the CPU
-// lacks falls back to the best available one rather than faulting on an illegal
-// instruction. attn_select_kernel_path switches at run time (tests, benchmarks).
+// The best path the CPU supports is used (x86: avx512 > avx2 > portable;
+// aarch64: neon > portable), unless ATTENTION_KERNEL_PATH=portable|avx2|avx512|neon
+// names another; a named path the CPU lacks falls back to the best available
+// one rather than faulting on an illegal instruction. attn_select_kernel_path switches at run time (tests, benchmarks).
 #include "../include/attention.h"
 #include "microkernels.h"
 
@@ -13,6 +13,9 @@
 static const attn_microkernels *const all_paths[] = {
 #if defined(__x86_64__) || defined(__i386__)
     &attn_microkernels_avx512, &attn_microkernels_avx2,
+#endif
+#if defined(__aarch64__)
+    &attn_microkernels_neon,  // Advanced SIMD is mandatory in AArch64: always supported
 #endif
     &attn_microkernels_portable,
 };
@@ -24,6 +27,8 @@ int attn_microkernels_supported(const attn_microkernels *table) {
     if (table == &attn_microkernels_avx512) return __builtin_cpu_supports("avx512f");
     if (table == &attn_microkernels_avx2)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#elif defined(__aarch64__)
+    if (table != &attn_microkernels_neon && table != &attn_microkernels_portable) return 0;
 #else
     if (table != &attn_microkernels_portable) return 0;
 #endif

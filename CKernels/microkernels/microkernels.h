@@ -51,8 +51,8 @@
 #include <stdint.h>
 
 enum {
-    // Query rows per tile, the lane dimension of every score tile: 4 AVX-512 or
-    // 8 AVX2 registers across. A score tile (KEY_TILE × QUERY_TILE floats, 16 KiB)
+    // Query rows per tile, the lane dimension of every score tile: 4 AVX-512,
+    // 8 AVX2 or 16 NEON registers across. A score tile (KEY_TILE × QUERY_TILE floats, 16 KiB)
     // and the packed queries (head_dim × QUERY_TILE, 16 KiB at head_dim = 64)
     // share a 48 KiB L1 data cache with the streaming key rows.
     QUERY_TILE = 64,
@@ -128,6 +128,9 @@ extern const attn_microkernels attn_microkernels_portable;
 extern const attn_microkernels attn_microkernels_avx2;    // avx2.c: AVX2 + FMA
 extern const attn_microkernels attn_microkernels_avx512;  // avx512.c: AVX-512F
 #endif
+#if defined(__aarch64__)
+extern const attn_microkernels attn_microkernels_neon;    // neon.c: AArch64 Advanced SIMD
+#endif
 
 /// Keys a block of query rows [i, i + block_rows) must visit: past the last
 /// row's visible limit every weight of the block is masked.
@@ -137,7 +140,8 @@ static inline int64_t visible_cols(int64_t cols, int64_t i, int64_t block_rows, 
     return limit < 0 ? 0 : limit < cols ? limit : cols;
 }
 
-/// Whether this CPU can run the table (checked with __builtin_cpu_supports).
+/// Whether this CPU can run the table (checked with __builtin_cpu_supports on x86;
+/// NEON is part of every AArch64 CPU).
 int attn_microkernels_supported(const attn_microkernels *table);
 
 /// The table in use: chosen on first call, then fixed unless attn_select_kernel_path changes it.

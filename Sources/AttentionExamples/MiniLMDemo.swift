@@ -29,6 +29,47 @@ public enum MiniLMDemo {
 
     static let prefix = "encoder.layer.0.attention."
 
+    /// The attention weights of every head of the layer, with the tokens.
+    public struct HeadWeights: Sendable {
+        /// The sentence.
+        public let sentence: String
+        /// The WordPiece tokens, `[CLS]` … `[SEP]`.
+        public let tokens: [String]
+        /// `[1, heads, tokens, tokens]`: row i of head h is token i's attention over all tokens.
+        public let weights: Tensor<Float>
+        /// max |Δ| of the layer's attention output against PyTorch's.
+        public let outputDifference: Float
+    }
+
+    /// The weights of the 12 heads (from the oracle) and the tokens they are over.
+    ///
+    /// - Parameter backend: the backend of the output compared with PyTorch's.
+    /// - Throws: `SafetensorsError` or `AttentionError` if the bundled file is
+    ///   damaged (never for the file as shipped).
+    public static func headWeights(backend: AttentionBackend = .fused) throws -> HeadWeights {
+        let (file, layer, hidden) = try loadLayer(backend: backend)
+        let tokensJSON = Data((file.metadata["tokens"] ?? "[]").utf8)
+        let tokens = try JSONDecoder().decode([String].self, from: tokensJSON)
+        let weights = try layer.attentionWeights(query: hidden, key: hidden, value: hidden)
+        let output = try layer(hidden)
+        let difference = output.maxAbsoluteDifference(to: try file.floatTensor("attention_output")) ?? .infinity
+        return HeadWeights(sentence: file.metadata["sentence"] ?? "", tokens: tokens, weights: weights, outputDifference: difference)
+    }
+
+    /// The bundled file, the layer as BERT runs it, and its input `hidden_states [1, 16, 384]`.
+    static func loadLayer(backend: AttentionBackend) throws -> (SafetensorsFile, MultiHeadAttention, Tensor<Float>) {
+        let file = try SafetensorsFile(contentsOf: try ExampleData.url(forResource: "minilm-layer0.safetensors"))
+        func linear(_ name: String) throws -> Linear {
+            try Linear(weight: file.floatTensor(prefix + name + ".weight"), bias: file.floatTensor(prefix + name + ".bias"))
+        }
+        let heads = Int(file.metadata["num_heads"] ?? "") ?? 12
+        var layer = try MultiHeadAttention(
+            query: linear("self.query"), key: linear("self.key"), value: linear("self.value"),
+            outputProjection: linear("output.dense"), heads: heads)
+        layer.backend = backend
+        return (file, layer, try file.floatTensor("hidden_states"))
+    }
+
     /// Loads the bundled checkpoint slice and runs the layer.
     ///
     /// - Throws: `SafetensorsError` or `AttentionError` if the bundled file is

@@ -39,7 +39,19 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "table, json or csv.")
     var format: OutputFormat = .table
 
+    @Option(name: .long, help: "Threading driver: openmp or dispatch; repeatable (both: the table gives dispatch ÷ openmp throughput). Default: the current one.")
+    var driver: [AttentionThreading.Driver] = []
+
+    @Option(name: .long, help: "What idle OpenMP threads do between calls: spin, sleep or runtime; repeatable (each is a case). Default: the current policy.")
+    var idleWait: [AttentionThreading.IdleWait] = []
+
     enum OutputFormat: String, ExpressibleByArgument { case table, json, csv }
+
+    @Option(name: .long, help: "Also write an SVG plot: GFLOP/s (GB/s for decode) against length, one line per path × threads.")
+    var svg: String?
+
+    @Option(name: .long, help: "JSON lines from PyTorch's torch_sdpa_bench.py, plotted dashed beside ours (with --svg).")
+    var compare: String?
 
     func validate() throws {
         for text in shape where BenchmarkShape(parsing: text) == nil {
@@ -48,9 +60,14 @@ struct BenchCommand: ParsableCommand {
         if causal && nonCausal { throw ValidationError("--causal and --non-causal exclude each other") }
         if threads.contains(where: { $0 < 1 }) { throw ValidationError("--threads must be at least 1") }
         if let repetitions, repetitions < 1 { throw ValidationError("--repetitions must be at least 1") }
+        if driver.contains(.openMP) && !AttentionThreading.isOpenMPAvailable {
+            throw ValidationError("--driver openmp: this build has no OpenMP (package trait OpenMP off, or not Linux)")
+        }
+        if compare != nil, svg == nil { throw ValidationError("--compare plots PyTorch's rows beside ours: give --svg FILE too") }
     }
 
     func run() throws {
+        let peerRows = try compare.map(BenchPlot.loadPeerRows) ?? []  // a bad file fails before the long run
         let shapes = shape.isEmpty ? BenchmarkShape.defaultGrid : shape.compactMap(BenchmarkShape.init(parsing:))
         let causalModes = causal ? [true] : nonCausal ? [false] : [false, true]
         let threadCounts = threads.isEmpty ? Array(1...max(1, Int(attn_default_threads()))) : threads
@@ -58,12 +75,20 @@ struct BenchCommand: ParsableCommand {
         var peaks: [Int: Double] = [:]
         for count in threadCounts { peaks[count] = attn_fma_peak_gflops(Int32(count), 0.3) }
 
-        var cases: [(BenchmarkShape, Bool, Int, BackendChoice)] = []
+        let drivers = driver.isEmpty ? [AttentionThreading.driver] : driver
+        let idleWaits = idleWait.isEmpty ? [AttentionThreading.idleWait] : idleWait
+        var cases: [(BenchmarkShape, Bool, Int, BackendChoice, Settings)] = []
         for shape in shapes {
             for isCausal in causalModes where !(isCausal && shape.isDecode) {
                 let paths = path.isEmpty ? (shape.flops(causal: isCausal) < 2e8 ? [.fused, .reference] : [.fused]) : path
                 for backend in paths {
-                    for count in (backend == .reference ? [1] : threadCounts) { cases.append((shape, isCausal, count, backend)) }
+                    for count in (backend == .reference ? [1] : threadCounts) {
+                        // Driver × idle wait, interleaved per case so that the machine's
+                        // noise falls on every setting alike.
+                        let settings = backend == .reference ? [Settings(driver: drivers[0], idleWait: idleWaits[0])]
+                            : drivers.flatMap { d in idleWaits.map { Settings(driver: d, idleWait: $0) } }
+                        for setting in settings { cases.append((shape, isCausal, count, backend, setting)) }
+                    }
                 }
             }
         }
@@ -72,24 +97,30 @@ struct BenchCommand: ParsableCommand {
         }
         let progress = ProgressLine(total: cases.count)
         var results: [BenchmarkResult] = []
-        for (index, (shape, isCausal, count, backend)) in cases.enumerated() {
-            progress.show(index, "\(shape) \(isCausal ? "causal" : "full") \(backend.rawValue) \(count)t")
+        let initialSettings = Settings(driver: AttentionThreading.driver, idleWait: AttentionThreading.idleWait)
+        defer { initialSettings.apply() }
+        for (index, (shape, isCausal, count, backend, setting)) in cases.enumerated() {
+            progress.show(index, "\(shape) \(isCausal ? "causal" : "full") \(backend.rawValue) \(count)t \(setting)")
+            setting.apply()
             let (median, fastest, runs) = try measure(shape: shape, causal: isCausal, threads: count, backend: backend.backend)
             let gflops = shape.flops(causal: isCausal) / median / 1e9
             let result = BenchmarkResult(
                 batch: shape.batch, heads: shape.heads, kvHeads: shape.kvHeads, queryLength: shape.queryLength,
                 keyLength: shape.keyLength, headDim: shape.headDim, causal: isCausal, threads: count,
                 path: backend.rawValue, medianSeconds: median, gflops: gflops, repetitions: runs, minSeconds: fastest,
-                gbps: shape.bytes / median / 1e9, peakFraction: gflops / (peaks[count] ?? .nan), kernelPath: kernelPath)
+                gbps: shape.bytes / median / 1e9, peakFraction: gflops / (peaks[count] ?? .nan), kernelPath: kernelPath,
+                driver: setting.driver.rawValue, idleWait: setting.idleWait.rawValue)
             results.append(result)
             if format == .json { try printJSON(result) }
         }
         progress.finish()
+        if let svg { try BenchPlot.write(results, peers: peerRows, kernelPath: kernelPath, to: svg) }
         switch format {
         case .json: break
         case .csv: printCSV(results)
         case .table:
             printTable(results, peaks: peaks, kernelPath: kernelPath)
+            for line in BenchSummary.crossover(results) { print(line) }
             let largest = shapes.map(\.bytes).max() ?? 0
             print("peak RSS \(fixed(Self.peakResidentMegabytes(), 1)) MB; largest inputs + output \(fixed(largest / 1e6, 1)) MB")
         }
@@ -139,26 +170,34 @@ struct BenchCommand: ParsableCommand {
     }
 
     func printCSV(_ results: [BenchmarkResult]) {
-        print("batch,heads,kvHeads,queryLength,keyLength,headDim,causal,threads,path,medianSeconds,minSeconds,gflops,gbps,peakFraction,repetitions,kernelPath")
+        print("batch,heads,kvHeads,queryLength,keyLength,headDim,causal,threads,path,medianSeconds,minSeconds,gflops,gbps,peakFraction,repetitions,kernelPath,driver,idleWait")
         for r in results {
-            print("\(r.batch),\(r.heads),\(r.kvHeads),\(r.queryLength),\(r.keyLength),\(r.headDim),\(r.causal),\(r.threads),\(r.path),\(r.medianSeconds),\(r.minSeconds),\(r.gflops),\(r.gbps),\(r.peakFraction),\(r.repetitions),\(r.kernelPath)")
+            print("\(r.batch),\(r.heads),\(r.kvHeads),\(r.queryLength),\(r.keyLength),\(r.headDim),\(r.causal),\(r.threads),\(r.path),\(r.medianSeconds),\(r.minSeconds),\(r.gflops),\(r.gbps),\(r.peakFraction),\(r.repetitions),\(r.kernelPath),\(r.driver),\(r.idleWait)")
         }
     }
 
     func printTable(_ results: [BenchmarkResult], peaks: [Int: Double], kernelPath: String) {
         let peakText = peaks.keys.sorted().map { "\($0)t \(fixed(peaks[$0]!, 0))" }.joined(separator: ", ")
         print("kernel path \(kernelPath); FMA peak GFLOP/s: \(peakText)")
-        let header = ["shape B,H,Lq,Lk,D", "causal", "path", "thr", "median ms", "GFLOP/s", "GB/s", "% peak", "× 1 thread", "× reference"]
+        let header = ["shape B,H,Lq,Lk,D", "causal", "path", "driver", "idle", "thr", "median ms", "GFLOP/s", "GB/s", "% peak", "× 1 thread", "× reference", "× openmp"]
         var rows: [[String]] = []
         for r in results {
             let key = "\(r.batch),\(r.heads),\(r.queryLength),\(r.keyLength),\(r.headDim)" + (r.kvHeads != r.heads ? ",\(r.kvHeads)" : "")
-            let single = results.first { $0.path == r.path && $0.causal == r.causal && $0.threads == 1 && same($0, r) }
+            let single = results.first {
+                $0.path == r.path && $0.causal == r.causal && $0.threads == 1 && same($0, r) && $0.driver == r.driver && $0.idleWait == r.idleWait
+            }
             let reference = results.first { $0.path == "reference" && $0.causal == r.causal && same($0, r) }
+            // Dispatch's throughput over OpenMP's, the other settings alike.
+            let openMP = r.driver == AttentionThreading.Driver.openMP.rawValue ? nil : results.first {
+                $0.path == r.path && $0.causal == r.causal && $0.threads == r.threads && same($0, r)
+                    && $0.driver == AttentionThreading.Driver.openMP.rawValue && $0.idleWait == r.idleWait
+            }
             rows.append([
-                key, r.causal ? "yes" : "no", r.path, "\(r.threads)", fixed(r.medianSeconds * 1e3, 3), fixed(r.gflops, 1),
+                key, r.causal ? "yes" : "no", r.path, r.driver, r.idleWait, "\(r.threads)", fixed(r.medianSeconds * 1e3, 3), fixed(r.gflops, 1),
                 fixed(r.gbps, 1), fixed(100 * r.peakFraction, 0),
                 single.map { fixed($0.medianSeconds / r.medianSeconds, 2) } ?? "",
-                r.path == "fused" ? reference.map { fixed($0.medianSeconds / r.medianSeconds, 0) } ?? "" : "",
+                r.path == "fused" ? reference.map { BenchSummary.significant($0.medianSeconds / r.medianSeconds) } ?? "" : "",
+                openMP.map { fixed($0.medianSeconds / r.medianSeconds, 2) } ?? "",
             ])
         }
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
@@ -176,6 +215,22 @@ struct BenchCommand: ParsableCommand {
         return String(format: "%.\(decimals)f", value)
     }
 }
+
+/// The threading settings of one benchmark case.
+struct Settings: CustomStringConvertible {
+    var driver: AttentionThreading.Driver
+    var idleWait: AttentionThreading.IdleWait
+
+    func apply() {
+        AttentionThreading.driver = driver
+        AttentionThreading.idleWait = idleWait
+    }
+
+    var description: String { "\(driver.rawValue)/\(idleWait.rawValue)" }
+}
+
+extension AttentionThreading.Driver: ExpressibleByArgument {}
+extension AttentionThreading.IdleWait: ExpressibleByArgument {}
 
 #if os(Linux)
 private let RUSAGE_SELF_VALUE = __rusage_who_t(RUSAGE_SELF.rawValue)

@@ -58,4 +58,7 @@ struct BenchmarkResult: Encodable {
     let gbps: Double
     let peakFraction: Double
     let kernelPath: String
+    /// The threading driver (`openmp`, `dispatch`) and what idle OpenMP threads did (`spin`, `sleep`, `runtime`).
+    let driver: String
+    let idleWait: String
 }

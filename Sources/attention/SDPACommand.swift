@@ -8,13 +8,15 @@ struct SDPACommand: ParsableCommand {
         commandName: "sdpa",
         abstract: "Run scaled-dot-product attention on q, k, v from a safetensors file.",
         discussion: """
-            The input holds q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] (F32), and \
-            optionally mask_keep (U8 or BOOL, 1 = attend) or mask_additive (F32), each broadcastable \
+            The input holds q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] (F32, F16, BF16, F64 or F8_*), and \
+            optionally mask_keep (BOOL or any integer dtype, non-zero = attend) or mask_additive (as q), each broadcastable \
             to [B, Hq, Lq, Lk]. The output file gets out [B, Hq, Lq, Dv] and logsumexp [B, Hq, Lq]; \
             it is written to a temporary file and renamed, so a failed run leaves no partial file.
+            F16, BF16 and F8 inputs are widened to float32 exactly and F64 inputs rounded to the nearest float32 \
+            before the float32 kernel runs; out and logsumexp are always F32.
             """)
 
-    @Option(name: .long, help: "Input safetensors file with q, k, v (and mask_keep or mask_additive).")
+    @Option(name: .long, help: "Input safetensors file with q, k, v (F32, F16, BF16 or F64) and mask_keep or mask_additive.")
     var input: String
 
     @Option(name: .long, help: "Output safetensors file for out and logsumexp.")
@@ -38,8 +40,14 @@ struct SDPACommand: ParsableCommand {
     @Option(name: .long, help: "Backend: fused (the C kernel) or reference (the Swift oracle).")
     var backend: BackendChoice = .fused
 
-    @Option(name: .long, help: "Name of a tensor in the input to compare out with (e.g. out_ref64); prints max |Δ|.")
+    @Option(name: .long, help: "Name of a floating-point tensor in the input to compare out with (e.g. out_ref64); prints max |Δ|.")
     var compare: String?
+
+    @Flag(name: .customLong("print"), help: "Print out in PyTorch's format (long tensors summarised with ...).")
+    var printOutput = false
+
+    @Flag(name: .customLong("weights"), help: "Print the attention weights, from the reference path (small shapes only).")
+    var printWeights = false
 
     func run() throws {
         let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: input))
@@ -70,6 +78,7 @@ struct SDPACommand: ParsableCommand {
             }
             comparison = "max |out - \(compare)| = \(difference)"
         }
+        let printed = try printedTensors(output: result.output, file: file, mask: mask)
         var out = SafetensorsFile()
         out.set("out", result.output)
         out.set("logsumexp", result.logsumexp)
@@ -77,6 +86,7 @@ struct SDPACommand: ParsableCommand {
         try out.write(to: URL(fileURLWithPath: output))
         print("wrote out \(result.output.shape) and logsumexp \(result.logsumexp.shape) to \(output)")
         if let comparison { print(comparison) }
+        if let printed { print(printed) }
     }
 }
 

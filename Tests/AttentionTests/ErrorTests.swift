@@ -272,7 +272,7 @@ final class ErrorTests: XCTestCase {
 
         let loaded = try SafetensorsFile(data: bytes)
         assertThrowsError(SafetensorsError.self, try loaded.floatTensor("mask"), mentions: ["\"mask\"", "expected F32", "got U8"])
-        assertThrowsError(SafetensorsError.self, try loaded.boolTensor("q"), mentions: ["\"q\"", "expected U8 or BOOL", "got F32"])
+        assertThrowsError(SafetensorsError.self, try loaded.boolTensor("q"), mentions: ["\"q\"", "expected BOOL, I8", "or U64", "got F32"])
         assertThrowsError(SafetensorsError.self, try loaded.floatTensor("k"), mentions: ["\"k\"", "not found", "\"mask\", \"q\""])
     }
 

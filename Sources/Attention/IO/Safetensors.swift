@@ -8,29 +8,6 @@ import Musl
 import Darwin
 #endif
 
-/// The element types this package reads and writes in safetensors files.
-///
-/// The raw values are the format's `dtype` strings
-/// (<https://huggingface.co/docs/safetensors>); elements are stored little-endian.
-public enum SafetensorsDType: String, Sendable, CaseIterable {
-    /// IEEE 754 binary32, `Float`.
-    case f32 = "F32"
-    /// Unsigned 8-bit integer, `UInt8`.
-    case u8 = "U8"
-    /// Signed 32-bit integer, `Int32`.
-    case i32 = "I32"
-    /// One byte per element; zero is `false`, anything else `true` on reading.
-    case bool = "BOOL"
-
-    /// The size of one element in bytes.
-    public var byteSize: Int {
-        switch self {
-        case .f32, .i32: return 4
-        case .u8, .bool: return 1
-        }
-    }
-}
-
 /// An in-memory safetensors file: named tensors plus string metadata.
 ///
 /// The format (<https://huggingface.co/docs/safetensors>) is an 8-byte
@@ -44,18 +21,37 @@ public enum SafetensorsDType: String, Sendable, CaseIterable {
 /// elements. Loading validates the whole header before any tensor is read, as
 /// strictly as the reference implementation: shapes must be non-negative and
 /// their byte counts fit in `Int`, each tensor's byte range must lie in the
-/// buffer and hold exactly `elements × dtype size` bytes, and the ranges must
-/// cover the buffer without overlaps, holes or trailing bytes. Any byte string
-/// either loads or throws ``SafetensorsError``; none traps.
+/// buffer and hold exactly `elements × bitWidth / 8` bytes (a whole number for
+/// the sub-byte dtypes), and the ranges must cover the buffer without overlaps,
+/// holes or trailing bytes. Any byte string either loads or throws
+/// ``SafetensorsError``; none traps.
 ///
-/// Tensor data read from a file stays a slice of the loaded bytes until an
-/// accessor decodes it, so loading is one read plus the header parse.
+/// Every dtype of the format parses (``SafetensorsDType``), so a checkpoint with
+/// `BF16` weights, `I64` ids and `F8_E4M3` experts loads whole. Tensor data read
+/// from a file stays a slice of the loaded bytes until an accessor decodes it,
+/// so loading is one read plus the header parse, and a tensor that is never
+/// asked for is never decoded:
+///
+/// - ``floatTensor(_:)`` reads `F32` as stored, widens `F16`, `BF16` and the
+///   `F8_*` formats exactly, and rounds `F64` to the nearest `Float`;
+///   ``doubleTensor(_:)`` reads the same dtypes exactly.
+/// - ``integerTensor(_:as:)`` (and ``int64Tensor(_:)``, ``int32Tensor(_:)``,
+///   ``uint8Tensor(_:)``) reads any integer dtype, checking that each value fits.
+/// - ``boolTensor(_:)`` reads `BOOL` and the integer dtypes (zero is `false`).
+/// - ``data(of:)`` returns any tensor's stored bytes, for the dtypes that have
+///   no decoder (`F4`, `F6_*`, `C64`).
+///
+/// An accessor asked for a dtype it does not read throws
+/// `SafetensorsError.dtypeMismatch` naming the tensor, the dtypes it reads and
+/// the tensor's own: the float accessors read no integer or `BOOL` tensor, the
+/// integer accessors no float or `BOOL` tensor, and ``boolTensor(_:)`` no float
+/// tensor.
 public struct SafetensorsFile: Sendable, Equatable {
     /// One tensor's dtype, shape and raw little-endian bytes.
     struct Entry: Sendable, Equatable {
         var dtype: SafetensorsDType
         var shape: [Int]
-        /// Exactly `elements × dtype.byteSize` bytes; may be a slice of the
+        /// Exactly `elements × dtype.bitWidth / 8` bytes; may be a slice of the
         /// loaded file, so its indices need not start at zero.
         var bytes: Data
     }
@@ -94,11 +90,11 @@ public struct SafetensorsFile: Sendable, Equatable {
     /// `data` may be any `Data`, a slice included; nothing about its alignment is
     /// assumed.
     ///
-    /// - Parameter data: the whole file: header length, JSON header and data buffer.
     /// - Throws: `SafetensorsError.fileTooShort`, `.headerLengthExceedsFile`,
     ///   `.headerNotUTF8`, `.invalidJSON`, `.headerNotObject`,
     ///   `.duplicateTensorName`, `.invalidMetadata`, `.invalidEntry`,
-    ///   `.unsupportedDType`, `.invalidShape`, `.shapeOverflow`,
+    ///   `.unsupportedDType` (a dtype string the format does not define),
+    ///   `.invalidShape`, `.shapeOverflow`, `.bitCountNotWholeBytes`,
     ///   `.offsetsReversed`, `.offsetsOutOfRange`, `.byteCountMismatch`,
     ///   `.overlappingTensors` or `.dataBufferGap`, for the first problem found.
     public init(data: Data) throws {
@@ -164,8 +160,6 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     /// The element type of a tensor.
     ///
-    /// - Parameter name: the tensor's name in the header.
-    /// - Returns: its element type.
     /// - Throws: `SafetensorsError.tensorNotFound` if there is no such tensor.
     public func dtype(of name: String) throws -> SafetensorsDType {
         try entry(name).dtype
@@ -173,8 +167,6 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     /// The shape of a tensor, outermost dimension first; `[]` for a scalar.
     ///
-    /// - Parameter name: the tensor's name in the header.
-    /// - Returns: its dimensions, outermost first.
     /// - Throws: `SafetensorsError.tensorNotFound` if there is no such tensor.
     public func shape(of name: String) throws -> [Int] {
         try entry(name).shape
@@ -182,96 +174,211 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     // MARK: Reading tensors
 
-    /// A `F32` tensor.
+    /// The dtypes ``floatTensor(_:)`` and ``doubleTensor(_:)`` read.
+    static let floatDTypes = SafetensorsDType.allCases.filter(\.isFloatingPoint)
+    /// The dtypes ``integerTensor(_:as:)`` reads.
+    static let integerDTypes = SafetensorsDType.allCases.filter(\.isInteger)
+    /// The dtypes ``boolTensor(_:)`` reads.
+    static let boolDTypes = [SafetensorsDType.bool] + integerDTypes
+
+    /// A floating-point tensor as `Float`, decoded from its stored dtype.
+    ///
+    /// - `F32`: bit for bit (NaN payloads included).
+    /// - `F16`, `BF16`, `F8_E4M3`, `F8_E5M2`, `F8_E4M3FNUZ`, `F8_E5M2FNUZ`,
+    ///   `F8_E8M0`: widened exactly (every value of these formats is a `Float`;
+    ///   subnormals, infinities and NaNs included). The 8-bit formats are read
+    ///   as the plain numbers they encode: a block scale stored in another
+    ///   tensor is not applied.
+    /// - `F64`: rounded to the nearest `Float`, ties to even (IEEE 754 default
+    ///   rounding, as PyTorch's `tensor.float()`); magnitudes beyond the `Float`
+    ///   range (above 3.4028235e38 by at least half a unit in the last place)
+    ///   become ±infinity, and tiny values become `Float` subnormals or ±0.
+    ///   NaN stays NaN. Use ``doubleTensor(_:)`` to read `F64` exactly.
+    ///
+    /// Integer and `BOOL` tensors are not converted: they have their own
+    /// accessors.
     ///
     /// - Parameter name: the tensor's name in the header.
-    /// - Returns: the tensor, with the shape of the header.
-    /// - Throws: `SafetensorsError.tensorNotFound`, or `.dtypeMismatch` if the
-    ///   tensor is not `F32` (no conversion is done).
+    /// - Returns: the tensor with its stored shape.
+    /// - Throws: `SafetensorsError.tensorNotFound`, or `.dtypeMismatch` (with
+    ///   the dtypes listed above and the tensor's own) if it is not a
+    ///   floating-point tensor.
     public func floatTensor(_ name: String) throws -> Tensor<Float> {
-        let entry = try entry(name, accepting: [.f32])
-        var scalars: [Float] = Self.decode(entry.bytes)
-        #if _endian(big)
-        for index in scalars.indices { scalars[index] = Float(bitPattern: UInt32(littleEndian: scalars[index].bitPattern)) }
-        #endif
+        let entry = try entry(name, accepting: Self.floatDTypes)
+        return Tensor(validShape: entry.shape, scalars: Self.floats(entry))
+    }
+
+    /// A floating-point tensor as `Double`: `F64` exactly, every other
+    /// floating-point dtype widened exactly (as ``floatTensor(_:)`` reads it,
+    /// then to `Double`, which loses nothing).
+    ///
+    /// - Parameter name: the tensor's name in the header.
+    /// - Returns: the tensor with its stored shape.
+    /// - Throws: `SafetensorsError.tensorNotFound`, or `.dtypeMismatch` if it is
+    ///   not a floating-point tensor.
+    public func doubleTensor(_ name: String) throws -> Tensor<Double> {
+        let entry = try entry(name, accepting: Self.floatDTypes)
+        if entry.dtype == .f64 {
+            return Tensor(validShape: entry.shape, scalars: Self.mapLittleEndian(entry.bytes, as: UInt64.self, Double.init(bitPattern:)))
+        }
+        return Tensor(validShape: entry.shape, scalars: Self.floats(entry).map(Double.init))
+    }
+
+    /// An integer tensor of any integer dtype (`I8`, `I16`, `I32`, `I64`, `U8`,
+    /// `U16`, `U32`, `U64`) as the Swift integer type `type`, value by value.
+    ///
+    /// Every value must fit in `type`: reading an `I64` tensor of token ids as
+    /// `Int32` works when the ids are below 2³¹, and throws naming the first
+    /// value that is not. `BOOL` and floating-point tensors are not read.
+    ///
+    /// - Parameters:
+    ///   - name: the tensor's name in the header.
+    ///   - type: the element type of the result, for example `Int64.self`.
+    /// - Returns: the tensor with its stored shape.
+    /// - Throws: `SafetensorsError.tensorNotFound`; `.dtypeMismatch` if it is
+    ///   not an integer tensor; `.valueOutOfRange` with the first element (in
+    ///   row-major order) that `type` cannot hold.
+    public func integerTensor<T: SafetensorsInteger>(_ name: String, as type: T.Type = T.self) throws -> Tensor<T> {
+        let entry = try entry(name, accepting: Self.integerDTypes)
+        let scalars: [T]
+        switch entry.dtype {
+        case .i8: scalars = try Self.integers(entry, tensor: name, storedAs: Int8.self)
+        case .i16: scalars = try Self.integers(entry, tensor: name, storedAs: Int16.self)
+        case .i32: scalars = try Self.integers(entry, tensor: name, storedAs: Int32.self)
+        case .i64: scalars = try Self.integers(entry, tensor: name, storedAs: Int64.self)
+        case .u8: scalars = try Self.integers(entry, tensor: name, storedAs: UInt8.self)
+        case .u16: scalars = try Self.integers(entry, tensor: name, storedAs: UInt16.self)
+        case .u32: scalars = try Self.integers(entry, tensor: name, storedAs: UInt32.self)
+        case .u64: scalars = try Self.integers(entry, tensor: name, storedAs: UInt64.self)
+        default: preconditionFailure("entry(_:accepting:) admits integer dtypes only")
+        }
         return Tensor(validShape: entry.shape, scalars: scalars)
     }
 
-    /// A `U8` tensor.
+    /// An integer tensor as `Int64`: ``integerTensor(_:as:)`` with `Int64`.
     ///
     /// - Parameter name: the tensor's name in the header.
-    /// - Returns: the tensor, with the shape of the header.
-    /// - Throws: `SafetensorsError.tensorNotFound`, or `.dtypeMismatch` if the
-    ///   tensor is not `U8`.
-    public func uint8Tensor(_ name: String) throws -> Tensor<UInt8> {
-        let entry = try entry(name, accepting: [.u8])
-        return Tensor(validShape: entry.shape, scalars: Self.decode(entry.bytes))
+    /// - Returns: the tensor with its stored shape.
+    /// - Throws: `SafetensorsError.tensorNotFound`, `.dtypeMismatch` if it is not
+    ///   an integer tensor, or `.valueOutOfRange` for a `U64` value above
+    ///   `Int64.max`.
+    public func int64Tensor(_ name: String) throws -> Tensor<Int64> {
+        try integerTensor(name, as: Int64.self)
     }
 
-    /// An `I32` tensor.
+    /// An integer tensor as `Int32`: ``integerTensor(_:as:)`` with `Int32`.
     ///
     /// - Parameter name: the tensor's name in the header.
-    /// - Returns: the tensor, with the shape of the header.
-    /// - Throws: `SafetensorsError.tensorNotFound`, or `.dtypeMismatch` if the
-    ///   tensor is not `I32`.
+    /// - Returns: the tensor with its stored shape.
+    /// - Throws: `SafetensorsError.tensorNotFound`, `.dtypeMismatch` if it is not
+    ///   an integer tensor, or `.valueOutOfRange` for a value outside `Int32`.
     public func int32Tensor(_ name: String) throws -> Tensor<Int32> {
-        let entry = try entry(name, accepting: [.i32])
-        var scalars: [Int32] = Self.decode(entry.bytes)
-        #if _endian(big)
-        for index in scalars.indices { scalars[index] = Int32(littleEndian: scalars[index]) }
-        #endif
+        try integerTensor(name, as: Int32.self)
+    }
+
+    /// An integer tensor as `UInt8`: ``integerTensor(_:as:)`` with `UInt8`.
+    ///
+    /// - Parameter name: the tensor's name in the header.
+    /// - Returns: the tensor with its stored shape.
+    /// - Throws: `SafetensorsError.tensorNotFound`, `.dtypeMismatch` if it is not
+    ///   an integer tensor (`BOOL` included: read it with ``boolTensor(_:)``), or
+    ///   `.valueOutOfRange` for a value outside `0...255`.
+    public func uint8Tensor(_ name: String) throws -> Tensor<UInt8> {
+        try integerTensor(name, as: UInt8.self)
+    }
+
+    /// A boolean tensor from a `BOOL` or integer tensor: zero is `false`, any
+    /// other value `true` (as PyTorch's `tensor.bool()`).
+    ///
+    /// Floating-point tensors are not read: a float mask is an additive mask,
+    /// whose polarity is the opposite of a keep mask's.
+    ///
+    /// - Parameter name: the tensor's name in the header.
+    /// - Returns: the tensor with its stored shape.
+    /// - Throws: `SafetensorsError.tensorNotFound`, or `.dtypeMismatch` if the
+    ///   tensor is neither `BOOL` nor an integer tensor.
+    public func boolTensor(_ name: String) throws -> Tensor<Bool> {
+        let entry = try entry(name, accepting: Self.boolDTypes)
+        let bytes: [UInt8] = Self.decode(entry.bytes)
+        let width = entry.dtype.bitWidth / 8
+        if width == 1 {
+            return Tensor(validShape: entry.shape, scalars: bytes.map { $0 != 0 })
+        }
+        // An element is non-zero exactly when one of its bytes is, in either
+        // byte order.
+        let count = bytes.count / width
+        let scalars = bytes.withUnsafeBufferPointer { buffer in
+            (0..<count).map { element in
+                buffer[(element * width)..<(element * width + width)].contains { $0 != 0 }
+            }
+        }
         return Tensor(validShape: entry.shape, scalars: scalars)
     }
 
-    /// A boolean tensor from a `U8` or `BOOL` tensor: zero is `false`, any other
-    /// byte `true`.
+    /// The stored bytes of a tensor of any dtype, exactly as in the file:
+    /// `elements × dtype.bitWidth / 8` bytes, little-endian elements in
+    /// row-major order. This is how to read the dtypes that have no decoder
+    /// here (`F4` and `F6_*`, packed as the format's writer packed them, and
+    /// `C64`).
     ///
     /// - Parameter name: the tensor's name in the header.
-    /// - Returns: the tensor, with the shape of the header.
-    /// - Throws: `SafetensorsError.tensorNotFound`, or `.dtypeMismatch` if the
-    ///   tensor is neither `U8` nor `BOOL`.
-    public func boolTensor(_ name: String) throws -> Tensor<Bool> {
-        let entry = try entry(name, accepting: [.u8, .bool])
-        let bytes: [UInt8] = Self.decode(entry.bytes)
-        return Tensor(validShape: entry.shape, scalars: bytes.map { $0 != 0 })
+    /// - Returns: a copy of the bytes, indexed from zero.
+    /// - Throws: `SafetensorsError.tensorNotFound` if there is no such tensor.
+    public func data(of name: String) throws -> Data {
+        Data(try entry(name).bytes)
     }
 
     // MARK: Adding tensors
 
-    /// Adds a tensor as `F32`, replacing any tensor of the same name.
+    /// Adds a `Float` tensor, stored as `F32` (bit for bit, the default) or
+    /// narrowed to `F16` or `BF16`, or widened to `F64`; replaces any tensor of
+    /// the same name.
+    ///
+    /// `F16` and `BF16` round to nearest, ties to even (IEEE 754 default
+    /// rounding, as PyTorch's `tensor.half()` and `tensor.bfloat16()`); values
+    /// that round past the format's largest finite value become ±infinity
+    /// (65520 and above for `F16`); NaN stays NaN (quiet, sign kept). See
+    /// ``SafetensorsFloatDType`` for the ranges.
     ///
     /// - Parameters:
-    ///   - name: the tensor's name in the header.
-    ///   - tensor: the tensor; its shape is written as it is.
-    /// - Precondition: `name` is not `"__metadata__"`, which the format reserves.
-    public mutating func set(_ name: String, _ tensor: Tensor<Float>) {
-        #if _endian(big)
-        let scalars = tensor.scalars.map { Float(bitPattern: $0.bitPattern.littleEndian) }
-        #else
-        let scalars = tensor.scalars
-        #endif
-        store(name, Entry(dtype: .f32, shape: tensor.shape, bytes: scalars.withUnsafeBytes { Data($0) }))
+    ///   - name: the tensor's name; not `"__metadata__"`, which the format
+    ///     reserves (a precondition).
+    ///   - tensor: the values.
+    ///   - dtype: the stored dtype.
+    public mutating func set(_ name: String, _ tensor: Tensor<Float>, as dtype: SafetensorsFloatDType = .f32) {
+        let bytes: Data
+        switch dtype {
+        case .f32:
+            bytes = Self.encode(tensor.scalars.map { $0.bitPattern.littleEndian })
+        case .f16:
+            bytes = Self.encode(tensor.scalars.map { NarrowFloat.half(from: $0).littleEndian })
+        case .bf16:
+            bytes = Self.encode(tensor.scalars.map { NarrowFloat.bfloat16(from: $0).littleEndian })
+        case .f64:
+            bytes = Self.encode(tensor.scalars.map { Double($0).bitPattern.littleEndian })
+        }
+        store(name, Entry(dtype: dtype.dtype, shape: tensor.shape, bytes: bytes))
     }
 
-    /// Adds a tensor as `U8`, replacing any tensor of the same name.
+    /// Adds a `Double` tensor as `F64` (bit for bit), replacing any tensor of
+    /// the same name.
     ///
     /// - Parameters:
-    ///   - name: the tensor's name in the header.
-    ///   - tensor: the tensor; its shape is written as it is.
-    /// - Precondition: `name` is not `"__metadata__"`, which the format reserves.
-    public mutating func set(_ name: String, _ tensor: Tensor<UInt8>) {
-        store(name, Entry(dtype: .u8, shape: tensor.shape, bytes: Data(tensor.scalars)))
+    ///   - name: the tensor's name; not `"__metadata__"` (a precondition).
+    ///   - tensor: the values.
+    public mutating func set(_ name: String, _ tensor: Tensor<Double>) {
+        store(name, Entry(dtype: .f64, shape: tensor.shape, bytes: Self.encode(tensor.scalars.map { $0.bitPattern.littleEndian })))
     }
 
-    /// Adds a tensor as `I32`, replacing any tensor of the same name.
+    /// Adds an integer tensor as its own dtype (`Int64` as `I64`, `UInt8` as
+    /// `U8`, …; see ``SafetensorsInteger``), replacing any tensor of the same
+    /// name.
     ///
     /// - Parameters:
-    ///   - name: the tensor's name in the header.
-    ///   - tensor: the tensor; its shape is written as it is.
-    /// - Precondition: `name` is not `"__metadata__"`, which the format reserves.
-    public mutating func set(_ name: String, _ tensor: Tensor<Int32>) {
-        let scalars = tensor.scalars.map(\.littleEndian)
-        store(name, Entry(dtype: .i32, shape: tensor.shape, bytes: scalars.withUnsafeBytes { Data($0) }))
+    ///   - name: the tensor's name; not `"__metadata__"` (a precondition).
+    ///   - tensor: the values.
+    public mutating func set<T: SafetensorsInteger>(_ name: String, _ tensor: Tensor<T>) {
+        store(name, Entry(dtype: T.safetensorsDType, shape: tensor.shape, bytes: Self.encode(tensor.scalars.map(\.littleEndian))))
     }
 
     /// Adds a boolean tensor, replacing any tensor of the same name.
@@ -281,11 +388,30 @@ public struct SafetensorsFile: Sendable, Equatable {
     /// that read those read this too; ``boolTensor(_:)`` reads it back.
     ///
     /// - Parameters:
-    ///   - name: the tensor's name in the header.
-    ///   - tensor: the tensor; its shape is written as it is.
-    /// - Precondition: `name` is not `"__metadata__"`, which the format reserves.
+    ///   - name: the tensor's name; not `"__metadata__"` (a precondition).
+    ///   - tensor: the values.
     public mutating func set(_ name: String, _ tensor: Tensor<Bool>) {
         store(name, Entry(dtype: .u8, shape: tensor.shape, bytes: Data(tensor.scalars.map { $0 ? 1 : 0 })))
+    }
+
+    /// Adds a tensor of any dtype from its encoded bytes (little-endian
+    /// elements, row-major; sub-byte dtypes packed), replacing any tensor of
+    /// the same name. The bytes are not interpreted, only counted.
+    ///
+    /// - Parameters:
+    ///   - name: the tensor's name; not `"__metadata__"` (a precondition).
+    ///   - dtype: the stored dtype.
+    ///   - shape: the shape, outermost dimension first.
+    ///   - data: exactly `elements × dtype.bitWidth / 8` bytes.
+    /// - Throws: `SafetensorsError.invalidShape`, `.shapeOverflow`,
+    ///   `.bitCountNotWholeBytes`, or `.byteCountMismatch` if `data` has
+    ///   another size; the file is then unchanged.
+    public mutating func set(_ name: String, dtype: SafetensorsDType, shape: [Int], data: Data) throws {
+        let expected = try Self.byteCount(tensor: name, dtype: dtype, shape: shape)
+        guard data.count == expected else {
+            throw SafetensorsError.byteCountMismatch(tensor: name, dtype: dtype, shape: shape, expected: expected, actual: data.count)
+        }
+        store(name, Entry(dtype: dtype, shape: shape, bytes: Data(data)))
     }
 
     // MARK: Writing
@@ -363,6 +489,88 @@ public struct SafetensorsFile: Sendable, Equatable {
     private mutating func store(_ name: String, _ entry: Entry) {
         precondition(name != Self.metadataKey, "\"\(Self.metadataKey)\" is reserved for metadata and cannot name a tensor")
         entries[name] = entry
+    }
+
+    /// The `Float` values of a floating-point entry (see ``floatTensor(_:)``).
+    private static func floats(_ entry: Entry) -> [Float] {
+        switch entry.dtype {
+        case .f32:
+            #if _endian(big)
+            return littleEndian(entry.bytes, as: UInt32.self).map(Float.init(bitPattern:))
+            #else
+            return decode(entry.bytes)
+            #endif
+        case .f64:
+            return mapLittleEndian(entry.bytes, as: UInt64.self) { Float(Double(bitPattern: $0)) }
+        case .f16:
+            return mapLittleEndian(entry.bytes, as: UInt16.self, NarrowFloat.float(fromHalf:))
+        case .bf16:
+            return mapLittleEndian(entry.bytes, as: UInt16.self, NarrowFloat.float(fromBFloat16:))
+        case .f8E4M3: return lookUp(entry.bytes, in: NarrowFloat.e4m3Table)
+        case .f8E5M2: return lookUp(entry.bytes, in: NarrowFloat.e5m2Table)
+        case .f8E4M3FNUZ: return lookUp(entry.bytes, in: NarrowFloat.e4m3FNUZTable)
+        case .f8E5M2FNUZ: return lookUp(entry.bytes, in: NarrowFloat.e5m2FNUZTable)
+        case .f8E8M0: return lookUp(entry.bytes, in: NarrowFloat.e8m0Table)
+        default: preconditionFailure("entry(_:accepting:) admits floating-point dtypes only")
+        }
+    }
+
+    /// Each byte's entry in a 256-value table.
+    private static func lookUp(_ bytes: Data, in table: [Float]) -> [Float] {
+        let codes: [UInt8] = decode(bytes)
+        return table.withUnsafeBufferPointer { table in codes.map { table[Int($0)] } }
+    }
+
+    /// The values of an integer entry stored as `Stored`, converted to `T`.
+    private static func integers<Stored: SafetensorsInteger, T: SafetensorsInteger>(
+        _ entry: Entry, tensor name: String, storedAs: Stored.Type
+    ) throws -> [T] {
+        let values = littleEndian(entry.bytes, as: Stored.self)
+        if Stored.self == T.self { return unsafeBitCast(values, to: [T].self) }
+        var result: [T] = []
+        result.reserveCapacity(values.count)
+        for (index, value) in values.enumerated() {
+            guard let converted = T(exactly: value) else {
+                throw SafetensorsError.valueOutOfRange(
+                    tensor: name, index: index, value: String(value), dtype: entry.dtype,
+                    targetType: String(describing: T.self), targetRange: "\(T.min)...\(T.max)")
+            }
+            result.append(converted)
+        }
+        return result
+    }
+
+    /// `transform` of each little-endian `Raw` element of `bytes`, in one pass
+    /// over the bytes (no alignment of `bytes` assumed).
+    private static func mapLittleEndian<Raw: FixedWidthInteger & BitwiseCopyable, Result>(
+        _ bytes: Data, as: Raw.Type, _ transform: (Raw) -> Result
+    ) -> [Result] {
+        let width = MemoryLayout<Raw>.size
+        let count = bytes.count / width
+        return [Result](unsafeUninitializedCapacity: count) { buffer, initialized in
+            bytes.withUnsafeBytes { raw in
+                for index in 0..<count {
+                    let element = Raw(littleEndian: raw.loadUnaligned(fromByteOffset: index * width, as: Raw.self))
+                    (buffer.baseAddress! + index).initialize(to: transform(element))
+                }
+            }
+            initialized = count
+        }
+    }
+
+    /// Little-endian integers of type `T` from raw bytes, in host byte order.
+    private static func littleEndian<T: FixedWidthInteger & BitwiseCopyable>(_ bytes: Data, as: T.Type) -> [T] {
+        let values: [T] = decode(bytes)
+        #if _endian(big)
+        return values.map(T.init(littleEndian:))
+        #else
+        return values
+        #endif
+    }
+
+    /// The bytes of an array of already little-endian elements.
+    private static func encode<T: BitwiseCopyable>(_ values: [T]) -> Data {
+        values.withUnsafeBytes { Data($0) }
     }
 
     /// Copies raw bytes into a new array of `T`, byte for byte (no alignment of
@@ -456,18 +664,7 @@ public struct SafetensorsFile: Sendable, Equatable {
             }
             shape.append(dimension)
         }
-        if shape.contains(where: { $0 < 0 }) {
-            throw SafetensorsError.invalidShape(tensor: name, shape: shape)
-        }
-        // The product of the non-zero dimensions must fit, not just the full
-        // product: then every partial product (strides, row-major indexing) fits.
-        var nonZeroProduct = dtype.byteSize
-        for dimension in shape where dimension != 0 {
-            let (product, overflow) = nonZeroProduct.multipliedReportingOverflow(by: dimension)
-            if overflow { throw SafetensorsError.shapeOverflow(tensor: name, shape: shape, dtype: dtype) }
-            nonZeroProduct = product
-        }
-        let expectedBytes = shape.contains(0) ? 0 : nonZeroProduct
+        let expectedBytes = try Self.byteCount(tensor: name, dtype: dtype, shape: shape)
 
         // data_offsets
         let offsetsExpectation = "[begin, end] with two non-negative integers"
@@ -490,6 +687,30 @@ public struct SafetensorsFile: Sendable, Equatable {
                 tensor: name, dtype: dtype, shape: shape, expected: expectedBytes, actual: end - begin)
         }
         return (dtype, shape, begin..<end)
+    }
+
+    /// The number of bytes a `dtype` tensor of `shape` occupies.
+    ///
+    /// The product of the non-zero dimensions times the element size must fit,
+    /// not just the full product: then every partial product (strides,
+    /// row-major indexing) fits. Sub-byte dtypes count bits and must fill
+    /// whole bytes.
+    static func byteCount(tensor name: String, dtype: SafetensorsDType, shape: [Int]) throws -> Int {
+        if shape.contains(where: { $0 < 0 }) {
+            throw SafetensorsError.invalidShape(tensor: name, shape: shape)
+        }
+        var nonZeroProduct = dtype.byteSize ?? dtype.bitWidth
+        for dimension in shape where dimension != 0 {
+            let (product, overflow) = nonZeroProduct.multipliedReportingOverflow(by: dimension)
+            if overflow { throw SafetensorsError.shapeOverflow(tensor: name, shape: shape, dtype: dtype) }
+            nonZeroProduct = product
+        }
+        if shape.contains(0) { return 0 }
+        if dtype.byteSize != nil { return nonZeroProduct }
+        guard nonZeroProduct % 8 == 0 else {
+            throw SafetensorsError.bitCountNotWholeBytes(tensor: name, dtype: dtype, shape: shape, bits: nonZeroProduct)
+        }
+        return nonZeroProduct / 8
     }
 
     /// A JSON string literal: quotes, backslashes and control characters escaped,

@@ -25,10 +25,13 @@ public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertibl
     /// field is missing, repeated or of the wrong JSON type. `field` is `"entry"`
     /// when the entry itself is not an object.
     case invalidEntry(tensor: String, field: String, expected: String, actual: String)
-    /// A tensor's `dtype` is not one of ``SafetensorsDType``'s.
+    /// A tensor's `dtype` is not one of the format's (``SafetensorsDType``).
     case unsupportedDType(tensor: String, dtype: String)
     /// A tensor's shape has a negative dimension.
     case invalidShape(tensor: String, shape: [Int])
+    /// A tensor of a packed sub-byte dtype (`F4`, `F6_E2M3`, `F6_E3M2`) whose
+    /// `elements × bitWidth` bits are not a whole number of bytes.
+    case bitCountNotWholeBytes(tensor: String, dtype: SafetensorsDType, shape: [Int], bits: Int)
     /// A tensor's element count or byte count does not fit in `Int`.
     case shapeOverflow(tensor: String, shape: [Int], dtype: SafetensorsDType)
     /// A tensor's `data_offsets` has its begin after its end.
@@ -49,8 +52,13 @@ public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertibl
     case invalidMetadata(key: String, expected: String, actual: String)
     /// No tensor of that name; `available` lists the names there are, sorted.
     case tensorNotFound(name: String, available: [String])
-    /// The tensor exists but has another dtype than the accessor reads.
+    /// The tensor exists but has a dtype that the accessor does not read
+    /// (`expected` lists the ones it does).
     case dtypeMismatch(tensor: String, expected: [SafetensorsDType], actual: SafetensorsDType)
+    /// An integer accessor met a stored value that the requested Swift type
+    /// cannot hold: element `index` (row-major) of a `dtype` tensor is `value`,
+    /// outside `targetType`'s range `targetRange` (`min...max`).
+    case valueOutOfRange(tensor: String, index: Int, value: String, dtype: SafetensorsDType, targetType: String, targetRange: String)
     /// Reading or writing a file failed; `reason` is the operating system's.
     case ioFailure(path: String, reason: String)
 
@@ -77,6 +85,8 @@ public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertibl
             return "tensor \(quoted(tensor)) dtype: expected one of \(supported), got unsupported \(quoted(dtype))"
         case let .invalidShape(tensor, shape):
             return "tensor \(quoted(tensor)) shape: expected non-negative dimensions, got \(shape)"
+        case let .bitCountNotWholeBytes(tensor, dtype, shape, bits):
+            return "tensor \(quoted(tensor)) shape: expected a whole number of bytes (\(dtype.bitWidth) bits per \(dtype.rawValue) element), got \(bits) bits for \(shape)"
         case let .shapeOverflow(tensor, shape, dtype):
             return "tensor \(quoted(tensor)) shape: expected a byte count that fits in Int, got \(shape) of \(dtype.rawValue)"
         case let .offsetsReversed(tensor, begin, end):
@@ -96,8 +106,13 @@ public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertibl
             let more = available.count > 20 ? ", … (\(available.count - 20) more)" : ""
             return "tensor \(quoted(name)): not found; available: [\(shown)\(more)]"
         case let .dtypeMismatch(tensor, expected, actual):
-            let wanted = expected.map(\.rawValue).joined(separator: " or ")
+            let names = expected.map(\.rawValue)
+            let wanted = names.count <= 2
+                ? names.joined(separator: " or ")
+                : names.dropLast().joined(separator: ", ") + " or " + names.last!
             return "tensor \(quoted(tensor)) dtype: expected \(wanted), got \(actual.rawValue)"
+        case let .valueOutOfRange(tensor, index, value, dtype, targetType, targetRange):
+            return "tensor \(quoted(tensor)) element \(index): expected a value that fits in \(targetType) (\(targetRange)), got \(value) (\(dtype.rawValue))"
         case let .ioFailure(path, reason):
             return "\(path): \(reason)"
         }

@@ -57,8 +57,9 @@ public struct CausalSelfAttention: Sendable {
     /// the book's `CausalAttention(d_in, d_out, context_length, dropout, qkv_bias)`.
     ///
     /// The generator is SplitMix64, not PyTorch's: `seed` reproduces these
-    /// weights, not those of `torch.manual_seed(seed)`; load the book's weights
-    /// with ``init(query:key:value:contextLength:dropoutProbability:)``.
+    /// weights, not those of `torch.manual_seed(seed)`. The book's exact weights
+    /// are bundled in `AttentionExamples` (`BookChapter3.load()`); load those, or
+    /// a checkpoint's, with ``init(query:key:value:contextLength:dropoutProbability:)``.
     ///
     /// - Parameters:
     ///   - dIn: input features, the size of the input's last dimension.
@@ -104,7 +105,7 @@ public struct CausalSelfAttention: Sendable {
     }
 
     private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
-        let sequence = try SequenceBatch(input, argument: "input", features: projections.query.inFeatures)
+        let sequence = try SequenceBatch(input, argument: "input", projection: projections.query, weightName: "query.weight")
         try checkContextLength(sequence.length, contextLength: contextLength, argument: "input")
         let problem = try projections.problem(
             queryInput: sequence, keyInput: sequence, valueInput: sequence, causal: .topLeft,

@@ -41,8 +41,10 @@ public struct Linear: Sendable {
     /// drawn from a seeded generator so that it reproduces.
     ///
     /// The generator is SplitMix64, not PyTorch's: the same `seed` gives the same
-    /// weights here every time, but not those of `torch.manual_seed(seed)`.
-    /// Load a checkpoint's tensors with ``init(weight:bias:)`` for those.
+    /// weights here every time, but not those of `torch.manual_seed(seed)`, so
+    /// `seed: 123` does not reproduce the book's weights (those are bundled:
+    /// `AttentionExamples`' `BookChapter3.load()`). Load a checkpoint's tensors
+    /// with ``init(weight:bias:)``.
     ///
     /// - Parameters:
     ///   - inFeatures: the size of the input's last dimension, ≥ 0.
@@ -77,7 +79,11 @@ public struct Linear: Sendable {
     ///   `threads` below 1.
     public func callAsFunction(_ input: Tensor<Float>, argument: String = "input", threads: Int? = nil) throws -> Tensor<Float> {
         guard input.rank >= 1, input.shape.last == inFeatures else {
-            throw AttentionError.invalidShape(argument: argument, expected: "[..., \(inFeatures)] (inFeatures)", actual: input.shape)
+            let transposedHint = input.shape.last == outFeatures && outFeatures != inFeatures
+                ? "; weight \(weight.shape) would fit transposed: a weight stored [in, out] (y = x·W) goes in as weight.transposed()"
+                : ""
+            throw AttentionError.invalidShape(
+                argument: argument, expected: "[..., \(inFeatures)] (inFeatures)\(transposedHint)", actual: input.shape)
         }
         if let threads, threads < 1 {
             throw AttentionError.invalidValue(argument: "threads", expected: "at least 1", actual: "\(threads)")

@@ -3,6 +3,11 @@
 /// again (Vaswani et al. 2017, §3.2.2; Raschka, "Build a Large Language Model
 /// (From Scratch)", §3.6.2, `MultiHeadAttention`).
 ///
+/// Causal or not: the book's class is causal, and so is the layer made with the
+/// book's signature, ``init(dIn:dOut:contextLength:dropout:numHeads:qkvBias:seed:)``;
+/// the other initialisers keep PyTorch's `nn.MultiheadAttention` default (not
+/// causal) unless `causal:` says otherwise.
+///
 /// Beyond the book, as users of PyTorch's `nn.MultiheadAttention` expect:
 /// separate query and key/value inputs (cross-attention, with their own feature
 /// sizes), key padding, any `AttentionMask`, causal or not, grouped-query
@@ -46,6 +51,8 @@ public struct MultiHeadAttention: Sendable {
     public var parameterCount: Int { projections.parameterCount + (outputProjection?.parameterCount ?? 0) }
 
     /// A layer from explicit projections (PyTorch `nn.Linear` layout `[out, in]`).
+    /// Not causal unless `causal` says so (PyTorch's default); for the book's
+    /// weights pass `causal: .topLeft`.
     ///
     /// - Parameters:
     ///   - query: W_q, `weight [heads · headDim, queryFeatures]`.
@@ -87,12 +94,50 @@ public struct MultiHeadAttention: Sendable {
         self.dropoutProbability = dropoutProbability
     }
 
-    /// A freshly initialised layer, the book's `MultiHeadAttention(d_in, d_out,
-    /// context_length, dropout, num_heads, qkv_bias)` (PyTorch initialisation, seeded).
+    /// The book's layer, `MultiHeadAttention(d_in, d_out, context_length, dropout,
+    /// num_heads, qkv_bias=False)` (Raschka §3.6.2), freshly initialised: causal
+    /// (top-left, each token sees itself and the tokens before it), as the book's
+    /// class, which masks with `torch.triu(ones(context_length, context_length), diagonal=1)`.
+    ///
+    /// The same as `init(dIn:dOut:heads:kvHeads:causal:contextLength:dropoutProbability:qkvBias:outputBias:keyFeatures:valueFeatures:seed:)`
+    /// with `heads: numHeads, causal: .topLeft`.
+    ///
+    /// - Parameters:
+    ///   - dIn: input features.
+    ///   - dOut: model width, split into `numHeads` heads of `dOut / numHeads`; the output is `dOut` wide.
+    ///   - contextLength: the longest input accepted (the size of the book's mask buffer).
+    ///   - dropout: probability of dropping an attention weight in training, in [0, 1).
+    ///   - numHeads: the number of heads; divides `dOut`.
+    ///   - qkvBias: whether the query, key and value projections have a bias (the book: no).
+    ///   - seed: keys this package's SplitMix64 generator for the initial weights
+    ///     (PyTorch's `nn.Linear` distribution). It is not `torch.manual_seed`:
+    ///     `seed: 123` does not give the book's numbers; the book's exact weights are
+    ///     bundled in `AttentionExamples` (`BookChapter3.load().multiHeadAttention`).
+    /// - Throws: `AttentionError.invalidValue` if `numHeads` does not divide `dOut`,
+    ///   `contextLength` is negative or `dropout` is outside [0, 1).
+    public init(
+        dIn: Int, dOut: Int, contextLength: Int, dropout: Float, numHeads: Int, qkvBias: Bool = false, seed: UInt64 = 0
+    ) throws {
+        guard numHeads >= 1, dOut % numHeads == 0 else {
+            throw AttentionError.invalidValue(argument: "numHeads", expected: "a positive divisor of dOut = \(dOut)", actual: "\(numHeads)")
+        }
+        guard dropout >= 0, dropout < 1 else {
+            throw AttentionError.invalidValue(argument: "dropout", expected: "a probability in [0, 1)", actual: "\(dropout)")
+        }
+        try self.init(
+            dIn: dIn, dOut: dOut, heads: numHeads, causal: .topLeft, contextLength: contextLength,
+            dropoutProbability: dropout, qkvBias: qkvBias, seed: seed)
+    }
+
+    /// A freshly initialised layer with every option (PyTorch initialisation,
+    /// seeded). Not causal unless `causal` says so: PyTorch's `nn.MultiheadAttention`
+    /// default. For the book's causal layer use
+    /// ``init(dIn:dOut:contextLength:dropout:numHeads:qkvBias:seed:)``, or pass `causal: .topLeft`.
     ///
     /// The generator is SplitMix64, not PyTorch's: `seed` reproduces these
-    /// weights, not those of `torch.manual_seed(seed)`; load a checkpoint's (or
-    /// the book's) weights with
+    /// weights, not those of `torch.manual_seed(seed)`. The book's exact weights
+    /// are bundled in `AttentionExamples` (`BookChapter3.load()`); load those, or
+    /// a checkpoint's, with
     /// ``init(query:key:value:outputProjection:heads:kvHeads:causal:contextLength:dropoutProbability:)``.
     ///
     /// - Parameters:
@@ -246,9 +291,9 @@ public struct MultiHeadAttention: Sendable {
         query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,
         keyPaddingMask: Tensor<Bool>?, mask: AttentionMask
     ) throws -> (SequenceBatch, AttentionProblem) {
-        let querySequence = try SequenceBatch(query, argument: "query", features: projections.query.inFeatures)
-        let keySequence = try SequenceBatch(key, argument: "key", features: projections.key.inFeatures)
-        let valueSequence = try SequenceBatch(value, argument: "value", features: projections.value.inFeatures)
+        let querySequence = try SequenceBatch(query, argument: "query", projection: projections.query, weightName: "query.weight")
+        let keySequence = try SequenceBatch(key, argument: "key", projection: projections.key, weightName: "key.weight")
+        let valueSequence = try SequenceBatch(value, argument: "value", projection: projections.value, weightName: "value.weight")
         guard keySequence.wasUnbatched == querySequence.wasUnbatched else {
             throw AttentionError.invalidShape(argument: "key", expected: "rank \(query.rank) like query \(query.shape)", actual: key.shape)
         }

@@ -34,8 +34,9 @@ public struct SelfAttention: Sendable {
     /// A freshly initialised layer (PyTorch's `nn.Linear` initialisation, seeded).
     ///
     /// The generator is SplitMix64, not PyTorch's: `seed` reproduces these
-    /// weights, not those of `torch.manual_seed(seed)`; load the book's weights
-    /// with ``init(query:key:value:)``.
+    /// weights, not those of `torch.manual_seed(seed)`. The book's exact weights
+    /// are bundled in `AttentionExamples` (`BookChapter3.load()`); load those, or
+    /// a checkpoint's, with ``init(query:key:value:)``.
     ///
     /// - Parameters:
     ///   - dIn: input features, the size of the input's last dimension.
@@ -73,7 +74,7 @@ public struct SelfAttention: Sendable {
     }
 
     private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
-        let sequence = try SequenceBatch(input, argument: "input", features: projections.query.inFeatures)
+        let sequence = try SequenceBatch(input, argument: "input", projection: projections.query, weightName: "query.weight")
         let problem = try projections.problem(
             queryInput: sequence, keyInput: sequence, valueInput: sequence, causal: nil,
             dropoutProbability: 0, dropoutSeed: 0, threads: threads)

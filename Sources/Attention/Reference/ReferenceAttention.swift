@@ -19,7 +19,6 @@ extension AttentionProblem {
         var output = [Float](repeating: 0, count: batch * queryHeads * queryLength * valueDim)
         var logsumexp = [Float](repeating: 0, count: batch * queryHeads * queryLength)
         var weights = [Float](repeating: 0, count: wantWeights ? batch * queryHeads * queryLength * keyLength : 0)
-        let causalOffset = causal == .bottomRight ? keyLength - queryLength : 0
         var logits = [Double](repeating: 0, count: keyLength)
         var rowWeights = [Double](repeating: 0, count: keyLength)
         var scaledQuery = [Double](repeating: 0, count: headDim)
@@ -28,37 +27,7 @@ extension AttentionProblem {
             for h in 0..<queryHeads {
                 let kvHead = h / groupSize
                 for i in 0..<queryLength {
-                    // Logits, with every mask applied as −∞ (or added, for an additive mask).
-                    for d in 0..<headDim { scaledQuery[d] = Double(scale * query[b, h, i, d]) }
-                    for j in 0..<keyLength {
-                        var dot = 0.0
-                        for d in 0..<headDim {
-                            dot += scaledQuery[d] * Double(key[b, kvHead, j, d])
-                        }
-                        // Logits live in float32: one that is not finite there is NaN.
-                        var logit = abs(dot) <= Double(Float.greatestFiniteMagnitude) ? dot : .nan
-                        switch mask {
-                        case let .keep(keep)?:
-                            if !keep[b, h, i, j] { logit = -.infinity }
-                        case let .additive(bias)?:
-                            // The bias is added to the float32 logit, in float32 (as in
-                            // PyTorch): a sum past the float32 range is −∞ there, which
-                            // masks the cell, or +∞, which makes the row NaN.
-                            let added = Double(bias[b, h, i, j])
-                            if added == -.infinity {
-                                logit = -.infinity
-                            } else {
-                                let biased = logit + added
-                                let rounded = Float(biased)
-                                logit = rounded == -.infinity ? -.infinity : rounded == .infinity ? .nan : biased
-                            }
-                        case nil:
-                            break
-                        }
-                        if causal != nil, j > i + causalOffset { logit = -.infinity }
-                        if let keyPaddingKeep, !keyPaddingKeep[b * keyLength + j] { logit = -.infinity }
-                        logits[j] = logit
-                    }
+                    referenceLogits(b: b, h: h, i: i, scaledQuery: &scaledQuery, into: &logits)
                     // Softmax with the row max subtracted; NaN anywhere makes the max NaN.
                     var rowMax = -Double.infinity
                     for logit in logits where logit.isNaN || logit > rowMax { rowMax = logit }
@@ -98,6 +67,45 @@ extension AttentionProblem {
             }
         }
         return BackendResult(output: output, logsumexp: logsumexp, weights: wantWeights ? weights : nil)
+    }
+
+    /// The logits of query row (b, h, i) over every key, masks applied: `scale·q`
+    /// rounded to float32, the dot products in double precision, a logit beyond
+    /// the float32 range NaN, masked cells −∞ (an additive mask added).
+    func referenceLogits(b: Int, h: Int, i: Int, scaledQuery: inout [Double], into logits: inout [Double]) {
+        let kvHead = h / groupSize
+        let causalOffset = causal == .bottomRight ? keyLength - queryLength : 0
+        // Logits, with every mask applied as −∞ (or added, for an additive mask).
+        for d in 0..<headDim { scaledQuery[d] = Double(scale * query[b, h, i, d]) }
+        for j in 0..<keyLength {
+            var dot = 0.0
+            for d in 0..<headDim {
+                dot += scaledQuery[d] * Double(key[b, kvHead, j, d])
+            }
+            // Logits live in float32: one that is not finite there is NaN.
+            var logit = abs(dot) <= Double(Float.greatestFiniteMagnitude) ? dot : .nan
+            switch mask {
+            case let .keep(keep)?:
+                if !keep[b, h, i, j] { logit = -.infinity }
+            case let .additive(bias)?:
+                // The bias is added to the float32 logit, in float32 (as in
+                // PyTorch): a sum past the float32 range is −∞ there, which
+                // masks the cell, or +∞, which makes the row NaN.
+                let added = Double(bias[b, h, i, j])
+                if added == -.infinity {
+                    logit = -.infinity
+                } else {
+                    let biased = logit + added
+                    let rounded = Float(biased)
+                    logit = rounded == -.infinity ? -.infinity : rounded == .infinity ? .nan : biased
+                }
+            case nil:
+                break
+            }
+            if causal != nil, j > i + causalOffset { logit = -.infinity }
+            if let keyPaddingKeep, !keyPaddingKeep[b * keyLength + j] { logit = -.infinity }
+            logits[j] = logit
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 import CAttention
 
-/// The micro-kernel paths this CPU can run ("avx512", "avx2", "portable").
-let supportedKernelPaths: [String] = ["avx512", "avx2", "portable"].filter { attn_kernel_path_supported($0) != 0 }
+/// The micro-kernel paths this CPU can run ("avx512", "avx2", "neon", "portable").
+let supportedKernelPaths: [String] = ["avx512", "avx2", "neon", "portable"].filter { attn_kernel_path_supported($0) != 0 }
 
 /// Runs `body` once on every supported micro-kernel path, then restores the
 /// process's default path. XCTest runs test methods one at a time, so switching
