@@ -23,6 +23,9 @@ import Foundation
 /// suffix. `Bool` elements print as `True`/`False`, integers in decimal, other
 /// element types through `String(describing:)`.
 extension Tensor: CustomStringConvertible {
+    /// The tensor in PyTorch's print format with its shape appended, e.g.
+    /// `tensor([[0.4300, 0.1500, 0.8900]], shape=[1, 3])`: what `print(tensor)`
+    /// shows.
     public var description: String {
         let prefix = "tensor("
         let summarize = count > TensorPrintOptions.threshold

@@ -90,6 +90,7 @@ public struct SafetensorsFile: Sendable, Equatable {
     /// `data` may be any `Data`, a slice included; nothing about its alignment is
     /// assumed.
     ///
+    /// - Parameter data: the whole file: header length, JSON header and data buffer.
     /// - Throws: `SafetensorsError.fileTooShort`, `.headerLengthExceedsFile`,
     ///   `.headerNotUTF8`, `.invalidJSON`, `.headerNotObject`,
     ///   `.duplicateTensorName`, `.invalidMetadata`, `.invalidEntry`,
@@ -160,6 +161,8 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     /// The element type of a tensor.
     ///
+    /// - Parameter name: the tensor's name in the header.
+    /// - Returns: its element type.
     /// - Throws: `SafetensorsError.tensorNotFound` if there is no such tensor.
     public func dtype(of name: String) throws -> SafetensorsDType {
         try entry(name).dtype
@@ -167,6 +170,8 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     /// The shape of a tensor, outermost dimension first; `[]` for a scalar.
     ///
+    /// - Parameter name: the tensor's name in the header.
+    /// - Returns: its dimensions, outermost first.
     /// - Throws: `SafetensorsError.tensorNotFound` if there is no such tensor.
     public func shape(of name: String) throws -> [Int] {
         try entry(name).shape
