@@ -10,8 +10,10 @@ struct SDPACommand: ParsableCommand {
         discussion: """
             The input holds q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] (F32), and \
             optionally mask_keep (U8 or BOOL, 1 = attend) or mask_additive (F32), each broadcastable \
-            to [B, Hq, Lq, Lk]. The output file gets out [B, Hq, Lq, Dv] and logsumexp [B, Hq, Lq]; \
-            it is written to a temporary file and renamed, so a failed run leaves no partial file.
+            to [B, Hq, Lq, Lk]. The output file gets out [B, Hq, Lq, Dv] and logsumexp [B, Hq, Lq]. \
+            A regular file (new or existing) is written to a temporary file and renamed, keeping an \
+            existing file's mode and owner, so a failed run leaves no partial file; a symbolic link \
+            is written through to its target; a FIFO or character device is streamed to.
             """)
 
     @Option(name: .long, help: "Input safetensors file with q, k, v (and mask_keep or mask_additive).")
@@ -70,11 +72,12 @@ struct SDPACommand: ParsableCommand {
             }
             comparison = "max |out - \(compare)| = \(difference)"
         }
-        var out = SafetensorsFile()
-        out.set("out", result.output)
-        out.set("logsumexp", result.logsumexp)
-        out.metadata = ["producer": "attention sdpa", "input": input]
-        try out.write(to: URL(fileURLWithPath: output))
+        // The result is written from where it is, without a file image in memory;
+        // a FIFO whose reader goes away is an error (EPIPE), not a silent exit.
+        signal(SIGPIPE, SIG_IGN)
+        try SafetensorsFile.write(
+            floatTensors: [("out", result.output), ("logsumexp", result.logsumexp)],
+            metadata: ["producer": "attention sdpa", "input": input], to: URL(fileURLWithPath: output))
         print("wrote out \(result.output.shape) and logsumexp \(result.logsumexp.shape) to \(output)")
         if let comparison { print(comparison) }
     }
