@@ -37,7 +37,7 @@ extension AttentionProblem {
         }
         let outputStrides = layout.strides(batch: batch, heads: queryHeads, length: queryLength, dim: valueDim)
         var output = [Float](repeating: 0, count: try Tensor<Float>.allocatableCount(
-            of: [batch, queryHeads, queryLength, valueDim], argument: "values"))
+            of: [batch, queryHeads, queryLength, valueDim], argument: "values", tensor: "output"))
         var logsumexp = [Float](repeating: 0, count: wantLogsumexp ? batch * queryHeads * queryLength : 0)
 
         var params = attn_params()

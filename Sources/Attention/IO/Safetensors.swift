@@ -529,7 +529,13 @@ private enum FileIO {
             guard (info.st_mode & S_IFMT) != S_IFDIR else {
                 throw SafetensorsError.ioFailure(path: path, reason: "is a directory")
             }
-            var data = Data(capacity: max(0, Int(info.st_size)))
+            let size = max(0, Int(info.st_size))
+            do {
+                try MemoryBudget.check(bytes: UInt64(size), tensor: "file", shape: [size])
+            } catch let AttentionError.insufficientMemory(_, _, bytes, reason) {
+                throw SafetensorsError.ioFailure(path: path, reason: "its \(bytes) bytes cannot be read into memory: \(reason)")
+            }
+            var data = Data(capacity: size)
             var chunk = [UInt8](repeating: 0, count: 1 << 20)
             while true {
                 let count = chunk.withUnsafeMutableBytes { buffer in

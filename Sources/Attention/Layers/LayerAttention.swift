@@ -75,7 +75,8 @@ extension AttentionProblem {
 
     /// The oracle's attention weights `[batch, heads, queryLength, keyLength]`.
     func referenceWeights() throws -> Tensor<Float> {
-        _ = try Tensor<Float>.allocatableCount(of: maskShape, argument: "input")
+        _ = try Tensor<Float>.allocatableCount(of: maskShape, argument: "input", tensor: "weights")
+        try checkReferenceScratch()
         let result = runReference(layout: .headsMajor, wantWeights: true)
         return Tensor(validShape: [batch, queryHeads, queryLength, keyLength], scalars: result.weights ?? [])
     }

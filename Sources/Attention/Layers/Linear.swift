@@ -65,7 +65,8 @@ public struct Linear: Sendable {
             throw AttentionError.invalidShape(argument: argument, expected: "[..., \(inFeatures)] (inFeatures)", actual: input.shape)
         }
         let outputShape = Array(input.shape.dropLast()) + [outFeatures]
-        var output = [Float](repeating: 0, count: try Tensor<Float>.allocatableCount(of: outputShape, argument: argument))
+        var output = [Float](repeating: 0, count: try Tensor<Float>.allocatableCount(
+            of: outputShape, argument: argument, tensor: "\(argument) projection"))
         let rowCount = input.shape.dropLast().contains(0) ? 0 : input.shape.dropLast().reduce(1, *)
         let status = input.withUnsafeBufferPointer { x in
             weight.withUnsafeBufferPointer { w in
