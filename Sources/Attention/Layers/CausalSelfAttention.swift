@@ -46,12 +46,26 @@ public struct CausalSelfAttention: Sendable {
 
     /// A freshly initialised layer (PyTorch's `nn.Linear` initialisation, seeded).
     ///
+    /// W_q, W_k and W_v are matrices 0, 1 and 2 of the parameter stream keyed by
+    /// `seed` (Philox-4x32-10, one place per matrix): layers built with different
+    /// seeds share no matrix, and the three differ from each other.
+    ///
     /// - Throws: as `init(query:key:value:contextLength:dropoutProbability:)`.
     public init(dIn: Int, dOut: Int, contextLength: Int, dropoutProbability: Float = 0, qkvBias: Bool = false, seed: UInt64 = 0) throws {
         try self.init(
-            query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed),
-            key: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed &+ 1),
-            value: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed &+ 2),
+            dIn: dIn, dOut: dOut, contextLength: contextLength, dropoutProbability: dropoutProbability, qkvBias: qkvBias,
+            parameters: ParameterStream(seed: seed), firstMatrix: 0)
+    }
+
+    /// A layer whose W_q, W_k, W_v are matrices `firstMatrix`, `+ 1`, `+ 2` of `parameters`.
+    init(
+        dIn: Int, dOut: Int, contextLength: Int, dropoutProbability: Float, qkvBias: Bool,
+        parameters: ParameterStream, firstMatrix: Int
+    ) throws {
+        try self.init(
+            query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: parameters, matrix: firstMatrix),
+            key: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: parameters, matrix: firstMatrix + 1),
+            value: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: parameters, matrix: firstMatrix + 2),
             contextLength: contextLength, dropoutProbability: dropoutProbability)
     }
 

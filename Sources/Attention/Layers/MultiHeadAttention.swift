@@ -84,6 +84,9 @@ public struct MultiHeadAttention: Sendable {
     /// - Parameters:
     ///   - dIn: input features (of the query; `keyFeatures`/`valueFeatures` default to it).
     ///   - dOut: model width, split into `heads` heads; the output is `dOut` wide.
+    ///   - seed: the key of the parameter stream: W_q, W_k, W_v and the output
+    ///     projection are its matrices 0, 1, 2 and 3 (Philox-4x32-10, one place
+    ///     per matrix), so layers built with different seeds share no matrix.
     /// - Throws: as `init(query:key:value:outputProjection:heads:kvHeads:causal:contextLength:dropoutProbability:)`.
     public init(
         dIn: Int, dOut: Int, heads: Int, kvHeads: Int? = nil, causal: CausalAlignment? = nil,
@@ -98,11 +101,12 @@ public struct MultiHeadAttention: Sendable {
                 argument: "kvHeads", expected: "a divisor of heads = \(heads) (grouped-query attention)", actual: "\(kvHeads)")
         }
         let kvWidth = dOut / heads * (kvHeads ?? heads)
+        let parameters = ParameterStream(seed: seed)
         try self.init(
-            query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed),
-            key: Linear(inFeatures: keyFeatures ?? dIn, outFeatures: kvWidth, bias: qkvBias, seed: seed &+ 1),
-            value: Linear(inFeatures: valueFeatures ?? dIn, outFeatures: kvWidth, bias: qkvBias, seed: seed &+ 2),
-            outputProjection: Linear(inFeatures: dOut, outFeatures: dOut, bias: outputBias, seed: seed &+ 3),
+            query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: parameters, matrix: 0),
+            key: Linear(inFeatures: keyFeatures ?? dIn, outFeatures: kvWidth, bias: qkvBias, parameters: parameters, matrix: 1),
+            value: Linear(inFeatures: valueFeatures ?? dIn, outFeatures: kvWidth, bias: qkvBias, parameters: parameters, matrix: 2),
+            outputProjection: Linear(inFeatures: dOut, outFeatures: dOut, bias: outputBias, parameters: parameters, matrix: 3),
             heads: heads, kvHeads: kvHeads, causal: causal, contextLength: contextLength,
             dropoutProbability: dropoutProbability)
     }

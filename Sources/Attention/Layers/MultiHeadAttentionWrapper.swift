@@ -26,6 +26,11 @@ public struct MultiHeadAttentionWrapper: Sendable {
 
     /// `numHeads` freshly initialised heads (PyTorch initialisation, seeded).
     ///
+    /// Head `h` takes matrices `3h`, `3h + 1`, `3h + 2` of the parameter stream
+    /// keyed by `seed` (as the book's heads draw in turn from one generator), so
+    /// head 0 is `CausalSelfAttention(…, seed: seed)` and no two heads, and no
+    /// two wrappers of different seeds, share a matrix.
+    ///
     /// - Throws: as `init(heads:)` and `CausalSelfAttention.init`.
     public init(
         dIn: Int, dOut: Int, contextLength: Int, numHeads: Int, dropoutProbability: Float = 0,
@@ -34,10 +39,11 @@ public struct MultiHeadAttentionWrapper: Sendable {
         guard numHeads >= 1 else {
             throw AttentionError.invalidValue(argument: "numHeads", expected: "at least one head", actual: "\(numHeads)")
         }
+        let parameters = ParameterStream(seed: seed)
         try self.init(heads: (0..<numHeads).map { index in
             try CausalSelfAttention(
                 dIn: dIn, dOut: dOut, contextLength: contextLength, dropoutProbability: dropoutProbability,
-                qkvBias: qkvBias, seed: seed &+ UInt64(index) &* 16)
+                qkvBias: qkvBias, parameters: parameters, firstMatrix: 3 * index)
         })
     }
 

@@ -26,15 +26,20 @@ public struct SelfAttention: Sendable {
 
     /// A freshly initialised layer (PyTorch's `nn.Linear` initialisation, seeded).
     ///
+    /// W_q, W_k and W_v are matrices 0, 1 and 2 of the parameter stream keyed by
+    /// `seed` (Philox-4x32-10, one place per matrix): layers built with different
+    /// seeds share no matrix, and the three differ from each other.
+    ///
     /// - Parameters:
     ///   - dIn: input features; dOut: width of the query, key and value vectors.
     ///   - qkvBias: whether the projections have a bias (the book: no).
+    ///   - seed: the key of the parameter stream.
     /// - Throws: `AttentionError.invalidValue` for a negative size.
     public init(dIn: Int, dOut: Int, qkvBias: Bool = false, seed: UInt64 = 0) throws {
         try self.init(
-            query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed),
-            key: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed &+ 1),
-            value: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed &+ 2))
+            query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: ParameterStream(seed: seed), matrix: 0),
+            key: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: ParameterStream(seed: seed), matrix: 1),
+            value: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: ParameterStream(seed: seed), matrix: 2))
     }
 
     /// The context vectors.
