@@ -128,11 +128,14 @@ private final class ByteCounter: @unchecked Sendable {
     var total = 0
 }
 
-/// Runs a program and collects its exit status and output.
-func runProcess(_ executable: String, _ arguments: [String]) throws -> AttentionRun {
+/// Runs a program (with extra environment variables) and collects its exit status and output.
+func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> AttentionRun {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let output = Pipe(), error = Pipe()
     process.standardOutput = output
     process.standardError = error
