@@ -40,29 +40,7 @@ extension AttentionProblem {
             of: [batch, queryHeads, queryLength, valueDim], argument: "values", tensor: "output"))
         var logsumexp = [Float](repeating: 0, count: wantLogsumexp ? batch * queryHeads * queryLength : 0)
 
-        var params = attn_params()
-        params.batch = Int64(batch)
-        params.query_heads = Int64(queryHeads)
-        params.kv_heads = Int64(kvHeads)
-        params.query_length = Int64(queryLength)
-        params.key_length = Int64(keyLength)
-        params.head_dim = Int64(headDim)
-        params.value_dim = Int64(valueDim)
-        params.query_strides = Self.tuple(query.strides)
-        params.key_strides = Self.tuple(key.strides)
-        params.value_strides = Self.tuple(value.strides)
-        params.output_strides = Self.tuple(outputStrides)
-        params.logsumexp_strides = (Int64(queryHeads * queryLength), Int64(queryLength), 1)
-        params.scale = scale
-        switch causal {
-        case .none: params.causal = ATTN_CAUSAL_NONE
-        case .topLeft?: params.causal = ATTN_CAUSAL_TOP_LEFT
-        case .bottomRight?: params.causal = ATTN_CAUSAL_BOTTOM_RIGHT
-        }
-        params.dropout_p = dropoutProbability
-        params.dropout_seed = dropoutSeed
-        params.num_threads = Int32(clamping: threads ?? 0)
-
+        var params = kernelParameters(outputStrides: outputStrides, threads: threads)
         let status: attn_status = query.storage.withUnsafeBufferPointer { q in
             key.storage.withUnsafeBufferPointer { k in
                 value.storage.withUnsafeBufferPointer { v in
@@ -88,8 +66,37 @@ extension AttentionProblem {
         return BackendResult(output: output, logsumexp: wantLogsumexp ? logsumexp : nil, weights: nil)
     }
 
+    /// The kernel's parameters for this problem, without the operand pointers
+    /// (set inside `withUnsafeBufferPointer` scopes by the caller).
+    func kernelParameters(outputStrides: [Int], threads: Int?) -> attn_params {
+        var params = attn_params()
+        params.batch = Int64(batch)
+        params.query_heads = Int64(queryHeads)
+        params.kv_heads = Int64(kvHeads)
+        params.query_length = Int64(queryLength)
+        params.key_length = Int64(keyLength)
+        params.head_dim = Int64(headDim)
+        params.value_dim = Int64(valueDim)
+        params.query_strides = Self.tuple(query.strides)
+        params.key_strides = Self.tuple(key.strides)
+        params.value_strides = Self.tuple(value.strides)
+        params.output_strides = Self.tuple(outputStrides)
+        params.logsumexp_strides = (Int64(queryHeads * queryLength), Int64(queryLength), 1)
+        params.scale = scale
+        switch causal {
+        case .none: params.causal = ATTN_CAUSAL_NONE
+        case .topLeft?: params.causal = ATTN_CAUSAL_TOP_LEFT
+        case .bottomRight?: params.causal = ATTN_CAUSAL_BOTTOM_RIGHT
+        }
+        params.dropout_p = dropoutProbability
+        params.dropout_seed = dropoutSeed
+        params.num_threads = Int32(clamping: threads ?? 0)
+
+        return params
+    }
+
     /// Fills the mask fields of `params` for the duration of `body`.
-    private func withMask(_ params: inout attn_params, _ body: (inout attn_params) -> attn_status) -> attn_status {
+    func withMask(_ params: inout attn_params, _ body: (inout attn_params) -> attn_status) -> attn_status {
         switch mask {
         case .none:
             params.mask_kind = ATTN_MASK_NONE
@@ -113,7 +120,7 @@ extension AttentionProblem {
     }
 
     /// Fills the key padding fields of `params` for the duration of `body`.
-    private func withKeyPadding(_ params: inout attn_params, _ body: (inout attn_params) -> attn_status) -> attn_status {
+    func withKeyPadding(_ params: inout attn_params, _ body: (inout attn_params) -> attn_status) -> attn_status {
         guard let keyPaddingKeep else { return body(&params) }
         params.key_padding_strides = (Int64(keyLength), 1)
         return keyPaddingKeep.withUnsafeBytes { bytes in
@@ -123,7 +130,7 @@ extension AttentionProblem {
         }
     }
 
-    private static func tuple(_ strides: [Int]) -> (Int64, Int64, Int64, Int64) {
+    static func tuple(_ strides: [Int]) -> (Int64, Int64, Int64, Int64) {
         (Int64(strides[0]), Int64(strides[1]), Int64(strides[2]), Int64(strides[3]))
     }
 }

@@ -9,6 +9,41 @@ public struct MultiHeadAttentionWrapper: Sendable {
     /// The number of trainable numbers.
     public var parameterCount: Int { heads.reduce(0) { $0 + $1.parameterCount } }
 
+    /// Whether every head is in training mode; setting it sets every head's.
+    public var isTraining: Bool {
+        get { heads.allSatisfy(\.isTraining) }
+        set { for index in heads.indices { heads[index].isTraining = newValue } }
+    }
+
+    /// The heads' dropout probability (the first head's; setting it sets
+    /// every head's). In [0, 1); a value outside makes the next call throw.
+    public var dropoutProbability: Float {
+        get { heads.first?.dropoutProbability ?? 0 }
+        set { for index in heads.indices { heads[index].dropoutProbability = newValue } }
+    }
+
+    /// Reseeds every head's dropout stream from one seed: head `h` gets the
+    /// seed `MultiHeadAttentionWrapper.headDropoutSeed(seed, head: h)`, each a
+    /// new stream at call 0, so the heads drop unrelated cells and the whole
+    /// sequence follows from `seed`. (Each head made without a seed already
+    /// has a default seed of its own, see `DropoutStream.nextDefaultSeed()`.)
+    ///
+    /// - Parameter seed: the wrapper's dropout seed.
+    public mutating func setDropoutSeed(_ seed: UInt64) {
+        for index in heads.indices { heads[index].dropoutSeed = Self.headDropoutSeed(seed, head: index) }
+    }
+
+    /// The dropout seed of head `head` under the wrapper seed `seed`: Philox-4x32-10
+    /// under `seed` at the counter `(head, 0, 0xD20F_0118, 0)`, first two words.
+    ///
+    /// - Returns: the seed of that head's stream.
+    public static func headDropoutSeed(_ seed: UInt64, head: Int) -> UInt64 {
+        let words = Philox.philox4x32_10(
+            counter: (UInt32(truncatingIfNeeded: head), UInt32(truncatingIfNeeded: head >> 32), 0xD20F_0118, 0),
+            key: (UInt32(truncatingIfNeeded: seed), UInt32(truncatingIfNeeded: seed >> 32)))
+        return UInt64(words.0) | UInt64(words.1) << 32
+    }
+
     /// A wrapper over given heads.
     ///
     /// - Throws: `AttentionError.invalidValue` if `heads` is empty or the heads
