@@ -112,8 +112,20 @@ static void scores_task(const attn_params *p, const attn_microkernels *kernels, 
     if (logsumexp)
         for (int64_t i = 0; i < QUERY_TILE; i++) s->row_lse[i] = i < rows ? logsumexp[row_index + i] : 0.0f;
     const float *k = p->head_dim > 0 ? p->key + b * p->key_strides[0] + kv_head * p->key_strides[1] : 0;
-    for (int64_t col0 = 0; col0 < p->key_length; col0 += KEY_TILE) {
-        const int64_t cols = p->key_length - col0 < KEY_TILE ? p->key_length - col0 : KEY_TILE;
+    // Keys past the tile's last visible one are masked for every row: written
+    // without a product (causal block skipping, as in the forward pass).
+    int64_t key_end = p->key_length;
+    if (p->causal != ATTN_CAUSAL_NONE) {
+        const int64_t last_visible = row0 + rows - 1 + causal_offset;
+        key_end = last_visible + 1 < 0 ? 0 : last_visible + 1 < key_end ? last_visible + 1 : key_end;
+    }
+    const int explicit_mask = p->mask_kind != ATTN_MASK_NONE || p->key_padding_keep;
+    int nan_rows = 0;
+    if (logsumexp)
+        for (int64_t i = 0; i < rows; i++) nan_rows |= isnan(s->row_lse[i]) != 0;
+    float *out_rows = out + row_index * p->key_length;
+    for (int64_t col0 = 0; col0 < key_end; col0 += KEY_TILE) {
+        const int64_t cols = key_end - col0 < KEY_TILE ? key_end - col0 : KEY_TILE;
         // Row i sees keys j < i + visible_limit of this tile.
         int64_t visible_limit = cols;
         if (p->causal != ATTN_CAUSAL_NONE && col0 + cols - 1 > row0 + causal_offset)
@@ -123,26 +135,36 @@ static void scores_task(const attn_params *p, const attn_microkernels *kernels, 
                              rows, visible_limit, s->st, s->no_max, 0, 0);
         else
             memset(s->st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
-        mask_tile(p, b, h, row0, rows, col0, cols, visible_limit, s->st);
+        if (explicit_mask || visible_limit < cols) mask_tile(p, b, h, row0, rows, col0, cols, visible_limit, s->st);
         if (logsumexp) {
             kernels->exp_row_sum(s->st, cols, rows, s->row_lse, s->tile_sum, visible_limit, 1);
-            for (int64_t i = 0; i < rows; i++) {
-                const int nan_row = isnan(s->row_lse[i]);  // as in the oracle: NaN everywhere
-                for (int64_t j = 0; j < cols; j++) {
-                    float *w = s->st + j * QUERY_TILE + i;
-                    if (nan_row) *w = NAN;
-                    if (p->dropout_p > 0.0f)
-                        *w = attn_philox_keep(p->dropout_seed, b, h, row0 + i, col0 + j, p->dropout_p)
-                                 ? *w * keep_scale
-                                 : *w * 0.0f;
-                    *w += 0.0f;  // a masked cell's −0 is written as +0
+            if (nan_rows || p->dropout_p > 0.0f)
+                for (int64_t i = 0; i < rows; i++) {
+                    const int nan_row = isnan(s->row_lse[i]);  // as in the oracle: NaN everywhere
+                    for (int64_t j = 0; j < cols; j++) {
+                        float *w = s->st + j * QUERY_TILE + i;
+                        if (nan_row) *w = NAN;
+                        if (p->dropout_p > 0.0f)
+                            *w = attn_philox_keep(p->dropout_seed, b, h, row0 + i, col0 + j, p->dropout_p)
+                                     ? *w * keep_scale
+                                     : *w * 0.0f;
+                    }
                 }
-            }
+            // + 0: a masked cell's −0 is written as +0.
+            for (int64_t i = 0; i < rows; i++)
+                for (int64_t j = 0; j < cols; j++)
+                    out_rows[i * p->key_length + col0 + j] = s->st[j * QUERY_TILE + i] + 0.0f;
+        } else {
+            for (int64_t i = 0; i < rows; i++)
+                for (int64_t j = 0; j < cols; j++) out_rows[i * p->key_length + col0 + j] = s->st[j * QUERY_TILE + i];
         }
-        float *out_rows = out + row_index * p->key_length + col0;
-        for (int64_t i = 0; i < rows; i++)
-            for (int64_t j = 0; j < cols; j++) out_rows[i * p->key_length + j] = s->st[j * QUERY_TILE + i];
     }
+    // The keys no row of the tile sees: weight 0 (NaN on a NaN row), score −∞.
+    if (key_end < p->key_length)
+        for (int64_t i = 0; i < rows; i++) {
+            const float fill = logsumexp ? (isnan(s->row_lse[i]) ? NAN : 0.0f) : -INFINITY;
+            for (int64_t j = key_end; j < p->key_length; j++) out_rows[i * p->key_length + j] = fill;
+        }
 }
 
 static attn_status run_scores(const attn_params *p, const float *logsumexp, float *out, int64_t *next_task) {

@@ -37,7 +37,13 @@ extension AttentionProblem {
             rowsOnly.dropoutProbability = 0  // the logsumexp is that before dropout
             logsumexp = try rowsOnly.runFused(layout: .headsMajor, threads: threads, wantLogsumexp: true).logsumexp ?? []
         }
-        var result = [Float](repeating: 0, count: count)
+        // Every cell is written by the kernel (and 0 stands for an empty call).
+        var result = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            if batch * queryHeads * queryLength == 0 || keyLength == 0 {
+                buffer.initialize(repeating: 0)
+            }
+            initialized = count
+        }
         var params = kernelParameters(outputStrides: [0, 0, 0, 1], threads: threads)
         params.value_dim = 0
         let tasks = batch * queryHeads * ((queryLength + 63) / 64)

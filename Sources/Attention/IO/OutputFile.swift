@@ -202,14 +202,14 @@ public struct OutputFileWriter {
 
     /// Appends `data`.
     ///
-    /// - Throws: as ``write(_:)-(UnsafeRawBufferPointer)``.
+    /// - Throws: as the raw-bytes `write(_:)`.
     public func write(_ data: Data) throws {
         try data.withUnsafeBytes { try write($0) }
     }
 
     /// Appends the elements of `array` as they are in memory.
     ///
-    /// - Throws: as ``write(_:)-(UnsafeRawBufferPointer)``.
+    /// - Throws: as the raw-bytes `write(_:)`.
     public func write<Element: BitwiseCopyable>(contentsOf array: [Element]) throws {
         try array.withUnsafeBytes { try write($0) }
     }
