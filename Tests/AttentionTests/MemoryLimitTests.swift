@@ -22,11 +22,21 @@ final class MemoryLimitTests: XCTestCase {
         return url
     }
 
-    /// `attention ARGUMENTS` under `ulimit -v` (KiB) through /bin/sh.
+    /// `attention ARGUMENTS` under `ulimit -v` (KiB) through /bin/sh. Skipped in
+    /// sanitizer builds (.ci/sanitizers): AddressSanitizer and ThreadSanitizer
+    /// reserve terabytes of address space for their shadow memory, so an
+    /// instrumented executable cannot start under such a limit at all.
     private func runUnderAddressSpaceLimit(kibibytes: Int, _ arguments: [String]) throws -> AttentionRun {
+        try skipUnderSanitizers()
         let executable = try attentionExecutable().path
         let quoted = ([executable] + arguments).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }
         return try runProcess("/bin/sh", ["-c", "ulimit -v \(kibibytes) && exec " + quoted.joined(separator: " ")])
+    }
+
+    private func skipUnderSanitizers() throws {
+        for runtime in ["__asan_init", "__tsan_init"] where dlsym(UnsafeMutableRawPointer(bitPattern: 0), runtime) != nil {
+            throw XCTSkip("built with a sanitizer (\(runtime)): its shadow memory does not fit under ulimit -v")
+        }
     }
 
     func testCommandRefusesAResultBeyondTheAddressSpaceLimitWithOneLineAndStatus1() throws {
@@ -61,6 +71,7 @@ final class MemoryLimitTests: XCTestCase {
     /// streamed, it is written. The output goes to a FIFO whose reader counts
     /// the bytes, so nothing lands on disk.
     func testCommandWritesAOneGibibyteResultUnderATwoGibibyteLimit() throws {
+        try skipUnderSanitizers()
         let directory = try makeTemporaryDirectory()
         let input = try emptyOperandsInput(queryLength: 1 << 18, valueDim: 1024, in: directory)
         let fifo = directory.appendingPathComponent("out.fifo")
