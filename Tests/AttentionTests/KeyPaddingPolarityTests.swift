@@ -31,6 +31,36 @@ final class KeyPaddingPolarityTests: XCTestCase {
         XCTAssertNotEqual(try layer(query: x, key: x, value: x, keyPadding: .padding(keep)), viaPadding)
     }
 
+    /// The golden PyTorch cases with key padding store it as a keep mask
+    /// (`key_padding_keep`, 1 = real token, a checkpoint's polarity): passed as
+    /// it is with `.keep`, and in PyTorch's sequence-first layout, the layer
+    /// reproduces `nn.MultiheadAttention`'s output.
+    func testGoldenPaddedCasesPassTheirKeepMaskAsItIsInEitherLayout() throws {
+        var checked = 0
+        for goldenCase in try GoldenFixtures.index().cases where goldenCase.op == "mha" {
+            let file = try GoldenFixtures.file(goldenCase)
+            let names = Set(file.tensorNames)
+            guard names.contains("key_padding_keep"), goldenCase.params.crossAttention != true else { continue }
+            for batchFirst in [true, false] {
+                let layer = try MultiHeadAttention(
+                    packedInProjectionWeight: file.floatTensor("in_proj_weight"),
+                    packedInProjectionBias: names.contains("in_proj_bias") ? file.floatTensor("in_proj_bias") : nil,
+                    outputProjectionWeight: file.floatTensor("out_proj_weight"),
+                    outputProjectionBias: names.contains("out_proj_bias") ? file.floatTensor("out_proj_bias") : nil,
+                    heads: try XCTUnwrap(goldenCase.params.numHeads),
+                    causal: goldenCase.params.causal == true ? try GoldenFixtures.alignment(goldenCase.params.causalAlignment) : nil,
+                    batchFirst: batchFirst)
+                var x = try file.floatTensor("x_q")
+                if !batchFirst { x = x.swappingLeadingAxes() }
+                var output = try layer(query: x, key: x, value: x, keyPadding: .keep(try file.boolTensor("key_padding_keep")))
+                if !batchFirst { output = output.swappingLeadingAxes() }
+                assertGoldenClose(output, try file.floatTensor("out_ref64"), "\(goldenCase), batchFirst \(batchFirst)")
+            }
+            checked += 1
+        }
+        XCTAssertGreaterThan(checked, 0, "a golden case with key padding")
+    }
+
     @available(*, deprecated)
     func testTheFormerSpellingStillMeansPadding() throws {
         let padding = attentionMask.map { $0 == 0 }
