@@ -35,7 +35,11 @@ extension AttentionProblem {
             var rowsOnly = self
             rowsOnly.valueDim = 0
             rowsOnly.dropoutProbability = 0  // the logsumexp is that before dropout
-            logsumexp = try rowsOnly.runFused(layout: .headsMajor, threads: threads, wantLogsumexp: true).logsumexp ?? []
+            // On Dispatch, like the weights pass after it: OpenMP's workers would
+            // spin (KMP_BLOCKTIME) on the cores the Dispatch workers need next.
+            // Both drivers give the same bits.
+            logsumexp = try rowsOnly.runFused(
+                layout: .headsMajor, threads: threads, wantLogsumexp: true, driver: .dispatch).logsumexp ?? []
         }
         // Every cell is written by the kernel (and 0 stands for an empty call).
         var result = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in

@@ -31,7 +31,8 @@ extension AttentionProblem {
     ///
     /// - Parameter threads: OpenMP threads; `nil` uses OpenMP's default
     ///   (`OMP_NUM_THREADS` or the core count).
-    func runFused(layout: OutputLayout, threads: Int?, wantLogsumexp: Bool) throws -> BackendResult {
+    /// - Parameter driver: the threading driver (default `KernelThreading.current`).
+    func runFused(layout: OutputLayout, threads: Int?, wantLogsumexp: Bool, driver: KernelThreading? = nil) throws -> BackendResult {
         if let threads, threads < 1 {
             throw AttentionError.invalidValue(argument: "threads", expected: "at least 1", actual: "\(threads)")
         }
@@ -52,7 +53,7 @@ extension AttentionProblem {
                             params.output = out.baseAddress
                             params.logsumexp = wantLogsumexp ? lse.baseAddress : nil
                             return withMask(&params) { params in
-                                withKeyPadding(&params) { KernelThreading.run(&$0, threads: threads) }
+                                withKeyPadding(&params) { KernelThreading.run(&$0, threads: threads, driver: driver) }
                             }
                         }
                     }

@@ -20,9 +20,10 @@ enum KernelThreading: Sendable {
     static var current: KernelThreading { override ?? automatic }
 
     /// Runs the kernel on `params` with `threads` workers (`nil`: OpenMP's
-    /// default, or the active processor count under Dispatch).
-    static func run(_ params: inout attn_params, threads: Int?) -> attn_status {
-        switch current {
+    /// default, or the active processor count under Dispatch), on `driver`
+    /// (default `current`).
+    static func run(_ params: inout attn_params, threads: Int?, driver: KernelThreading? = nil) -> attn_status {
+        switch driver ?? current {
         case .openMP:
             return attn_sdpa_forward(&params)
         case .dispatch:
