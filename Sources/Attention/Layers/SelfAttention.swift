@@ -28,17 +28,21 @@ public struct SelfAttention: Sendable {
     /// `seed` keys this package's SplitMix64 generator, not `torch.manual_seed`:
     /// the book's exact weights are bundled in `AttentionExamples` (`BookChapter3.load()`).
     ///
+    /// W_q, W_k and W_v are matrices 0, 1 and 2 of the parameter stream keyed by
+    /// `seed` (Philox-4x32-10, one place per matrix): layers built with different
+    /// seeds share no matrix, and the three differ from each other.
+    ///
     /// - Parameters:
     ///   - dIn: input features.
     ///   - dOut: width of the query, key and value vectors.
     ///   - qkvBias: whether the projections have a bias (the book: no).
-    ///   - seed: keys the weights' generator (not `torch.manual_seed`).
+    ///   - seed: the key of the parameter stream (not `torch.manual_seed`).
     /// - Throws: `AttentionError.invalidValue` for a negative size.
     public init(dIn: Int, dOut: Int, qkvBias: Bool = false, seed: UInt64 = 0) throws {
         try self.init(
-            query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed),
-            key: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed &+ 1),
-            value: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed &+ 2))
+            query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: ParameterStream(seed: seed), matrix: 0),
+            key: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: ParameterStream(seed: seed), matrix: 1),
+            value: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: ParameterStream(seed: seed), matrix: 2))
     }
 
     /// The context vectors.
@@ -51,13 +55,29 @@ public struct SelfAttention: Sendable {
         return sequence.restoringRank(try problem.runMergingHeads(backend: backend, threads: threads))
     }
 
-    /// The attention weights from the oracle, `[batch, length, length]` (or
-    /// `[length, length]`). O(length²) memory; for inspection.
+    /// The attention weights, `[batch, length, length]` (or
+    /// `[length, length]` for an unbatched input).
     ///
-    /// - Throws: `AttentionError.invalidShape` naming `input`.
+    /// On `.fused` from the float32 path (`scaledDotProductAttentionWeights`:
+    /// the kernel's logsumexp, then `exp(s − logsumexp)` tile by tile), about the
+    /// cost of a forward call; on `.reference` from the float64 oracle.
+    /// O(length²) memory.
+    ///
+    /// - Throws: as `callAsFunction(_:)`; `AttentionError.insufficientMemory`
+    ///   if the matrix cannot be allocated.
     public func attentionWeights(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(input)
-        return try sequence.singleHeadWeights(of: problem)
+        return try sequence.singleHead(.weights, of: problem, backend: backend, threads: threads)
+    }
+
+    /// The attention scores before softmax, `[batch, length, length]` (or
+    /// `[length, length]`): the scaled dot products, from the
+    /// same float32 path as ``attentionWeights(_:)`` (the oracle's on `.reference`).
+    ///
+    /// - Throws: as ``attentionWeights(_:)``.
+    public func attentionScores(_ input: Tensor<Float>) throws -> Tensor<Float> {
+        let (sequence, problem) = try prepare(input)
+        return try sequence.singleHead(.scores, of: problem, backend: backend, threads: threads)
     }
 
     private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
