@@ -52,6 +52,7 @@ build_safetensors() {
         -module-name AttentionFuzzSafetensors \
         Fuzz/safetensors/FuzzSafetensors.swift \
         Sources/Attention/IO/*.swift Sources/Attention/Tensor.swift Sources/Attention/AttentionError.swift \
+        Sources/Attention/MemoryBudget.swift \
         -o "$binary"
 }
 

@@ -197,6 +197,27 @@ int attn_set_idle_wait(attn_idle_wait policy);
 /// The policy in force.
 attn_idle_wait attn_get_idle_wait(void);
 
+/// The attention weights, materialised, in float32 (weights.c):
+///   query [batch, query_heads, query_length, head_dim], key [batch, kv_heads, key_length, head_dim]
+///   and the masks as in params (value, output and logsumexp fields are not read);
+///   logsumexp [batch, query_heads, query_length], contiguous: attn_sdpa_forward's
+///   for the same params (value_dim may be 0 there, which skips P·V);
+///   weights [batch, query_heads, query_length, key_length], contiguous, written:
+///     weights[i][j] = exp(scale·q_i·k_j + mask − logsumexp[i]), 0 where masked, NaN on
+///     a NaN row, then dropout as in the forward pass (the cells of attn_philox_keep
+///     for dropout_seed; kept ·1/(1 − dropout_p), dropped ·0).
+/// next_task: NULL runs every (batch, head, query tile) task on the calling thread;
+/// otherwise any number of workers may call this with the same counter (initialised
+/// to 0), each with its own scratch. Costs one Q·Kᵀ and one exp and store per cell.
+attn_status attn_sdpa_weights(const attn_params *params, const float *logsumexp, float *weights,
+                              int64_t *next_task);
+
+/// The scores before softmax, in float32 (weights.c): scores [batch, query_heads,
+/// query_length, key_length], contiguous, written with scale·q_i·k_j (+ the additive
+/// mask, in float32), −∞ where masked (causal, keep mask, key padding), NaN where the
+/// logit is ±∞. Same operands and next_task as attn_sdpa_weights.
+attn_status attn_sdpa_scores(const attn_params *params, float *scores, int64_t *next_task);
+
 /// A static, human-readable description of a status code.
 const char *attn_status_description(attn_status status);
 

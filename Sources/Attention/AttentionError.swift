@@ -13,6 +13,11 @@ public enum AttentionError: Error, Equatable, Sendable, CustomStringConvertible 
     case invalidValue(argument: String, expected: String, actual: String)
     /// An input sequence is longer than the layer's `contextLength`.
     case sequenceTooLong(argument: String, contextLength: Int, actual: Int)
+    /// A tensor that the input's sizes call for cannot be allocated: `bytes`
+    /// exceed the physical memory or the address-space limit (`ulimit -v`), or
+    /// the allocator refused them; `reason` says which. Checked before the
+    /// allocation, so the process does not stop.
+    case insufficientMemory(tensor: String, shape: [Int], bytes: UInt64, reason: String)
     /// The C kernel rejected its parameters; this indicates a bug in the Swift
     /// layer that should have caught the problem first.
     case kernelFailure(code: Int, message: String)
@@ -29,6 +34,8 @@ public enum AttentionError: Error, Equatable, Sendable, CustomStringConvertible 
             return "\(argument): expected \(expected), got \(actual)"
         case let .sequenceTooLong(argument, contextLength, actual):
             return "\(argument): sequence length \(actual) exceeds contextLength \(contextLength)"
+        case let .insufficientMemory(tensor, shape, bytes, reason):
+            return "\(tensor) \(shape): needs \(bytes) bytes, \(reason)"
         case let .kernelFailure(code, message):
             return "attention kernel failed with status \(code): \(message)"
         }

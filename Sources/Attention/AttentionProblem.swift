@@ -113,10 +113,18 @@ extension AttentionProblem {
     }
 
     /// The output `[batch, queryHeads, queryLength, valueDim]` and the logsumexp
-    /// combine sizes of different arguments; check that they can be allocated.
+    /// combine sizes of different arguments; check that their shapes are valid
+    /// and that both can be held at once.
     func checkResultSizes(argument: String) throws {
-        _ = try Tensor<Float>.allocatableCount(of: [batch, queryHeads, queryLength, valueDim], argument: argument)
-        _ = try Tensor<Float>.allocatableCount(of: [batch, queryHeads, queryLength], argument: argument)
+        let outputShape = [batch, queryHeads, queryLength, valueDim]
+        let outputCount = try Tensor<Float>.elementCount(of: outputShape, argument: argument)
+        let rowCount = try Tensor<Float>.elementCount(of: [batch, queryHeads, queryLength], argument: argument)
+        try MemoryBudget.check(bytes: UInt64(outputCount + rowCount) * 4, tensor: "output (with logsumexp)", shape: outputShape)
+    }
+
+    /// The oracle's per-row scratch: the logits and weights of every key, in Double.
+    func checkReferenceScratch() throws {
+        _ = try Tensor<Double>.allocatableCount(of: [2, keyLength], argument: "keys", tensor: "reference row scratch")
     }
 
     /// Adds a mask of the public enum to this problem.

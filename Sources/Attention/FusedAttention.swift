@@ -31,15 +31,45 @@ extension AttentionProblem {
     ///
     /// - Parameter threads: OpenMP threads; `nil` uses OpenMP's default
     ///   (`OMP_NUM_THREADS` or the core count).
-    func runFused(layout: OutputLayout, threads: Int?, wantLogsumexp: Bool) throws -> BackendResult {
+    /// - Parameter driver: the threading driver (default: the one in force, `AttentionThreading.driver`).
+    func runFused(layout: OutputLayout, threads: Int?, wantLogsumexp: Bool, driver: AttentionThreading.Driver? = nil) throws -> BackendResult {
         if let threads, threads < 1 {
             throw AttentionError.invalidValue(argument: "threads", expected: "at least 1", actual: "\(threads)")
         }
         let outputStrides = layout.strides(batch: batch, heads: queryHeads, length: queryLength, dim: valueDim)
         var output = [Float](repeating: 0, count: try Tensor<Float>.allocatableCount(
-            of: [batch, queryHeads, queryLength, valueDim], argument: "values"))
+            of: [batch, queryHeads, queryLength, valueDim], argument: "values", tensor: "output"))
         var logsumexp = [Float](repeating: 0, count: wantLogsumexp ? batch * queryHeads * queryLength : 0)
 
+        var params = kernelParameters(outputStrides: outputStrides, threads: threads)
+        let status: attn_status = query.storage.withUnsafeBufferPointer { q in
+            key.storage.withUnsafeBufferPointer { k in
+                value.storage.withUnsafeBufferPointer { v in
+                    output.withUnsafeMutableBufferPointer { out in
+                        logsumexp.withUnsafeMutableBufferPointer { lse in
+                            params.query = q.baseAddress.map { UnsafePointer($0 + query.offset) }
+                            params.key = k.baseAddress.map { UnsafePointer($0 + key.offset) }
+                            params.value = v.baseAddress.map { UnsafePointer($0 + value.offset) }
+                            params.output = out.baseAddress
+                            params.logsumexp = wantLogsumexp ? lse.baseAddress : nil
+                            return withMask(&params) { params in
+                                withKeyPadding(&params) { KernelThreading.run(&$0, threads: threads, driver: driver) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        guard status == ATTN_OK else {
+            throw AttentionError.kernelFailure(
+                code: Int(status.rawValue), message: String(cString: attn_status_description(status)))
+        }
+        return BackendResult(output: output, logsumexp: wantLogsumexp ? logsumexp : nil, weights: nil)
+    }
+
+    /// The kernel's parameters for this problem, without the operand pointers
+    /// (set inside `withUnsafeBufferPointer` scopes by the caller).
+    func kernelParameters(outputStrides: [Int], threads: Int?) -> attn_params {
         var params = attn_params()
         params.batch = Int64(batch)
         params.query_heads = Int64(queryHeads)
@@ -63,33 +93,11 @@ extension AttentionProblem {
         params.dropout_seed = dropoutSeed
         params.num_threads = Int32(clamping: threads ?? 0)
 
-        let status: attn_status = query.storage.withUnsafeBufferPointer { q in
-            key.storage.withUnsafeBufferPointer { k in
-                value.storage.withUnsafeBufferPointer { v in
-                    output.withUnsafeMutableBufferPointer { out in
-                        logsumexp.withUnsafeMutableBufferPointer { lse in
-                            params.query = q.baseAddress.map { UnsafePointer($0 + query.offset) }
-                            params.key = k.baseAddress.map { UnsafePointer($0 + key.offset) }
-                            params.value = v.baseAddress.map { UnsafePointer($0 + value.offset) }
-                            params.output = out.baseAddress
-                            params.logsumexp = wantLogsumexp ? lse.baseAddress : nil
-                            return withMask(&params) { params in
-                                withKeyPadding(&params) { KernelThreading.run(&$0, threads: threads) }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        guard status == ATTN_OK else {
-            throw AttentionError.kernelFailure(
-                code: Int(status.rawValue), message: String(cString: attn_status_description(status)))
-        }
-        return BackendResult(output: output, logsumexp: wantLogsumexp ? logsumexp : nil, weights: nil)
+        return params
     }
 
     /// Fills the mask fields of `params` for the duration of `body`.
-    private func withMask(_ params: inout attn_params, _ body: (inout attn_params) -> attn_status) -> attn_status {
+    func withMask(_ params: inout attn_params, _ body: (inout attn_params) -> attn_status) -> attn_status {
         switch mask {
         case .none:
             params.mask_kind = ATTN_MASK_NONE
@@ -113,7 +121,7 @@ extension AttentionProblem {
     }
 
     /// Fills the key padding fields of `params` for the duration of `body`.
-    private func withKeyPadding(_ params: inout attn_params, _ body: (inout attn_params) -> attn_status) -> attn_status {
+    func withKeyPadding(_ params: inout attn_params, _ body: (inout attn_params) -> attn_status) -> attn_status {
         guard let keyPaddingKeep else { return body(&params) }
         params.key_padding_strides = (Int64(keyLength), 1)
         return keyPaddingKeep.withUnsafeBytes { bytes in
@@ -123,7 +131,7 @@ extension AttentionProblem {
         }
     }
 
-    private static func tuple(_ strides: [Int]) -> (Int64, Int64, Int64, Int64) {
+    static func tuple(_ strides: [Int]) -> (Int64, Int64, Int64, Int64) {
         (Int64(strides[0]), Int64(strides[1]), Int64(strides[2]), Int64(strides[3]))
     }
 }

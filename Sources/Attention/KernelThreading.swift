@@ -107,9 +107,10 @@ enum KernelThreading {
         return driver == .openMP ? 0 : Int32(clamping: ProcessInfo.processInfo.activeProcessorCount)
     }
 
-    /// Runs the attention kernel on `params` with `threads` workers.
-    static func run(_ params: inout attn_params, threads: Int?) -> attn_status {
-        let driver = current
+    /// Runs the attention kernel on `params` with `threads` workers, on
+    /// `driver` (default: the one in force).
+    static func run(_ params: inout attn_params, threads: Int?, driver chosen: AttentionThreading.Driver? = nil) -> attn_status {
+        let driver = chosen.map { $0 == .openMP && !AttentionThreading.isOpenMPAvailable ? .dispatch : $0 } ?? current
         params.num_threads = workers(threads, driver: driver)
         var plan: OpaquePointer?
         let status = attn_sdpa_plan_create(&params, &plan)

@@ -114,6 +114,7 @@ extension AttentionProblem {
             if let threads, threads < 1 {
                 throw AttentionError.invalidValue(argument: "threads", expected: "at least 1", actual: "\(threads)")
             }
+            try checkReferenceScratch()
             return runReference(layout: layout, wantWeights: false)
         }
     }

@@ -40,9 +40,10 @@ public struct Tensor<Element: Sendable>: Sendable {
     ///   - shape: the size of each dimension, outermost first; `[]` for a scalar.
     ///   - value: the element repeated in every position.
     /// - Throws: `AttentionError.invalidShape` if a dimension is negative or the
-    ///   size in bytes overflows `Int`.
+    ///   size in bytes overflows `Int`; `AttentionError.insufficientMemory` if
+    ///   the elements cannot be allocated (physical memory, `ulimit -v`).
     public init(shape: [Int], repeating value: Element) throws {
-        let count = try Self.elementCount(of: shape, argument: "shape")
+        let count = try Self.allocatableCount(of: shape, argument: "shape", tensor: "tensor")
         self.shape = shape
         self.scalars = Array(repeating: value, count: count)
     }
@@ -145,17 +146,18 @@ public struct Tensor<Element: Sendable>: Sendable {
         return strides
     }
 
-    /// The element count of a tensor that is about to be allocated for a result,
-    /// checked like `elementCount(of:argument:)` and against the machine's
-    /// physical memory, so that an absurd shape is a typed error, not a crash.
-    static func allocatableCount(of shape: [Int], argument: String) throws -> Int {
+    /// The element count of a tensor that is about to be allocated, checked like
+    /// `elementCount(of:argument:)` and then by `MemoryBudget` (physical memory,
+    /// the address-space limit, and whether `malloc` can give the bytes now), so
+    /// that a shape the process cannot hold is a typed error, not a crash.
+    ///
+    /// - Parameters:
+    ///   - argument: the argument whose shape it is, for a shape error.
+    ///   - tensor: what the allocation is, for a memory error (default `argument`).
+    static func allocatableCount(of shape: [Int], argument: String, tensor: String? = nil) throws -> Int {
         let count = try elementCount(of: shape, argument: argument)
         let bytes = UInt64(count) * UInt64(MemoryLayout<Element>.stride)
-        let available = ProcessInfo.processInfo.physicalMemory
-        guard bytes <= available else {
-            throw AttentionError.invalidShape(
-                argument: argument, expected: "a result that fits in memory (\(available) bytes, got \(bytes))", actual: shape)
-        }
+        try MemoryBudget.check(bytes: bytes, tensor: tensor ?? argument, shape: shape)
         return count
     }
 
@@ -196,7 +198,8 @@ extension Tensor where Element == Float {
     ///
     /// - Parameter shape: the size of each dimension, outermost first.
     /// - Returns: a tensor of `shape` whose every element is `0`.
-    /// - Throws: `AttentionError.invalidShape` if a dimension is negative.
+    /// - Throws: `AttentionError.invalidShape` if a dimension is negative,
+    ///   `AttentionError.insufficientMemory` if it cannot be allocated.
     public static func zeros(_ shape: [Int]) throws -> Tensor {
         try Tensor(shape: shape, repeating: 0)
     }
@@ -210,7 +213,8 @@ extension Tensor where Element == Float {
     ///   - shape: the size of each dimension, outermost first.
     ///   - seed: the generator's seed; the same seed gives the same tensor.
     /// - Returns: a tensor of `shape` with mean 0 and standard deviation 1.
-    /// - Throws: `AttentionError.invalidShape` if a dimension is negative.
+    /// - Throws: `AttentionError.invalidShape` if a dimension is negative,
+    ///   `AttentionError.insufficientMemory` if it cannot be allocated.
     public static func randomNormal(_ shape: [Int], seed: UInt64) throws -> Tensor {
         var generator = SplitMix64(seed: seed)
         var tensor = try zeros(shape)

@@ -267,7 +267,7 @@ private struct Builder {
         let ones = try Tensor<Float>(shape: [6, 6], repeating: 1)
         let onOnes = try dropout.apply(ones, keep: keep)
         let keptCount = keep.scalars.filter { $0 }.count
-        let ourCells = dropout(ones, training: true, seed: 123)
+        let ourCells = try dropout(ones, training: true, seed: 123)
         let step3 = ChapterStep(
             title: "§3.5.2 Dropout on a matrix of ones",
             explanation: "In training, dropout zeroes each cell with probability p = 0.5 and multiplies the survivors by "

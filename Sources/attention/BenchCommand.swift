@@ -15,7 +15,10 @@ struct BenchCommand: ParsableCommand {
             with Lq = Lk. "% peak" is against a register-only FMA loop measured in the same run with \
             the same thread count. --format json prints one object per line in the schema of \
             PyTorch's timing script torch_sdpa_bench.py from the project's reference data (plus \
-            minSeconds, gbps, peakFraction, kernelPath); scripts/compare_with_pytorch.py runs both.
+            minSeconds, gbps, peakFraction, kernelPath, error); scripts/compare_with_pytorch.py runs both. \
+            Every figure is finite or absent: null in JSON, empty in CSV, — in the table (a failed \
+            measurement, a zero time or an unmeasurable peak never aborts the run). \
+            ATTENTION_BENCH_PEAK_GFLOPS=X uses X as the peak instead of measuring it.
             """)
 
     @Option(name: .long, help: "A shape B,H,Lq,Lk,D[,Hkv]; repeatable. Default: the peer table's grid.")
@@ -55,7 +58,7 @@ struct BenchCommand: ParsableCommand {
 
     func validate() throws {
         for text in shape where BenchmarkShape(parsing: text) == nil {
-            throw ValidationError("--shape \(text): expected B,H,Lq,Lk,D[,Hkv], positive, with Hkv dividing H")
+            throw ValidationError("--shape \(text): expected B,H,Lq,Lk,D[,Hkv], non-negative, with Hkv dividing H")
         }
         if causal && nonCausal { throw ValidationError("--causal and --non-causal exclude each other") }
         if threads.contains(where: { $0 < 1 }) { throw ValidationError("--threads must be at least 1") }
@@ -73,7 +76,8 @@ struct BenchCommand: ParsableCommand {
         let threadCounts = threads.isEmpty ? Array(1...max(1, Int(attn_default_threads()))) : threads
         let kernelPath = String(cString: attn_kernel_path())
         var peaks: [Int: Double] = [:]
-        for count in threadCounts { peaks[count] = attn_fma_peak_gflops(Int32(count), 0.3) }
+        let pinnedPeak = ProcessInfo.processInfo.environment["ATTENTION_BENCH_PEAK_GFLOPS"].map { Double($0) ?? .nan }
+        for count in threadCounts { peaks[count] = pinnedPeak ?? attn_fma_peak_gflops(Int32(count), 0.3) }
 
         let drivers = driver.isEmpty ? [AttentionThreading.driver] : driver
         let idleWaits = idleWait.isEmpty ? [AttentionThreading.idleWait] : idleWait
@@ -102,14 +106,19 @@ struct BenchCommand: ParsableCommand {
         for (index, (shape, isCausal, count, backend, setting)) in cases.enumerated() {
             progress.show(index, "\(shape) \(isCausal ? "causal" : "full") \(backend.rawValue) \(count)t \(setting)")
             setting.apply()
-            let (median, fastest, runs) = try measure(shape: shape, causal: isCausal, threads: count, backend: backend.backend)
-            let gflops = shape.flops(causal: isCausal) / median / 1e9
+            // A case that cannot be measured (too large for memory, a kernel error)
+            // is a row without figures, and the run goes on.
+            var measured: (median: Double, fastest: Double, runs: Int)?
+            var failure: String?
+            do {
+                measured = try measure(shape: shape, causal: isCausal, threads: count, backend: backend.backend)
+            } catch {
+                failure = "\(error)"
+            }
             let result = BenchmarkResult(
-                batch: shape.batch, heads: shape.heads, kvHeads: shape.kvHeads, queryLength: shape.queryLength,
-                keyLength: shape.keyLength, headDim: shape.headDim, causal: isCausal, threads: count,
-                path: backend.rawValue, medianSeconds: median, gflops: gflops, repetitions: runs, minSeconds: fastest,
-                gbps: shape.bytes / median / 1e9, peakFraction: gflops / (peaks[count] ?? .nan), kernelPath: kernelPath,
-                driver: setting.driver.rawValue, idleWait: setting.idleWait.rawValue)
+                shape: shape, causal: isCausal, threads: count, path: backend.rawValue, median: measured?.median,
+                fastest: measured?.fastest, repetitions: measured?.runs ?? 0, peakGFLOPS: peaks[count],
+                kernelPath: kernelPath, error: failure, driver: setting.driver.rawValue, idleWait: setting.idleWait.rawValue)
             results.append(result)
             if format == .json { try printJSON(result) }
         }
@@ -171,13 +180,15 @@ struct BenchCommand: ParsableCommand {
 
     func printCSV(_ results: [BenchmarkResult]) {
         print("batch,heads,kvHeads,queryLength,keyLength,headDim,causal,threads,path,medianSeconds,minSeconds,gflops,gbps,peakFraction,repetitions,kernelPath,driver,idleWait")
+        // An absent figure is an empty field.
+        func field(_ value: Double?) -> String { BenchmarkResult.finite(value).map { "\($0)" } ?? "" }
         for r in results {
-            print("\(r.batch),\(r.heads),\(r.kvHeads),\(r.queryLength),\(r.keyLength),\(r.headDim),\(r.causal),\(r.threads),\(r.path),\(r.medianSeconds),\(r.minSeconds),\(r.gflops),\(r.gbps),\(r.peakFraction),\(r.repetitions),\(r.kernelPath),\(r.driver),\(r.idleWait)")
+            print("\(r.batch),\(r.heads),\(r.kvHeads),\(r.queryLength),\(r.keyLength),\(r.headDim),\(r.causal),\(r.threads),\(r.path),\(field(r.medianSeconds)),\(field(r.minSeconds)),\(field(r.gflops)),\(field(r.gbps)),\(field(r.peakFraction)),\(r.repetitions),\(r.kernelPath),\(r.driver),\(r.idleWait)")
         }
     }
 
     func printTable(_ results: [BenchmarkResult], peaks: [Int: Double], kernelPath: String) {
-        let peakText = peaks.keys.sorted().map { "\($0)t \(fixed(peaks[$0]!, 0))" }.joined(separator: ", ")
+        let peakText = peaks.keys.sorted().map { "\($0)t \(fixed(peaks[$0], 0))" }.joined(separator: ", ")
         print("kernel path \(kernelPath); FMA peak GFLOP/s: \(peakText)")
         let header = ["shape B,H,Lq,Lk,D", "causal", "path", "driver", "idle", "thr", "median ms", "GFLOP/s", "GB/s", "% peak", "× 1 thread", "× reference", "× openmp"]
         var rows: [[String]] = []
@@ -193,25 +204,35 @@ struct BenchCommand: ParsableCommand {
                     && $0.driver == AttentionThreading.Driver.openMP.rawValue && $0.idleWait == r.idleWait
             }
             rows.append([
-                key, r.causal ? "yes" : "no", r.path, r.driver, r.idleWait, "\(r.threads)", fixed(r.medianSeconds * 1e3, 3), fixed(r.gflops, 1),
-                fixed(r.gbps, 1), fixed(100 * r.peakFraction, 0),
-                single.map { fixed($0.medianSeconds / r.medianSeconds, 2) } ?? "",
-                r.path == "fused" ? reference.map { BenchSummary.significant($0.medianSeconds / r.medianSeconds) } ?? "" : "",
-                openMP.map { fixed($0.medianSeconds / r.medianSeconds, 2) } ?? "",
+                key, r.causal ? "yes" : "no", r.path, r.driver, r.idleWait, "\(r.threads)", fixed(r.medianSeconds.map { $0 * 1e3 }, 3), fixed(r.gflops, 1),
+                fixed(r.gbps, 1), fixed(r.peakFraction.map { 100 * $0 }, 0),
+                single.map { fixed(ratio($0.medianSeconds, r.medianSeconds), 2) } ?? "",
+                r.path == "fused" ? reference.map { ratio($0.medianSeconds, r.medianSeconds).map(BenchSummary.significant) ?? "—" } ?? "" : "",
+                openMP.map { fixed(ratio($0.medianSeconds, r.medianSeconds), 2) } ?? "",
             ])
         }
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         for row in [header] + rows {
             print(row.enumerated().map { $1.leftPadded(to: widths[$0]) }.joined(separator: "  "))
         }
+        for r in results where r.error != nil {
+            print("not measured: \(r.batch),\(r.heads),\(r.queryLength),\(r.keyLength),\(r.headDim) \(r.path) \(r.threads)t: \(r.error!)")
+        }
+    }
+
+    /// a / b when both are there and the quotient is finite.
+    private func ratio(_ a: Double?, _ b: Double?) -> Double? {
+        guard let a, let b else { return nil }
+        return BenchmarkResult.finite(a / b)
     }
 
     private func same(_ a: BenchmarkResult, _ b: BenchmarkResult) -> Bool {
         (a.batch, a.heads, a.kvHeads, a.queryLength, a.keyLength, a.headDim) == (b.batch, b.heads, b.kvHeads, b.queryLength, b.keyLength, b.headDim)
     }
 
-    private func fixed(_ value: Double, _ decimals: Int) -> String {
-        guard value.isFinite else { return "-" }
+    /// The figure with `decimals` decimals, or "—" when it is absent or not finite.
+    private func fixed(_ value: Double?, _ decimals: Int) -> String {
+        guard let value, value.isFinite else { return "—" }
         return String(format: "%.\(decimals)f", value)
     }
 }

@@ -54,8 +54,10 @@ enum BenchPlot {
             groups[name]!.points.append(point)
         }
         for r in results where isDecode(r.queryLength, r.keyLength) == decode {
-            let name = "\(r.path) \(r.threads)t \(r.causal ? "causal" : "full")"
-            add(name, dashed: false, Point(length: r.keyLength, value: decode ? r.gbps : r.gflops, order: r.gflops * r.medianSeconds))
+            // A row without figures (a failed case) has no point.
+            guard let gflops = r.gflops, let median = r.medianSeconds, let value = decode ? r.gbps : gflops else { continue }
+            let name = "\(r.path) \(r.threads)t \(r.causal ? "causal" : "full")" + (r.driver == "openmp" ? "" : " \(r.driver)")
+            add(name, dashed: false, Point(length: r.keyLength, value: value, order: gflops * median))
         }
         for r in peers where isDecode(r.queryLength, r.keyLength) == decode {
             let name = "PyTorch \(r.path) \(r.threads)t \(r.causal ? "causal" : "full")"

@@ -19,12 +19,15 @@ enum BenchSummary {
     static func crossover(_ results: [BenchmarkResult]) -> [String] {
         var lines: [String] = []
         for causal in [false, true] {
-            let references = results.filter { $0.path == "reference" && $0.causal == causal }
+            let references = results.filter { $0.path == "reference" && $0.causal == causal && $0.medianSeconds != nil }
             var pairs: [(shape: String, flops: Double, ratio: Double)] = []
             for reference in references {
-                let fused = results.filter { $0.path == "fused" && $0.causal == causal && sameShape($0, reference) }
-                guard let fastest = fused.min(by: { $0.medianSeconds < $1.medianSeconds }) else { continue }
-                pairs.append((shapeText(reference), reference.gflops * reference.medianSeconds, reference.medianSeconds / fastest.medianSeconds))
+                let fused = results.filter {
+                    $0.path == "fused" && $0.causal == causal && sameShape($0, reference) && $0.medianSeconds != nil
+                }
+                guard let fastest = fused.min(by: { $0.medianSeconds! < $1.medianSeconds! }),
+                      let referenceSeconds = reference.medianSeconds, let gflops = reference.gflops else { continue }
+                pairs.append((shapeText(reference), gflops * referenceSeconds, referenceSeconds / fastest.medianSeconds!))
             }
             guard !pairs.isEmpty else { continue }
             pairs.sort { $0.flops < $1.flops }

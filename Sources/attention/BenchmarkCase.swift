@@ -11,13 +11,15 @@ struct BenchmarkShape: Hashable, CustomStringConvertible {
         "4,12,512,512,64", "1,8,4096,4096,64", "1,32,256,256,128", "1,32,1,2048,128",
     ].map { BenchmarkShape(parsing: $0)! }
 
+    /// Non-negative sizes (a zero-length case is measured like any other);
+    /// `Hkv` divides `H` (both 0 is allowed).
     init?(parsing text: String) {
-        let numbers = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard numbers.count == 5 || numbers.count == 6, numbers.allSatisfy({ ($0 ?? 0) > 0 }) else { return nil }
+        let numbers = text.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard numbers.count == 5 || numbers.count == 6, numbers.allSatisfy({ ($0 ?? -1) >= 0 }) else { return nil }
         let n = numbers.map { $0! }
         (batch, heads, queryLength, keyLength, headDim) = (n[0], n[1], n[2], n[3], n[4])
         kvHeads = n.count == 6 ? n[5] : n[1]
-        guard heads % kvHeads == 0 else { return nil }
+        guard kvHeads > 0 ? heads % kvHeads == 0 : heads == 0 else { return nil }
     }
 
     var description: String {
@@ -44,21 +46,87 @@ struct BenchmarkShape: Hashable, CustomStringConvertible {
 }
 
 /// One measured row, in the JSON schema of `shared/tools/torch_sdpa_bench.py`.
+///
+/// Every figure is finite or absent: a measurement that failed (`error` says
+/// why), a zero time, or a peak that could not be measured leaves the figures
+/// that depend on it `nil`, encoded as JSON `null` (never a NaN, which
+/// `JSONEncoder` refuses, and never a missing key).
 struct BenchmarkResult: Encodable {
     let batch, heads, kvHeads, queryLength, keyLength, headDim: Int
     let causal: Bool
     let threads: Int
     let path: String
-    let medianSeconds: Double
-    let gflops: Double
+    let medianSeconds: Double?
+    let gflops: Double?
     let repetitions: Int
     /// Extra fields beyond the peer's schema: the fastest run, bandwidth, the
-    /// fraction of the FMA peak measured in the same run, the micro-kernel path.
-    let minSeconds: Double
-    let gbps: Double
-    let peakFraction: Double
+    /// fraction of the FMA peak measured in the same run, the micro-kernel path,
+    /// and why the case has no figures (nil when it was measured).
+    let minSeconds: Double?
+    let gbps: Double?
+    let peakFraction: Double?
     let kernelPath: String
     /// The threading driver (`openmp`, `dispatch`) and what idle OpenMP threads did (`spin`, `sleep`, `runtime`).
     let driver: String
     let idleWait: String
+    let error: String?
+
+    /// `value` when it is a finite number, else nil.
+    static func finite(_ value: Double?) -> Double? {
+        guard let value, value.isFinite else { return nil }
+        return value
+    }
+
+    /// A row from a measurement's times (nil: it failed, `error` says why); the
+    /// derived figures are kept only where finite.
+    init(shape: BenchmarkShape, causal: Bool, threads: Int, path: String, median: Double?, fastest: Double?,
+         repetitions: Int, peakGFLOPS: Double?, kernelPath: String, error: String?, driver: String, idleWait: String) {
+        (batch, heads, kvHeads, queryLength, keyLength, headDim) =
+            (shape.batch, shape.heads, shape.kvHeads, shape.queryLength, shape.keyLength, shape.headDim)
+        self.causal = causal
+        self.threads = threads
+        self.path = path
+        let median = Self.finite(median).flatMap { $0 > 0 ? $0 : nil }
+        medianSeconds = Self.finite(median)
+        minSeconds = Self.finite(fastest)
+        let gflops = median.flatMap { Self.finite(shape.flops(causal: causal) / $0 / 1e9) }
+        self.gflops = gflops
+        gbps = median.flatMap { Self.finite(shape.bytes / $0 / 1e9) }
+        let peak = Self.finite(peakGFLOPS).flatMap { $0 > 0 ? $0 : nil }
+        peakFraction = gflops.flatMap { g in peak.flatMap { Self.finite(g / $0) } }
+        self.repetitions = repetitions
+        self.kernelPath = kernelPath
+        self.error = error
+        self.driver = driver
+        self.idleWait = idleWait
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case batch, heads, kvHeads, queryLength, keyLength, headDim, causal, threads, path, medianSeconds, gflops
+        case repetitions, minSeconds, gbps, peakFraction, kernelPath, error, driver, idleWait
+    }
+
+    /// Every key is present; an absent figure is `null`.
+    func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(batch, forKey: .batch)
+        try container.encode(heads, forKey: .heads)
+        try container.encode(kvHeads, forKey: .kvHeads)
+        try container.encode(queryLength, forKey: .queryLength)
+        try container.encode(keyLength, forKey: .keyLength)
+        try container.encode(headDim, forKey: .headDim)
+        try container.encode(causal, forKey: .causal)
+        try container.encode(threads, forKey: .threads)
+        try container.encode(path, forKey: .path)
+        try container.encode(Self.finite(medianSeconds), forKey: .medianSeconds)
+        try container.encode(Self.finite(gflops), forKey: .gflops)
+        try container.encode(repetitions, forKey: .repetitions)
+        try container.encode(Self.finite(minSeconds), forKey: .minSeconds)
+        try container.encode(Self.finite(gbps), forKey: .gbps)
+        try container.encode(Self.finite(peakFraction), forKey: .peakFraction)
+        try container.encode(kernelPath, forKey: .kernelPath)
+        try container.encode(error, forKey: .error)
+        try container.encode(driver, forKey: .driver)
+        try container.encode(idleWait, forKey: .idleWait)
+    }
 }

@@ -10,8 +10,10 @@ struct SDPACommand: ParsableCommand {
         discussion: """
             The input holds q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] (F32, F16, BF16, F64 or F8_*), and \
             optionally mask_keep (BOOL or any integer dtype, non-zero = attend) or mask_additive (as q), each broadcastable \
-            to [B, Hq, Lq, Lk]. The output file gets out [B, Hq, Lq, Dv] and logsumexp [B, Hq, Lq]; \
-            it is written to a temporary file and renamed, so a failed run leaves no partial file.
+            to [B, Hq, Lq, Lk]. The output file gets out [B, Hq, Lq, Dv] and logsumexp [B, Hq, Lq]. \
+            A regular file (new or existing) is written to a temporary file and renamed, keeping an \
+            existing file's mode and owner, so a failed run leaves no partial file; a symbolic link \
+            is written through to its target; a FIFO or character device is streamed to.
             F16, BF16 and F8 inputs are widened to float32 exactly and F64 inputs rounded to the nearest float32 \
             before the float32 kernel runs; out and logsumexp are always F32.
             """)
@@ -79,11 +81,12 @@ struct SDPACommand: ParsableCommand {
             comparison = "max |out - \(compare)| = \(difference)"
         }
         let printed = try printedTensors(output: result.output, file: file, mask: mask)
-        var out = SafetensorsFile()
-        out.set("out", result.output)
-        out.set("logsumexp", result.logsumexp)
-        out.metadata = ["producer": "attention sdpa", "input": input]
-        try out.write(to: URL(fileURLWithPath: output))
+        // The result is written from where it is, without a file image in memory;
+        // a FIFO whose reader goes away is an error (EPIPE), not a silent exit.
+        signal(SIGPIPE, SIG_IGN)
+        try SafetensorsFile.write(
+            floatTensors: [("out", result.output), ("logsumexp", result.logsumexp)],
+            metadata: ["producer": "attention sdpa", "input": input], to: URL(fileURLWithPath: output))
         print("wrote out \(result.output.shape) and logsumexp \(result.logsumexp.shape) to \(output)")
         if let comparison { print(comparison) }
         if let printed { print(printed) }

@@ -43,7 +43,11 @@ final class ConcurrencyTests: XCTestCase {
             let attention = try scaledDotProductAttentionWithLogsumexp(
                 queries: queries, keys: keys, values: values, mask: mask,
                 dropoutProbability: index % 3 == 0 ? 0.2 : 0, dropoutSeed: UInt64(index))
-            let layerOutput = try layer(query: layerInput, key: layerInput, value: layerInput, keyPaddingMask: keyPadding)
+            // A training call takes the next key of the layer's dropout stream
+            // (shared by the copies of this job): every run replays call 0.
+            var layer = layer
+            layer.dropoutStream = DropoutStream(seed: layer.dropoutSeed)
+            let layerOutput = try layer(query: layerInput, key: layerInput, value: layerInput, keyPadding: keyPadding.map(KeyPadding.padding))
             return attention.output.scalars + attention.logsumexp.scalars + layerOutput.scalars
         }
     }

@@ -993,12 +993,16 @@ final class SemanticsTests: XCTestCase {
         let x = try Tensor<Float>.randomNormal([2, 70, 8], seed: 103)
         layer.threads = 1
         let single = try layer(x)
+        // Each training call takes the next dropout key: replay call 0 (key 77).
         for threads in [2, 3, 8] {
             layer.threads = threads
+            layer.dropoutStream.position = 0
             assertBitIdentical(try layer(x), single, "\(threads) threads")
         }
         layer.backend = .reference
+        layer.dropoutStream.position = 0
         assertClose(single, try layer(x), tolerance: 1e-5 / 0.6, "fused vs oracle in training")
+        XCTAssertEqual(layer.lastDropoutKey, 77, "call 0 uses the seed itself")
     }
 
     // MARK: The command-line tool

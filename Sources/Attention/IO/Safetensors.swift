@@ -429,26 +429,11 @@ public struct SafetensorsFile: Sendable, Equatable {
     /// it is padded with spaces to a multiple of 8 bytes. The data buffer holds
     /// the tensors in the same order, without gaps.
     public func serialized() -> Data {
-        var members: [String] = []
-        if !metadata.isEmpty {
-            let pairs = metadata.keys.sorted().map { "\(Self.jsonString($0)):\(Self.jsonString(metadata[$0]!))" }
-            members.append("\(Self.jsonString(Self.metadataKey)):{\(pairs.joined(separator: ","))}")
-        }
         let names = tensorNames
-        var offset = 0
-        for name in names {
-            let entry = entries[name]!
-            let end = offset + entry.bytes.count
-            let shape = entry.shape.map(String.init).joined(separator: ",")
-            members.append(
-                "\(Self.jsonString(name)):{\"dtype\":\"\(entry.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
-            offset = end
-        }
-        var header = Array("{\(members.joined(separator: ","))}".utf8)
-        header.append(contentsOf: repeatElement(UInt8(ascii: " "), count: (8 - header.count % 8) % 8))
-
-        var data = Data(capacity: 8 + header.count + offset)
-        withUnsafeBytes(of: UInt64(header.count).littleEndian) { data.append(contentsOf: $0) }
+        let header = Self.header(
+            tensors: names.map { (name: $0, dtype: entries[$0]!.dtype, shape: entries[$0]!.shape, byteCount: entries[$0]!.bytes.count) },
+            metadata: metadata)
+        var data = Data(capacity: header.count + names.reduce(0) { $0 + entries[$1]!.bytes.count })
         data.append(contentsOf: header)
         for name in names {
             data.append(entries[name]!.bytes)
@@ -456,22 +441,60 @@ public struct SafetensorsFile: Sendable, Equatable {
         return data
     }
 
-    /// Writes ``serialized()`` to a file, atomically.
-    ///
-    /// The bytes go to a new temporary file in the destination's directory, which
-    /// is flushed to disk and then renamed over the destination, so a reader sees
-    /// either the old file or the complete new one. On any failure the temporary
-    /// file is removed and the destination is left as it was. The new file gets
-    /// mode 0644 less the process umask.
-    ///
-    /// - Parameter url: a `file:` URL; its directory must exist.
-    /// - Throws: `SafetensorsError.ioFailure` with the path and the operating
-    ///   system's reason.
-    public func write(to url: URL) throws {
-        guard url.isFileURL else {
-            throw SafetensorsError.ioFailure(path: url.absoluteString, reason: "expected a file URL")
+    /// The 8-byte length and the JSON header of a file holding `tensors` in this
+    /// order, back to back (the layout ``serialized()`` describes).
+    static func header(
+        tensors: [(name: String, dtype: SafetensorsDType, shape: [Int], byteCount: Int)], metadata: [String: String]
+    ) -> [UInt8] {
+        var members: [String] = []
+        if !metadata.isEmpty {
+            let pairs = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+            members.append("\(jsonString(metadataKey)):{\(pairs.joined(separator: ","))}")
         }
-        try FileIO.writeAtomically(serialized(), to: url)
+        var offset = 0
+        for tensor in tensors {
+            let end = offset + tensor.byteCount
+            let shape = tensor.shape.map(String.init).joined(separator: ",")
+            members.append(
+                "\(jsonString(tensor.name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}")
+            offset = end
+        }
+        var json = Array("{\(members.joined(separator: ","))}".utf8)
+        json.append(contentsOf: repeatElement(UInt8(ascii: " "), count: (8 - json.count % 8) % 8))
+        var header: [UInt8] = []
+        header.reserveCapacity(8 + json.count)
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { header.append(contentsOf: $0) }
+        header.append(contentsOf: json)
+        return header
+    }
+
+    /// Writes ``serialized()`` to a file, through ``OutputFile``: the header and
+    /// each tensor's bytes go straight to the destination, without first
+    /// assembling the file in memory.
+    ///
+    /// What is at the path keeps what it is: a symbolic link is written through,
+    /// a FIFO or character device is streamed to, and a regular file is replaced
+    /// atomically (a temporary file in its folder, flushed, renamed over it) with
+    /// its mode and owner kept, so a reader sees the old file or the complete new
+    /// one; on a failure the temporary file is removed and the destination left
+    /// as it was. A new file gets mode 0666 less the umask. See ``OutputFile``.
+    ///
+    /// - Parameter url: a `file:` URL; the folder of its final target must exist.
+    /// - Throws: `SafetensorsError.ioFailure` with the path and the operating
+    ///   system's reason (also for a directory, a socket or a block device).
+    public func write(to url: URL) throws {
+        let names = tensorNames
+        let header = Self.header(
+            tensors: names.map { (name: $0, dtype: entries[$0]!.dtype, shape: entries[$0]!.shape, byteCount: entries[$0]!.bytes.count) },
+            metadata: metadata)
+        do {
+            try OutputFile.write(to: url) { writer in
+                try writer.write(contentsOf: header)
+                for name in names { try writer.write(entries[name]!.bytes) }
+            }
+        } catch let error as OutputFileError {
+            throw SafetensorsError.ioFailure(path: error.path, reason: error.reason)
+        }
     }
 
     // MARK: Private
@@ -741,7 +764,7 @@ public struct SafetensorsFile: Sendable, Equatable {
     }
 }
 
-/// File reading and atomic writing on POSIX file descriptors, so that errors
+/// File reading on POSIX file descriptors, so that errors
 /// carry the operating system's reason.
 private enum FileIO {
     static func readContents(of url: URL) throws -> Data {
@@ -757,7 +780,13 @@ private enum FileIO {
             guard (info.st_mode & S_IFMT) != S_IFDIR else {
                 throw SafetensorsError.ioFailure(path: path, reason: "is a directory")
             }
-            var data = Data(capacity: max(0, Int(info.st_size)))
+            let size = max(0, Int(info.st_size))
+            do {
+                try MemoryBudget.check(bytes: UInt64(size), tensor: "file", shape: [size])
+            } catch let AttentionError.insufficientMemory(_, _, bytes, reason) {
+                throw SafetensorsError.ioFailure(path: path, reason: "its \(bytes) bytes cannot be read into memory: \(reason)")
+            }
+            var data = Data(capacity: size)
             var chunk = [UInt8](repeating: 0, count: 1 << 20)
             while true {
                 let count = chunk.withUnsafeMutableBytes { buffer in
@@ -766,44 +795,6 @@ private enum FileIO {
                 if count < 0 { throw failure(path) }
                 if count == 0 { return data }
                 data.append(contentsOf: chunk[0..<count])
-            }
-        }
-    }
-
-    static func writeAtomically(_ data: Data, to url: URL) throws {
-        let path = url.path
-        let temporaryURL = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp")
-        try url.withUnsafeFileSystemRepresentation { cPath in
-            try temporaryURL.withUnsafeFileSystemRepresentation { cTemporaryPath in
-                guard let cPath, let cTemporaryPath else {
-                    throw SafetensorsError.ioFailure(path: path, reason: "not representable as a file system path")
-                }
-                let descriptor = retryingOnInterrupt {
-                    open(cTemporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-                }
-                guard descriptor >= 0 else {
-                    throw failure(path, "cannot create temporary file \(temporaryURL.lastPathComponent)")
-                }
-                var closed = false
-                var renamed = false
-                defer {
-                    if !closed { close(descriptor) }
-                    if !renamed { unlink(cTemporaryPath) }
-                }
-                try data.withUnsafeBytes { raw in
-                    var offset = 0
-                    while offset < raw.count {
-                        let count = retryingOnInterrupt { write(descriptor, raw.baseAddress! + offset, raw.count - offset) }
-                        guard count > 0 else { throw failure(path, "cannot write temporary file") }
-                        offset += count
-                    }
-                }
-                guard fsync(descriptor) == 0 else { throw failure(path, "cannot flush temporary file") }
-                closed = true
-                guard close(descriptor) == 0 else { throw failure(path, "cannot close temporary file") }
-                guard rename(cTemporaryPath, cPath) == 0 else { throw failure(path, "cannot rename temporary file over it") }
-                renamed = true
             }
         }
     }

@@ -10,9 +10,19 @@
 /// (b, h, i, j) is kept when `Philox.keeps(seed:batch:head:row:column:probability:)`
 /// says so. Dropout on attention weights `[B, H, Lq, Lk]` therefore drops exactly
 /// the cells the fused kernel drops for the same seed.
+///
+/// Called without a seed, a `Dropout` takes the next key of its own
+/// `stream` on every training call, as PyTorch's generator advances: successive
+/// calls drop different cells, and the sequence follows from the stream's seed
+/// (see `DropoutStream`, also for how to replay a call).
 public struct Dropout: Sendable {
-    /// The probability of zeroing an element, in [0, 1).
-    public let probability: Float
+    /// The probability of zeroing an element, in [0, 1); settable (a value
+    /// outside the range makes the next call throw `AttentionError.invalidValue`).
+    public var probability: Float
+
+    /// The keys of the calls without an explicit seed; by default seeded with
+    /// `DropoutStream.nextDefaultSeed()`, different for every `Dropout` made.
+    public var stream = DropoutStream(seed: DropoutStream.nextDefaultSeed())
 
     /// A dropout layer with the given probability.
     ///
@@ -23,15 +33,33 @@ public struct Dropout: Sendable {
         self.probability = probability
     }
 
-    /// Applies dropout in training mode and returns `input` unchanged otherwise.
+    /// Applies dropout in training mode, with the next key of `stream` (which
+    /// advances), and returns `input` unchanged otherwise.
+    ///
+    /// - Parameters:
+    ///   - input: any shape.
+    ///   - training: `false` (inference) makes this the identity and takes no key.
+    /// - Returns: the same shape as `input`; `stream.lastKey` is the key used.
+    /// - Throws: `AttentionError.invalidValue` if `probability` is not in [0, 1).
+    public func callAsFunction(_ input: Tensor<Float>, training: Bool) throws -> Tensor<Float> {
+        guard training else { return input }
+        try AttentionProblem.checkDropout(probability)
+        return try self(input, training: true, seed: stream.next())
+    }
+
+    /// Applies dropout in training mode with the cells of `seed`, and returns
+    /// `input` unchanged otherwise.
     ///
     /// - Parameters:
     ///   - input: any shape.
     ///   - training: `false` (inference) makes this the identity.
     ///   - seed: key of the Philox generator.
     /// - Returns: the same shape as `input`.
-    public func callAsFunction(_ input: Tensor<Float>, training: Bool, seed: UInt64) -> Tensor<Float> {
-        guard training, probability > 0 else { return input }
+    /// - Throws: `AttentionError.invalidValue` if `probability` is not in [0, 1).
+    public func callAsFunction(_ input: Tensor<Float>, training: Bool, seed: UInt64) throws -> Tensor<Float> {
+        guard training else { return input }
+        try AttentionProblem.checkDropout(probability)
+        guard probability > 0 else { return input }
         let shape4 = Self.asFourDimensions(input.shape)
         let keepScale = 1 / (1 - probability)
         var output = input
@@ -60,8 +88,10 @@ public struct Dropout: Sendable {
     ///   - keep: the same shape as `input`; `true` = kept.
     /// - Returns: the same shape as `input`: kept elements scaled by 1/(1 − p),
     ///   the others 0.
-    /// - Throws: `AttentionError.invalidShape` naming `keep` if the shapes differ.
+    /// - Throws: `AttentionError.invalidShape` naming `keep` if the shapes differ,
+    ///   `AttentionError.invalidValue` if `probability` is not in [0, 1).
     public func apply(_ input: Tensor<Float>, keep: Tensor<Bool>) throws -> Tensor<Float> {
+        try AttentionProblem.checkDropout(probability)
         guard keep.shape == input.shape else {
             throw AttentionError.invalidShape(argument: "keep", expected: "\(input.shape) (the input's shape)", actual: keep.shape)
         }

@@ -9,22 +9,27 @@ struct SequenceBatch {
     var batch: Int { tensor.shape[0] }
     var length: Int { tensor.shape[1] }
 
-    /// Accepts `[batch, length, features]` or `[length, features]`.
-    init(_ input: Tensor<Float>, argument: String, features: Int) throws {
-        let expected = "[batch, length, \(features)] or [length, \(features)]"
+    /// Accepts `[batch, length, features]` (`[length, batch, features]` when
+    /// `batchFirst` is false, transposed here) or `[length, features]`.
+    init(_ input: Tensor<Float>, argument: String, features: Int, batchFirst: Bool = true) throws {
+        let layout = batchFirst ? "[batch, length, \(features)]" : "[length, batch, \(features)] (batchFirst: false)"
+        let expected = "\(layout) or [length, \(features)]"
         guard input.rank == 2 || input.rank == 3, input.shape.last == features else {
             throw AttentionError.invalidShape(argument: argument, expected: expected, actual: input.shape)
         }
         wasUnbatched = input.rank == 2
-        tensor = wasUnbatched ? Tensor(validShape: [1] + input.shape, scalars: input.scalars) : input
+        if wasUnbatched {
+            tensor = Tensor(validShape: [1] + input.shape, scalars: input.scalars)
+        } else {
+            tensor = batchFirst ? input : input.swappingLeadingAxes()
+        }
     }
 
-    /// The oracle's weights of a single-head problem over this input:
+    /// The weights (or scores) of a single-head problem over this input:
     /// `[batch, queryLength, keyLength]`, or without `batch` for an unbatched input.
-    func singleHeadWeights(of problem: AttentionProblem) throws -> Tensor<Float> {
-        let weights = try problem.referenceWeights()
-        return restoringRank(
-            Tensor(validShape: [problem.batch, problem.queryLength, problem.keyLength], scalars: weights.scalars))
+    func singleHead(_ matrix: MaterialisedMatrix, of problem: AttentionProblem, backend: AttentionBackend, threads: Int?) throws -> Tensor<Float> {
+        let scalars = try problem.materialise(matrix, backend: backend, threads: threads)
+        return restoringRank(Tensor(validShape: [problem.batch, problem.queryLength, problem.keyLength], scalars: scalars))
     }
 
     /// Gives `output [batch, length, width]` the rank the input had.
@@ -73,10 +78,27 @@ extension AttentionProblem {
         return Tensor(validShape: [batch, queryLength, queryHeads * valueDim], scalars: result.output)
     }
 
-    /// The oracle's attention weights `[batch, heads, queryLength, keyLength]`.
-    func referenceWeights() throws -> Tensor<Float> {
-        _ = try Tensor<Float>.allocatableCount(of: maskShape, argument: "input")
-        let result = runReference(layout: .headsMajor, wantWeights: true)
-        return Tensor(validShape: [batch, queryHeads, queryLength, keyLength], scalars: result.weights ?? [])
+    /// The attention weights (or scores) `[batch, heads, queryLength, keyLength]`.
+    func heads(_ matrix: MaterialisedMatrix, backend: AttentionBackend, threads: Int?) throws -> Tensor<Float> {
+        Tensor(validShape: maskShape, scalars: try materialise(matrix, backend: backend, threads: threads))
+    }
+}
+
+extension Tensor {
+    /// `[a, b, rest…]` → `[b, a, rest…]` (rank ≥ 2), a copy: PyTorch's
+    /// `transpose(0, 1)` for sequence-first layouts.
+    func swappingLeadingAxes() -> Tensor {
+        precondition(rank >= 2)
+        let (a, b) = (shape[0], shape[1])
+        let inner = shape.dropFirst(2).reduce(1, *)
+        var elements: [Element] = []
+        elements.reserveCapacity(count)
+        for j in 0..<b {
+            for i in 0..<a {
+                let start = (i * b + j) * inner
+                elements.append(contentsOf: scalars[start..<start + inner])
+            }
+        }
+        return Tensor(validShape: [b, a] + shape.dropFirst(2), scalars: elements)
     }
 }

@@ -38,32 +38,39 @@ public struct Linear: Sendable {
 
     /// A layer with PyTorch's default initialisation, U(−1/√in, 1/√in) for the
     /// weight and the bias (He et al. 2015, as `nn.Linear.reset_parameters`),
-    /// drawn from a seeded generator so that it reproduces.
+    /// drawn from the stream keyed by `seed` (matrix 0 of that seed; see the
+    /// attention layers' `seed:`), so that it reproduces: the weight's elements
+    /// first, row by row, then the bias's.
     ///
-    /// The generator is SplitMix64, not PyTorch's: the same `seed` gives the same
-    /// weights here every time, but not those of `torch.manual_seed(seed)`, so
-    /// `seed: 123` does not reproduce the book's weights (those are bundled:
-    /// `AttentionExamples`' `BookChapter3.load()`). Load a checkpoint's tensors
-    /// with ``init(weight:bias:)``.
+    /// `seed` keys this package's parameter stream (Philox-4x32-10, matrix 0): it is not
+    /// `torch.manual_seed`, so `seed: 123` does not reproduce the book's weights
+    /// (those are bundled: `AttentionExamples`' `BookChapter3.load()`). Load a
+    /// checkpoint's tensors with ``init(weight:bias:)``.
     ///
     /// - Parameters:
     ///   - inFeatures: the size of the input's last dimension, ≥ 0.
     ///   - outFeatures: the size of the output's last dimension, ≥ 0.
     ///   - bias: whether the layer adds a bias `[outFeatures]`.
-    ///   - seed: the generator's seed.
-    /// - Throws: `AttentionError.invalidValue` if a feature count is negative.
+    ///   - seed: the key of the parameter stream.
+    /// - Throws: `AttentionError.invalidValue` if a feature count is negative,
+    ///   `AttentionError.insufficientMemory` if the weight cannot be allocated.
     public init(inFeatures: Int, outFeatures: Int, bias: Bool = true, seed: UInt64) throws {
+        try self.init(inFeatures: inFeatures, outFeatures: outFeatures, bias: bias, parameters: ParameterStream(seed: seed), matrix: 0)
+    }
+
+    /// PyTorch's initialisation from matrix `matrix` of a layer's parameter stream.
+    init(inFeatures: Int, outFeatures: Int, bias: Bool, parameters: ParameterStream, matrix: Int) throws {
         guard inFeatures >= 0, outFeatures >= 0 else {
             throw AttentionError.invalidValue(
                 argument: "inFeatures/outFeatures", expected: "non-negative counts", actual: "\(inFeatures), \(outFeatures)")
         }
-        var generator = SplitMix64(seed: seed)
+        let weightCount = try Tensor<Float>.allocatableCount(of: [outFeatures, inFeatures], argument: "inFeatures/outFeatures", tensor: "weight")
         let bound = inFeatures > 0 ? 1 / Float(inFeatures).squareRoot() : 0
-        func uniform(_ count: Int) -> [Float] {
-            (0..<count).map { _ in Float(generator.next() >> 40) * 0x1p-24 * 2 * bound - bound }
+        func uniform(first: Int, count: Int) -> [Float] {
+            parameters.uniforms(matrix: matrix, first: first, count: count).map { $0 * 2 * bound - bound }
         }
-        self.weight = Tensor(validShape: [outFeatures, inFeatures], scalars: uniform(outFeatures * inFeatures))
-        self.bias = bias ? Tensor(validShape: [outFeatures], scalars: uniform(outFeatures)) : nil
+        self.weight = Tensor(validShape: [outFeatures, inFeatures], scalars: uniform(first: 0, count: weightCount))
+        self.bias = bias ? Tensor(validShape: [outFeatures], scalars: uniform(first: weightCount, count: outFeatures)) : nil
     }
 
     /// Applies the layer to the last dimension.
@@ -89,7 +96,8 @@ public struct Linear: Sendable {
             throw AttentionError.invalidValue(argument: "threads", expected: "at least 1", actual: "\(threads)")
         }
         let outputShape = Array(input.shape.dropLast()) + [outFeatures]
-        var output = [Float](repeating: 0, count: try Tensor<Float>.allocatableCount(of: outputShape, argument: argument))
+        var output = [Float](repeating: 0, count: try Tensor<Float>.allocatableCount(
+            of: outputShape, argument: argument, tensor: "\(argument) projection"))
         let rowCount = input.shape.dropLast().contains(0) ? 0 : input.shape.dropLast().reduce(1, *)
         let status = input.withUnsafeBufferPointer { x in
             weight.withUnsafeBufferPointer { w in

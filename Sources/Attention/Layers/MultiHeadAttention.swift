@@ -13,7 +13,9 @@
 /// sizes), key padding, any `AttentionMask`, causal or not, grouped-query
 /// attention (`kvHeads < heads`), and loading PyTorch's packed `in_proj_weight`.
 /// Differences from PyTorch: a query that sees no key gives zeros (PyTorch: NaN),
-/// and the key padding mask uses `true` = padding, as PyTorch's `key_padding_mask`.
+/// key padding names its polarity (`KeyPadding.padding`, PyTorch's
+/// `key_padding_mask`, or `.keep`, a tokenizer's `attention_mask`), and inputs are
+/// batch-first by default (`batchFirst: false` gives PyTorch's default layout).
 public struct MultiHeadAttention: Sendable {
     var projections: QKVProjections
     /// The output projection `weight [dOut, heads · valueDim]`, or `nil` for none.
@@ -22,17 +24,40 @@ public struct MultiHeadAttention: Sendable {
     public let causal: CausalAlignment?
     /// If set, inputs longer than this throw `AttentionError.sequenceTooLong`.
     public let contextLength: Int?
-    /// Probability of dropping an attention weight in training, in [0, 1).
-    public let dropoutProbability: Float
-    /// Dropout applies only while this is `true`.
-    public var isTraining = false
-    /// The key of the dropout generator (Philox); change it between training steps.
-    public var dropoutSeed: UInt64 = 0
+    /// Probability of dropping an attention weight in training, in [0, 1);
+    /// settable (a value outside the range makes the next call throw
+    /// `AttentionError.invalidValue` naming `dropoutProbability`).
+    public var dropoutProbability: Float { didSet { dropoutStream = dropoutStream.copy() } }
+    /// Dropout applies only while this is `true` (PyTorch's `module.train()`).
+    public var isTraining = false { didSet { dropoutStream = dropoutStream.copy() } }
+    /// The stream of dropout keys: each training call takes the next key, so
+    /// successive calls drop different cells (see `DropoutStream` for the keys,
+    /// sharing between copies and how to replay a call). By default its seed is
+    /// `DropoutStream.nextDefaultSeed()`, different for every layer made.
+    public var dropoutStream = DropoutStream(seed: DropoutStream.nextDefaultSeed())
+    /// The seed of the dropout stream, the key of its call 0; setting it gives
+    /// this layer a new stream of its own, at call 0.
+    public var dropoutSeed: UInt64 {
+        get { dropoutStream.seed }
+        set { dropoutStream = DropoutStream(seed: newValue) }
+    }
+    /// The dropout key of the most recent training call (nil before the first):
+    /// `scaledDotProductAttention(…, dropoutSeed: key)` and the oracle drop the
+    /// same cells.
+    public var lastDropoutKey: UInt64? { dropoutStream.lastKey }
     /// `.fused` (default) or `.reference`.
-    public var backend: AttentionBackend = .fused
+    public var backend: AttentionBackend = .fused { didSet { dropoutStream = dropoutStream.copy() } }
     /// Worker threads for the fused kernel (and the projections), ≥ 1; `nil` = the driver's default,
     /// ``AttentionThreading/defaultThreadCount``.
-    public var threads: Int?
+    public var threads: Int? { didSet { dropoutStream = dropoutStream.copy() } }
+
+    /// The layout of `query`, `key`, `value` and the output: `true` (default, as
+    /// in the book) `[batch, length, features]`, `false` `[length, batch,
+    /// features]` — PyTorch's `nn.MultiheadAttention(batch_first=False)`, its
+    /// default. Unbatched `[length, features]` inputs, key padding `[batch,
+    /// keyLength]` and the weights `[batch, heads, queryLength, keyLength]` are
+    /// the same either way.
+    public var batchFirst = true
 
     /// Query heads.
     public var heads: Int { projections.heads }
@@ -70,14 +95,17 @@ public struct MultiHeadAttention: Sendable {
     ///     for no limit.
     ///   - dropoutProbability: probability in [0, 1) of dropping an attention
     ///     weight while ``isTraining``.
+    ///   - batchFirst: `true` (default) for `[batch, length, features]` inputs and
+    ///     outputs, `false` for PyTorch's default `[length, batch, features]`.
     /// - Throws: `AttentionError.invalidValue` if `heads` does not divide the query
     ///   width or `kvHeads` does not divide `heads`, `AttentionError.invalidShape`
     ///   for projections that do not fit together.
     public init(
         query: Linear, key: Linear, value: Linear, outputProjection: Linear?,
         heads: Int, kvHeads: Int? = nil, causal: CausalAlignment? = nil, contextLength: Int? = nil,
-        dropoutProbability: Float = 0
+        dropoutProbability: Float = 0, batchFirst: Bool = true
     ) throws {
+        self.batchFirst = batchFirst
         projections = try QKVProjections(query: query, key: key, value: value, heads: heads, kvHeads: kvHeads ?? heads)
         if let outputProjection, outputProjection.inFeatures != projections.outputWidth {
             throw AttentionError.invalidShape(
@@ -109,8 +137,8 @@ public struct MultiHeadAttention: Sendable {
     ///   - dropout: probability of dropping an attention weight in training, in [0, 1).
     ///   - numHeads: the number of heads; divides `dOut`.
     ///   - qkvBias: whether the query, key and value projections have a bias (the book: no).
-    ///   - seed: keys this package's SplitMix64 generator for the initial weights
-    ///     (PyTorch's `nn.Linear` distribution). It is not `torch.manual_seed`:
+    ///   - seed: keys this package's parameter stream (Philox-4x32-10) for the initial
+    ///     weights (PyTorch's `nn.Linear` distribution). It is not `torch.manual_seed`:
     ///     `seed: 123` does not give the book's numbers; the book's exact weights are
     ///     bundled in `AttentionExamples` (`BookChapter3.load().multiHeadAttention`).
     /// - Throws: `AttentionError.invalidValue` if `numHeads` does not divide `dOut`,
@@ -134,8 +162,8 @@ public struct MultiHeadAttention: Sendable {
     /// default. For the book's causal layer use
     /// ``init(dIn:dOut:contextLength:dropout:numHeads:qkvBias:seed:)``, or pass `causal: .topLeft`.
     ///
-    /// The generator is SplitMix64, not PyTorch's: `seed` reproduces these
-    /// weights, not those of `torch.manual_seed(seed)`. The book's exact weights
+    /// `seed` keys this package's parameter stream, not `torch.manual_seed`: it
+    /// reproduces these weights, not PyTorch's. The book's exact weights
     /// are bundled in `AttentionExamples` (`BookChapter3.load()`); load those, or
     /// a checkpoint's, with
     /// ``init(query:key:value:outputProjection:heads:kvHeads:causal:contextLength:dropoutProbability:)``.
@@ -158,15 +186,20 @@ public struct MultiHeadAttention: Sendable {
     ///     PyTorch: yes).
     ///   - keyFeatures: the key input's features, for cross-attention; `nil` = `dIn`.
     ///   - valueFeatures: the value input's features; `nil` = `dIn`.
-    ///   - seed: the generator's seed; the query, key, value and output
-    ///     projections use `seed` to `seed + 3`.
+    ///   - seed: the key of the parameter stream: W_q, W_k, W_v and the output
+    ///     projection are its matrices 0, 1, 2 and 3 (Philox-4x32-10, one place
+    ///     per matrix), so layers built with different seeds share no matrix.
+    ///     It is not `torch.manual_seed`: the book's exact weights are bundled in
+    ///     `AttentionExamples` (`BookChapter3.load()`).
+    ///   - batchFirst: `true` (default) for `[batch, length, features]` inputs and
+    ///     outputs, `false` for PyTorch's default `[length, batch, features]`.
     /// - Throws: `AttentionError.invalidValue` naming `heads` or `kvHeads` if
     ///   they do not divide `dOut` and `heads`, or as
     ///   ``init(query:key:value:outputProjection:heads:kvHeads:causal:contextLength:dropoutProbability:)``.
     public init(
         dIn: Int, dOut: Int, heads: Int, kvHeads: Int? = nil, causal: CausalAlignment? = nil,
         contextLength: Int? = nil, dropoutProbability: Float = 0, qkvBias: Bool = false, outputBias: Bool = true,
-        keyFeatures: Int? = nil, valueFeatures: Int? = nil, seed: UInt64 = 0
+        keyFeatures: Int? = nil, valueFeatures: Int? = nil, seed: UInt64 = 0, batchFirst: Bool = true
     ) throws {
         guard heads >= 1, dOut % heads == 0 else {
             throw AttentionError.invalidValue(argument: "heads", expected: "a positive divisor of dOut = \(dOut)", actual: "\(heads)")
@@ -176,13 +209,14 @@ public struct MultiHeadAttention: Sendable {
                 argument: "kvHeads", expected: "a divisor of heads = \(heads) (grouped-query attention)", actual: "\(kvHeads)")
         }
         let kvWidth = dOut / heads * (kvHeads ?? heads)
+        let parameters = ParameterStream(seed: seed)
         try self.init(
-            query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed),
-            key: Linear(inFeatures: keyFeatures ?? dIn, outFeatures: kvWidth, bias: qkvBias, seed: seed &+ 1),
-            value: Linear(inFeatures: valueFeatures ?? dIn, outFeatures: kvWidth, bias: qkvBias, seed: seed &+ 2),
-            outputProjection: Linear(inFeatures: dOut, outFeatures: dOut, bias: outputBias, seed: seed &+ 3),
+            query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: parameters, matrix: 0),
+            key: Linear(inFeatures: keyFeatures ?? dIn, outFeatures: kvWidth, bias: qkvBias, parameters: parameters, matrix: 1),
+            value: Linear(inFeatures: valueFeatures ?? dIn, outFeatures: kvWidth, bias: qkvBias, parameters: parameters, matrix: 2),
+            outputProjection: Linear(inFeatures: dOut, outFeatures: dOut, bias: outputBias, parameters: parameters, matrix: 3),
             heads: heads, kvHeads: kvHeads, causal: causal, contextLength: contextLength,
-            dropoutProbability: dropoutProbability)
+            dropoutProbability: dropoutProbability, batchFirst: batchFirst)
     }
 
     /// A layer from PyTorch's `nn.MultiheadAttention` state: the packed
@@ -200,12 +234,14 @@ public struct MultiHeadAttention: Sendable {
     ///     every call.
     ///   - dropoutProbability: PyTorch's `dropout`, in [0, 1), applied to the
     ///     attention weights while ``isTraining``.
+    ///   - batchFirst: PyTorch's `batch_first`; `false` reads and writes
+    ///     `[length, batch, E]`, the layout of a module built with the default.
     /// - Throws: `AttentionError.invalidShape` naming the tensor that does not fit,
     ///   `AttentionError.invalidValue` if `heads` does not divide E.
     public init(
         packedInProjectionWeight: Tensor<Float>, packedInProjectionBias: Tensor<Float>?,
         outputProjectionWeight: Tensor<Float>, outputProjectionBias: Tensor<Float>?,
-        heads: Int, causal: CausalAlignment? = nil, dropoutProbability: Float = 0
+        heads: Int, causal: CausalAlignment? = nil, dropoutProbability: Float = 0, batchFirst: Bool = true
     ) throws {
         let shape = packedInProjectionWeight.shape
         guard shape.count == 2, shape[0] == 3 * shape[1] else {
@@ -225,75 +261,141 @@ public struct MultiHeadAttention: Sendable {
         try self.init(
             query: slice(0), key: slice(1), value: slice(2),
             outputProjection: Linear(weight: outputProjectionWeight, bias: outputProjectionBias),
-            heads: heads, causal: causal, dropoutProbability: dropoutProbability)
+            heads: heads, causal: causal, dropoutProbability: dropoutProbability, batchFirst: batchFirst)
     }
 
     /// Self-attention: query, key and value all come from `input`.
     ///
-    /// - Parameter input: `[batch, length, dIn]` or `[length, dIn]`.
-    /// - Returns: `[batch, length, dOut]` (or `[length, dOut]`).
-    /// - Throws: as ``callAsFunction(query:key:value:keyPaddingMask:mask:)``.
+    /// - Parameter input: `[batch, length, dIn]` (`[length, batch, dIn]` when
+    ///   `batchFirst` is false) or `[length, dIn]`.
+    /// - Returns: `[batch, length, dOut]` (`[length, batch, dOut]`, or `[length, dOut]`).
+    /// - Throws: as `callAsFunction(query:key:value:keyPadding:mask:)`.
     public func callAsFunction(_ input: Tensor<Float>) throws -> Tensor<Float> {
         try callAsFunction(query: input, key: input, value: input)
     }
 
     /// Attention of `query` over `key`/`value` (cross-attention when they differ).
     ///
+    /// A training call (`isTraining`) takes the next key of `dropoutStream`, so
+    /// successive calls drop different cells; `lastDropoutKey` tells which.
+    ///
     /// - Parameters:
-    ///   - query: `[batch, queryLength, queryFeatures]` or `[queryLength, queryFeatures]`.
-    ///   - key: `[batch, keyLength, keyFeatures]`, same rank as `query`.
-    ///   - value: `[batch, keyLength, valueFeatures]`.
-    ///   - keyPaddingMask: `[batch, keyLength]`, `true` = padding (ignored key);
-    ///     `[1, keyLength]` for unbatched inputs.
+    ///   - query: `[batch, queryLength, queryFeatures]` or `[queryLength, queryFeatures]`;
+    ///     `[queryLength, batch, queryFeatures]` when `batchFirst` is false (PyTorch's default layout).
+    ///   - key: `[batch, keyLength, keyFeatures]` (or `[keyLength, batch, keyFeatures]`), same rank as `query`.
+    ///   - value: `[batch, keyLength, valueFeatures]` (or `[keyLength, batch, valueFeatures]`).
+    ///   - keyPadding: which keys to ignore, `[batch, keyLength]` (`[1, keyLength]` for
+    ///     unbatched inputs) with its polarity in the case: `.padding(mask)` (true =
+    ///     padding, PyTorch's `key_padding_mask`) or `.keep(mask)` (true = a real token,
+    ///     a tokenizer's `attention_mask` as it is; `.attentionMask(_:)` takes it as numbers).
     ///   - mask: combined with the layer's `causal`; explicit masks broadcast to
     ///     `[batch, heads, queryLength, keyLength]`.
-    /// - Returns: `[batch, queryLength, dOut]` (or unbatched).
+    /// - Returns: `[batch, queryLength, dOut]` (`[queryLength, batch, dOut]` when
+    ///   `batchFirst` is false, or unbatched).
     /// - Throws: `AttentionError.invalidShape` naming the argument that does not
     ///   fit, `AttentionError.sequenceTooLong` past `contextLength`,
     ///   `AttentionError.invalidValue` if `mask` is causal with an alignment other
-    ///   than the layer's.
+    ///   than the layer's or `dropoutProbability` is outside [0, 1).
     public func callAsFunction(
         query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,
-        keyPaddingMask: Tensor<Bool>? = nil, mask: AttentionMask = .none
+        keyPadding: KeyPadding? = nil, mask: AttentionMask = .none
     ) throws -> Tensor<Float> {
-        let (sequence, problem) = try prepare(query: query, key: key, value: value, keyPaddingMask: keyPaddingMask, mask: mask)
-        var merged = try problem.runMergingHeads(backend: backend, threads: threads)
-        if let outputProjection { merged = try outputProjection(merged, threads: threads) }
-        return sequence.restoringRank(merged)
+        try forward(query: query, key: key, value: value, keyPadding: keyPadding, argument: "keyPadding", mask: mask)
     }
 
-    /// The attention weights of each head from the oracle,
-    /// `[batch, heads, queryLength, keyLength]` (`[heads, queryLength, keyLength]`
-    /// for unbatched inputs), after masks, and dropout in training. O(Lq·Lk)
-    /// memory; for inspection.
+    /// The former spelling, with the polarity only in the documentation: a Bool
+    /// `[batch, keyLength]` with `true` = padding. A checkpoint's attention mask
+    /// (1 = real token) passed here silently gives wrong numbers.
     ///
-    /// - Parameters:
-    ///   - query: `[batch, queryLength, queryFeatures]` or `[queryLength, queryFeatures]`.
-    ///   - key: `[batch, keyLength, keyFeatures]`, same rank as `query`.
-    ///   - value: `[batch, keyLength, valueFeatures]`; it does not change the
-    ///     weights, but it is checked as in a call.
-    ///   - keyPaddingMask: `[batch, keyLength]`, `true` = padding (ignored key).
-    ///   - mask: combined with the layer's `causal`.
-    /// - Returns: `softmax(Q_h·K_hᵀ/√headDim + mask)` per head `h`; rows with
-    ///   no visible key are zeros.
-    /// - Throws: as ``callAsFunction(query:key:value:keyPaddingMask:mask:)``.
-    public func attentionWeights(
+    /// - Throws: as `callAsFunction(query:key:value:keyPadding:mask:)`, naming `keyPaddingMask`.
+    @available(*, deprecated, message: "use keyPadding: .padding(mask) (true = padding) or .keep(attentionMask) (true = real token)")
+    public func callAsFunction(
         query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,
-        keyPaddingMask: Tensor<Bool>? = nil, mask: AttentionMask = .none
+        keyPaddingMask: Tensor<Bool>?, mask: AttentionMask = .none
+    ) throws -> Tensor<Float> {
+        try forward(query: query, key: key, value: value, keyPadding: keyPaddingMask.map(KeyPadding.padding),
+                    argument: "keyPaddingMask", mask: mask)
+    }
+
+    private func forward(
+        query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,
+        keyPadding: KeyPadding?, argument: String, mask: AttentionMask
     ) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(
-            query: query, key: key, value: value, keyPaddingMask: keyPaddingMask, mask: mask)
-        let weights = try problem.referenceWeights()
-        return sequence.wasUnbatched ? Tensor(validShape: Array(weights.shape.dropFirst()), scalars: weights.scalars) : weights
+            query: query, key: key, value: value, keyPadding: keyPadding, argument: argument, mask: mask, forWeights: false)
+        var merged = try problem.runMergingHeads(backend: backend, threads: threads)
+        if let outputProjection { merged = try outputProjection(merged, threads: threads) }
+        let output = sequence.restoringRank(merged)
+        return batchFirst || sequence.wasUnbatched ? output : output.swappingLeadingAxes()
     }
 
+    /// The attention weights of each head, `[batch, heads, queryLength, keyLength]`
+    /// (`[heads, queryLength, keyLength]` for unbatched inputs, batch first whatever
+    /// `batchFirst`, as in PyTorch), after masks, and dropout in training (the cells
+    /// of the last training call, `lastDropoutKey`, or before the first, of the
+    /// next) — PyTorch's `need_weights=True, average_attn_weights=False`. Does not
+    /// advance the dropout stream.
+    ///
+    /// On `.fused` from the float32 path (`scaledDotProductAttentionWeights`:
+    /// the kernel's logsumexp, then `exp(s − logsumexp)` tile by tile), about the
+    /// cost of a forward call; on `.reference` from the float64 oracle.
+    /// O(Lq·Lk) memory.
+    ///
+    /// - Throws: as `callAsFunction(query:key:value:keyPadding:mask:)`;
+    ///   `AttentionError.insufficientMemory` if the weights cannot be allocated.
+    public func attentionWeights(
+        query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,
+        keyPadding: KeyPadding? = nil, mask: AttentionMask = .none
+    ) throws -> Tensor<Float> {
+        try materialise(.weights, query: query, key: key, value: value, keyPadding: keyPadding, argument: "keyPadding", mask: mask)
+    }
+
+    /// The former spelling of `attentionWeights(query:key:value:keyPadding:mask:)`
+    /// (`true` = padding).
+    ///
+    /// - Throws: as `attentionWeights(query:key:value:keyPadding:mask:)`, naming `keyPaddingMask`.
+    @available(*, deprecated, message: "use keyPadding: .padding(mask) (true = padding) or .keep(attentionMask) (true = real token)")
+    public func attentionWeights(
+        query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,
+        keyPaddingMask: Tensor<Bool>?, mask: AttentionMask = .none
+    ) throws -> Tensor<Float> {
+        try materialise(.weights, query: query, key: key, value: value, keyPadding: keyPaddingMask.map(KeyPadding.padding),
+                        argument: "keyPaddingMask", mask: mask)
+    }
+
+    /// The attention scores of each head before softmax, `[batch, heads,
+    /// queryLength, keyLength]` (or unbatched): `Q·Kᵀ/√headDim` plus any additive
+    /// mask, −∞ at every masked cell (causal, keep mask, key padding), from the
+    /// same float32 path as the weights (the oracle's on `.reference`).
+    ///
+    /// - Throws: as `attentionWeights(query:key:value:keyPadding:mask:)`.
+    public func attentionScores(
+        query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,
+        keyPadding: KeyPadding? = nil, mask: AttentionMask = .none
+    ) throws -> Tensor<Float> {
+        try materialise(.scores, query: query, key: key, value: value, keyPadding: keyPadding, argument: "keyPadding", mask: mask)
+    }
+
+    private func materialise(
+        _ matrix: MaterialisedMatrix, query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,
+        keyPadding: KeyPadding?, argument: String, mask: AttentionMask
+    ) throws -> Tensor<Float> {
+        let (sequence, problem) = try prepare(
+            query: query, key: key, value: value, keyPadding: keyPadding, argument: argument, mask: mask, forWeights: true)
+        let result = try problem.heads(matrix, backend: backend, threads: threads)
+        return sequence.wasUnbatched ? Tensor(validShape: Array(result.shape.dropFirst()), scalars: result.scalars) : result
+    }
+
+    /// The problem of one call; a training forward call (`forWeights` false)
+    /// takes the next dropout key, after every check has passed.
     private func prepare(
         query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,
-        keyPaddingMask: Tensor<Bool>?, mask: AttentionMask
+        keyPadding: KeyPadding?, argument: String, mask: AttentionMask, forWeights: Bool
     ) throws -> (SequenceBatch, AttentionProblem) {
-        let querySequence = try SequenceBatch(query, argument: "query", projection: projections.query, weightName: "query.weight")
-        let keySequence = try SequenceBatch(key, argument: "key", projection: projections.key, weightName: "key.weight")
-        let valueSequence = try SequenceBatch(value, argument: "value", projection: projections.value, weightName: "value.weight")
+        try AttentionProblem.checkDropout(dropoutProbability)
+        let querySequence = try SequenceBatch(query, argument: "query", projection: projections.query, weightName: "query.weight", batchFirst: batchFirst)
+        let keySequence = try SequenceBatch(key, argument: "key", projection: projections.key, weightName: "key.weight", batchFirst: batchFirst)
+        let valueSequence = try SequenceBatch(value, argument: "value", projection: projections.value, weightName: "value.weight", batchFirst: batchFirst)
         guard keySequence.wasUnbatched == querySequence.wasUnbatched else {
             throw AttentionError.invalidShape(argument: "key", expected: "rank \(query.rank) like query \(query.shape)", actual: key.shape)
         }
@@ -304,13 +406,14 @@ public struct MultiHeadAttention: Sendable {
         try checkContextLength(keySequence.length, contextLength: contextLength, argument: "key")
         var problem = try projections.problem(
             queryInput: querySequence, keyInput: keySequence, valueInput: valueSequence, causal: causal,
-            dropoutProbability: isTraining ? dropoutProbability : 0, dropoutSeed: dropoutSeed, threads: threads)
+            dropoutProbability: isTraining ? dropoutProbability : 0, dropoutSeed: 0, threads: threads)
         if case let .causal(alignment) = mask, let causal, causal != alignment {
             throw AttentionError.invalidValue(
                 argument: "mask", expected: "no causal mask or .causal(\(causal)) (the layer's)", actual: ".causal(\(alignment))")
         }
         try problem.apply(mask)
-        if let keyPaddingMask { try problem.hideKeys(padding: keyPaddingMask, argument: "keyPaddingMask") }
+        if let keyPadding { try problem.hideKeys(keyPadding, argument: argument) }
+        if isTraining { problem.dropoutSeed = dropoutStream.key(advancing: !forWeights) }
         return (querySequence, problem)
     }
 }

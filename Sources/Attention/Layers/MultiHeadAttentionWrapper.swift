@@ -9,6 +9,41 @@ public struct MultiHeadAttentionWrapper: Sendable {
     /// The number of trainable numbers.
     public var parameterCount: Int { heads.reduce(0) { $0 + $1.parameterCount } }
 
+    /// Whether every head is in training mode; setting it sets every head's.
+    public var isTraining: Bool {
+        get { heads.allSatisfy(\.isTraining) }
+        set { for index in heads.indices { heads[index].isTraining = newValue } }
+    }
+
+    /// The heads' dropout probability (the first head's; setting it sets
+    /// every head's). In [0, 1); a value outside makes the next call throw.
+    public var dropoutProbability: Float {
+        get { heads.first?.dropoutProbability ?? 0 }
+        set { for index in heads.indices { heads[index].dropoutProbability = newValue } }
+    }
+
+    /// Reseeds every head's dropout stream from one seed: head `h` gets the
+    /// seed `MultiHeadAttentionWrapper.headDropoutSeed(seed, head: h)`, each a
+    /// new stream at call 0, so the heads drop unrelated cells and the whole
+    /// sequence follows from `seed`. (Each head made without a seed already
+    /// has a default seed of its own, see `DropoutStream.nextDefaultSeed()`.)
+    ///
+    /// - Parameter seed: the wrapper's dropout seed.
+    public mutating func setDropoutSeed(_ seed: UInt64) {
+        for index in heads.indices { heads[index].dropoutSeed = Self.headDropoutSeed(seed, head: index) }
+    }
+
+    /// The dropout seed of head `head` under the wrapper seed `seed`: Philox-4x32-10
+    /// under `seed` at the counter `(head, 0, 0xD20F_0118, 0)`, first two words.
+    ///
+    /// - Returns: the seed of that head's stream.
+    public static func headDropoutSeed(_ seed: UInt64, head: Int) -> UInt64 {
+        let words = Philox.philox4x32_10(
+            counter: (UInt32(truncatingIfNeeded: head), UInt32(truncatingIfNeeded: head >> 32), 0xD20F_0118, 0),
+            key: (UInt32(truncatingIfNeeded: seed), UInt32(truncatingIfNeeded: seed >> 32)))
+        return UInt64(words.0) | UInt64(words.1) << 32
+    }
+
     /// A wrapper over given heads.
     ///
     /// - Parameter heads: at least one head; all read the same `dIn`, and their
@@ -30,6 +65,11 @@ public struct MultiHeadAttentionWrapper: Sendable {
     /// book's `MultiHeadAttentionWrapper(d_in, d_out, context_length, dropout,
     /// num_heads, qkv_bias)`.
     ///
+    /// Head `h` takes matrices `3h`, `3h + 1`, `3h + 2` of the parameter stream
+    /// keyed by `seed` (as the book's heads draw in turn from one generator), so
+    /// head 0 is `CausalSelfAttention(…, seed: seed)` and no two heads, and no
+    /// two wrappers of different seeds, share a matrix.
+    ///
     /// - Parameters:
     ///   - dIn: input features, the size of the input's last dimension.
     ///   - dOut: the width of each head; the output is `numHeads · dOut` wide.
@@ -38,8 +78,7 @@ public struct MultiHeadAttentionWrapper: Sendable {
     ///   - dropoutProbability: probability in [0, 1) of dropping an attention
     ///     weight, in each head, while the head's `isTraining` is `true`.
     ///   - qkvBias: whether the projections have a bias (the book: no).
-    ///   - seed: the generator's seed (SplitMix64, not PyTorch's); head `i`
-    ///     uses `seed + 16·i` as in ``CausalSelfAttention/init(dIn:dOut:contextLength:dropoutProbability:qkvBias:seed:)``.
+    ///   - seed: the key of the parameter stream (not `torch.manual_seed`).
     /// - Throws: `AttentionError.invalidValue` naming `numHeads` if it is below
     ///   1, or as ``CausalSelfAttention/init(dIn:dOut:contextLength:dropoutProbability:qkvBias:seed:)``.
     public init(
@@ -49,10 +88,11 @@ public struct MultiHeadAttentionWrapper: Sendable {
         guard numHeads >= 1 else {
             throw AttentionError.invalidValue(argument: "numHeads", expected: "at least one head", actual: "\(numHeads)")
         }
+        let parameters = ParameterStream(seed: seed)
         try self.init(heads: (0..<numHeads).map { index in
             try CausalSelfAttention(
                 dIn: dIn, dOut: dOut, contextLength: contextLength, dropoutProbability: dropoutProbability,
-                qkvBias: qkvBias, seed: seed &+ UInt64(index) &* 16)
+                qkvBias: qkvBias, parameters: parameters, firstMatrix: 3 * index)
         })
     }
 

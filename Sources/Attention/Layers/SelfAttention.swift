@@ -33,23 +33,24 @@ public struct SelfAttention: Sendable {
 
     /// A freshly initialised layer (PyTorch's `nn.Linear` initialisation, seeded).
     ///
-    /// The generator is SplitMix64, not PyTorch's: `seed` reproduces these
-    /// weights, not those of `torch.manual_seed(seed)`. The book's exact weights
-    /// are bundled in `AttentionExamples` (`BookChapter3.load()`); load those, or
-    /// a checkpoint's, with ``init(query:key:value:)``.
+    /// W_q, W_k and W_v are matrices 0, 1 and 2 of the parameter stream keyed by
+    /// `seed` (Philox-4x32-10, one place per matrix): layers built with different
+    /// seeds share no matrix, and the three differ from each other. `seed` is not
+    /// `torch.manual_seed`: the book's exact weights are bundled in
+    /// `AttentionExamples` (`BookChapter3.load()`); load those, or a checkpoint's,
+    /// with ``init(query:key:value:)``.
     ///
     /// - Parameters:
     ///   - dIn: input features, the size of the input's last dimension.
     ///   - dOut: width of the query, key and value vectors, and of the output.
     ///   - qkvBias: whether the projections have a bias (the book: no).
-    ///   - seed: the generator's seed; the three projections use `seed`,
-    ///     `seed + 1` and `seed + 2`.
+    ///   - seed: the key of the parameter stream (not `torch.manual_seed`).
     /// - Throws: `AttentionError.invalidValue` for a negative size.
     public init(dIn: Int, dOut: Int, qkvBias: Bool = false, seed: UInt64 = 0) throws {
         try self.init(
-            query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed),
-            key: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed &+ 1),
-            value: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, seed: seed &+ 2))
+            query: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: ParameterStream(seed: seed), matrix: 0),
+            key: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: ParameterStream(seed: seed), matrix: 1),
+            value: Linear(inFeatures: dIn, outFeatures: dOut, bias: qkvBias, parameters: ParameterStream(seed: seed), matrix: 2))
     }
 
     /// The context vectors.
@@ -62,15 +63,31 @@ public struct SelfAttention: Sendable {
         return sequence.restoringRank(try problem.runMergingHeads(backend: backend, threads: threads))
     }
 
-    /// The attention weights from the oracle, `[batch, length, length]` (or
-    /// `[length, length]`). O(length²) memory; for inspection.
+    /// The attention weights, `[batch, length, length]` (or
+    /// `[length, length]` for an unbatched input).
+    ///
+    /// On `.fused` from the float32 path (`scaledDotProductAttentionWeights`:
+    /// the kernel's logsumexp, then `exp(s − logsumexp)` tile by tile), about the
+    /// cost of a forward call; on `.reference` from the float64 oracle.
+    /// O(length²) memory.
     ///
     /// - Parameter input: `[batch, length, dIn]` or `[length, dIn]`.
     /// - Returns: `softmax(Q·Kᵀ/√dOut)` row by row; each row sums to 1.
-    /// - Throws: `AttentionError.invalidShape` naming `input`.
+    /// - Throws: as ``callAsFunction(_:)``; `AttentionError.insufficientMemory`
+    ///   if the matrix cannot be allocated.
     public func attentionWeights(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(input)
-        return try sequence.singleHeadWeights(of: problem)
+        return try sequence.singleHead(.weights, of: problem, backend: backend, threads: threads)
+    }
+
+    /// The attention scores before softmax, `[batch, length, length]` (or
+    /// `[length, length]`): the scaled dot products, from the
+    /// same float32 path as ``attentionWeights(_:)`` (the oracle's on `.reference`).
+    ///
+    /// - Throws: as ``attentionWeights(_:)``.
+    public func attentionScores(_ input: Tensor<Float>) throws -> Tensor<Float> {
+        let (sequence, problem) = try prepare(input)
+        return try sequence.singleHead(.scores, of: problem, backend: backend, threads: threads)
     }
 
     private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {

@@ -30,15 +30,31 @@ public struct SimpleSelfAttention: Sendable {
         return sequence.restoringRank(try problem.runMergingHeads(backend: backend, threads: threads))
     }
 
-    /// The attention weights, from the oracle: `[batch, length, length]` (or
-    /// `[length, length]` for an unbatched input). O(length²) memory; for inspection.
+    /// The attention weights, `[batch, length, length]` (or
+    /// `[length, length]` for an unbatched input).
+    ///
+    /// On `.fused` from the float32 path (`scaledDotProductAttentionWeights`:
+    /// the kernel's logsumexp, then `exp(s − logsumexp)` tile by tile), about the
+    /// cost of a forward call; on `.reference` from the float64 oracle.
+    /// O(length²) memory.
     ///
     /// - Parameter input: `[batch, length, features]` or `[length, features]`.
     /// - Returns: `softmax(x·xᵀ)` row by row; each row sums to 1.
-    /// - Throws: `AttentionError.invalidShape` naming `input` for another rank.
+    /// - Throws: as ``callAsFunction(_:)``; `AttentionError.insufficientMemory`
+    ///   if the matrix cannot be allocated.
     public func attentionWeights(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(input)
-        return try sequence.singleHeadWeights(of: problem)
+        return try sequence.singleHead(.weights, of: problem, backend: backend, threads: threads)
+    }
+
+    /// The attention scores before softmax, `[batch, length, length]` (or
+    /// `[length, length]`): the scaled dot products, from the
+    /// same float32 path as ``attentionWeights(_:)`` (the oracle's on `.reference`).
+    ///
+    /// - Throws: as ``attentionWeights(_:)``.
+    public func attentionScores(_ input: Tensor<Float>) throws -> Tensor<Float> {
+        let (sequence, problem) = try prepare(input)
+        return try sequence.singleHead(.scores, of: problem, backend: backend, threads: threads)
     }
 
     private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {

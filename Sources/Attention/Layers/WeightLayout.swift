@@ -21,8 +21,8 @@ extension Linear {
 extension SequenceBatch {
     /// Accepts `[batch, length, features]` or `[length, features]` for `projection`,
     /// first checking that its weight is not transposed (see `Linear.checkLayout`).
-    init(_ input: Tensor<Float>, argument: String, projection: Linear, weightName: String) throws {
+    init(_ input: Tensor<Float>, argument: String, projection: Linear, weightName: String, batchFirst: Bool = true) throws {
         try projection.checkLayout(of: input, weightName: weightName)
-        try self.init(input, argument: argument, features: projection.inFeatures)
+        try self.init(input, argument: argument, features: projection.inFeatures, batchFirst: batchFirst)
     }
 }

@@ -153,7 +153,8 @@ public enum Reference {
         let problem = try AttentionProblem(
             queries: queries, keys: keys, values: values, mask: mask, scale: scale,
             dropoutProbability: dropoutProbability, dropoutSeed: dropoutSeed)
-        _ = try Tensor<Float>.allocatableCount(of: problem.maskShape, argument: "keys")  // the weights
+        _ = try Tensor<Float>.allocatableCount(of: problem.maskShape, argument: "keys", tensor: "weights")
+        try problem.checkReferenceScratch()
         let result = problem.runReference(layout: .headsMajor, wantWeights: true)
         let rowShape = Array(queries.shape.dropLast())
         return ReferenceAttentionResult(

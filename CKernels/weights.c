@@ -1,0 +1,210 @@
+// weights.c: the attention weights (or the scores before softmax), materialised,
+// in float32, from the same micro-kernels as the fused forward pass.
+//
+//   query     [B, Hq, Lq, D]     key [B, Hkv, Lk, D]     (value, output: unused)
+//   logsumexp [B, Hq, Lq]        contiguous; attn_sdpa_forward's, for the same params
+//   weights   [B, Hq, Lq, Lk]    contiguous, written
+//
+//   scores:  s[i][j] = scale · q_i·k_j (+ additive mask); −∞ where masked
+//            (causal, keep mask, key padding); NaN for a logit that is ±∞
+//   weights: p[i][j] = exp(s[i][j] − logsumexp[i])        (= softmax_j, since
+//            logsumexp = log Σ_j exp s[i][j]), then dropout: kept cells ·1/(1 − p),
+//            dropped ·0, by the Philox cells of attn_philox_keep
+//
+// One pass per (batch, head, query tile), key tile by key tile: qk_tile, the
+// masks, and for weights exp_row_sum with the row's logsumexp in place of the
+// running max. No online softmax is needed: the logsumexp already holds the
+// row's normaliser (FlashAttention-2's backward pass recomputes P the same way,
+// Dao 2023, Algorithm 2, line 11). The cost is one Q·Kᵀ plus one exp and one
+// store per cell, on top of the forward call that gave the logsumexp.
+#include "attention.h"
+#include "microkernels/microkernels.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    WEIGHTS_SCRATCH_ALIGNMENT = 64,  // one cache line, the AVX-512 width
+};
+
+// The checks of attn_sdpa_forward that concern the scores (values are not read).
+static attn_status validate_scores(const attn_params *p, const void *out) {
+    if (!p) return ATTN_ERROR_NULL_POINTER;
+    if (p->batch < 0 || p->query_heads < 0 || p->kv_heads < 0 || p->query_length < 0 ||
+        p->key_length < 0 || p->head_dim < 0)
+        return ATTN_ERROR_NEGATIVE_SIZE;
+    if (p->causal != ATTN_CAUSAL_NONE && p->causal != ATTN_CAUSAL_TOP_LEFT &&
+        p->causal != ATTN_CAUSAL_BOTTOM_RIGHT)
+        return ATTN_ERROR_MASK_KIND;
+    if (p->mask_kind != ATTN_MASK_NONE && p->mask_kind != ATTN_MASK_KEEP &&
+        p->mask_kind != ATTN_MASK_ADDITIVE)
+        return ATTN_ERROR_MASK_KIND;
+    if (!isfinite(p->scale)) return ATTN_ERROR_SCALE;
+    if (!(p->dropout_p >= 0.0f && p->dropout_p < 1.0f)) return ATTN_ERROR_DROPOUT;
+    int64_t cells;
+    if (p->head_dim > ((int64_t)1 << 40) || __builtin_mul_overflow(p->batch, p->query_heads, &cells) ||
+        __builtin_mul_overflow(cells, p->query_length, &cells) ||
+        __builtin_mul_overflow(cells, p->key_length, &cells))
+        return ATTN_ERROR_SIZE_OVERFLOW;
+    if (cells == 0) return ATTN_OK;  // nothing to write
+    if (p->kv_heads == 0 || p->query_heads % p->kv_heads != 0) return ATTN_ERROR_GROUPED_QUERY;
+    if (!out) return ATTN_ERROR_NULL_POINTER;
+    if (p->head_dim > 0 && (!p->query || !p->key)) return ATTN_ERROR_NULL_POINTER;
+    if (p->head_dim > 0 && (p->query_strides[3] != 1 || p->key_strides[3] != 1))
+        return ATTN_ERROR_INNER_STRIDE;
+    if (p->mask_kind != ATTN_MASK_NONE && !p->mask) return ATTN_ERROR_NULL_POINTER;
+    return ATTN_OK;
+}
+
+// Per-worker scratch, each on a cache line.
+typedef struct scores_scratch {
+    float *qt;         // scale·Qᵀ [head_dim, QUERY_TILE]
+    float *st;         // Sᵀ [KEY_TILE, QUERY_TILE]
+    float *no_max;     // −∞ [QUERY_TILE]: makes qk_tile turn ±∞ scores into NaN
+    float *row_lse;    // the tile's logsumexp [QUERY_TILE]
+    float *tile_sum;   // exp_row_sum's sums [QUERY_TILE], unused
+} scores_scratch;
+
+// The masks of one tile on Sᵀ, as the forward pass applies them: a cell a row
+// cannot see becomes −∞ (an additive −∞ overwrites, so NaN·K at a masked key has
+// no effect), an additive bias is added in float32.
+static void mask_tile(const attn_params *p, int64_t b, int64_t h, int64_t row0, int64_t rows,
+                      int64_t col0, int64_t cols, int64_t visible_limit, float *st) {
+    const int64_t *ms = p->mask_strides;
+    const int64_t mask_offset = b * ms[0] + h * ms[1] + row0 * ms[2];
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t j = 0; j < cols; j++) {
+            float *s = st + j * QUERY_TILE + i;
+            if (j >= i + visible_limit) { *s = -INFINITY; continue; }  // causal
+            if (p->mask_kind == ATTN_MASK_KEEP) {
+                const unsigned char keep = ((const unsigned char *)p->mask)[mask_offset + i * ms[2] + (col0 + j) * ms[3]];
+                if (!keep) *s = -INFINITY;
+            } else if (p->mask_kind == ATTN_MASK_ADDITIVE) {
+                const float bias = ((const float *)p->mask)[mask_offset + i * ms[2] + (col0 + j) * ms[3]];
+                *s = bias == -INFINITY ? -INFINITY : *s + bias;
+            }
+        }
+    }
+    if (p->key_padding_keep) {
+        const unsigned char *keep = p->key_padding_keep + b * p->key_padding_strides[0];
+        for (int64_t j = 0; j < cols; j++)
+            if (!keep[(col0 + j) * p->key_padding_strides[1]])
+                for (int64_t i = 0; i < rows; i++) st[j * QUERY_TILE + i] = -INFINITY;
+    }
+}
+
+// One task: rows [row0, row0 + rows) of (b, h), every key tile. logsumexp NULL:
+// scores; else weights.
+static void scores_task(const attn_params *p, const attn_microkernels *kernels, int64_t b, int64_t h,
+                        int64_t row0, const float *logsumexp, float *out, scores_scratch *s) {
+    const int64_t rows = p->query_length - row0 < QUERY_TILE ? p->query_length - row0 : QUERY_TILE;
+    const int64_t kv_head = h / (p->query_heads / p->kv_heads);
+    const int64_t causal_offset =
+        p->causal == ATTN_CAUSAL_BOTTOM_RIGHT ? p->key_length - p->query_length : 0;
+    const int64_t row_index = (b * p->query_heads + h) * p->query_length + row0;
+    const float keep_scale = 1.0f / (1.0f - p->dropout_p);
+    if (p->head_dim > 0) {
+        const float *q = p->query + b * p->query_strides[0] + h * p->query_strides[1] + row0 * p->query_strides[2];
+        kernels->pack_query(q, p->query_strides[2], rows, p->head_dim, p->scale, s->qt);
+    }
+    if (logsumexp)
+        for (int64_t i = 0; i < QUERY_TILE; i++) s->row_lse[i] = i < rows ? logsumexp[row_index + i] : 0.0f;
+    const float *k = p->head_dim > 0 ? p->key + b * p->key_strides[0] + kv_head * p->key_strides[1] : 0;
+    // Keys past the tile's last visible one are masked for every row: written
+    // without a product (causal block skipping, as in the forward pass).
+    int64_t key_end = p->key_length;
+    if (p->causal != ATTN_CAUSAL_NONE) {
+        const int64_t last_visible = row0 + rows - 1 + causal_offset;
+        key_end = last_visible + 1 < 0 ? 0 : last_visible + 1 < key_end ? last_visible + 1 : key_end;
+    }
+    const int explicit_mask = p->mask_kind != ATTN_MASK_NONE || p->key_padding_keep;
+    int nan_rows = 0;
+    if (logsumexp)
+        for (int64_t i = 0; i < rows; i++) nan_rows |= isnan(s->row_lse[i]) != 0;
+    float *out_rows = out + row_index * p->key_length;
+    for (int64_t col0 = 0; col0 < key_end; col0 += KEY_TILE) {
+        const int64_t cols = key_end - col0 < KEY_TILE ? key_end - col0 : KEY_TILE;
+        // Row i sees keys j < i + visible_limit of this tile.
+        int64_t visible_limit = cols;
+        if (p->causal != ATTN_CAUSAL_NONE && col0 + cols - 1 > row0 + causal_offset)
+            visible_limit = row0 + causal_offset - col0 + 1;
+        if (p->head_dim > 0)
+            kernels->qk_tile(s->qt, k + col0 * p->key_strides[2], p->key_strides[2], cols, p->head_dim,
+                             rows, visible_limit, s->st, s->no_max, 0, 0);
+        else
+            memset(s->st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
+        if (explicit_mask || visible_limit < cols) mask_tile(p, b, h, row0, rows, col0, cols, visible_limit, s->st);
+        if (logsumexp) {
+            kernels->exp_row_sum(s->st, cols, rows, s->row_lse, s->tile_sum, visible_limit, 1);
+            if (nan_rows || p->dropout_p > 0.0f)
+                for (int64_t i = 0; i < rows; i++) {
+                    const int nan_row = isnan(s->row_lse[i]);  // as in the oracle: NaN everywhere
+                    for (int64_t j = 0; j < cols; j++) {
+                        float *w = s->st + j * QUERY_TILE + i;
+                        if (nan_row) *w = NAN;
+                        if (p->dropout_p > 0.0f)
+                            *w = attn_philox_keep(p->dropout_seed, b, h, row0 + i, col0 + j, p->dropout_p)
+                                     ? *w * keep_scale
+                                     : *w * 0.0f;
+                    }
+                }
+            // + 0: a masked cell's −0 is written as +0.
+            for (int64_t i = 0; i < rows; i++)
+                for (int64_t j = 0; j < cols; j++)
+                    out_rows[i * p->key_length + col0 + j] = s->st[j * QUERY_TILE + i] + 0.0f;
+        } else {
+            for (int64_t i = 0; i < rows; i++)
+                for (int64_t j = 0; j < cols; j++) out_rows[i * p->key_length + col0 + j] = s->st[j * QUERY_TILE + i];
+        }
+    }
+    // The keys no row of the tile sees: weight 0 (NaN on a NaN row), score −∞.
+    if (key_end < p->key_length)
+        for (int64_t i = 0; i < rows; i++) {
+            const float fill = logsumexp ? (isnan(s->row_lse[i]) ? NAN : 0.0f) : -INFINITY;
+            for (int64_t j = key_end; j < p->key_length; j++) out_rows[i * p->key_length + j] = fill;
+        }
+}
+
+static attn_status run_scores(const attn_params *p, const float *logsumexp, float *out, int64_t *next_task) {
+    const attn_status status = validate_scores(p, out);
+    if (status != ATTN_OK) return status;
+    const int64_t query_tiles = p->query_length / QUERY_TILE + (p->query_length % QUERY_TILE != 0);
+    const int64_t tasks = p->batch * p->query_heads * query_tiles;
+    if (tasks == 0 || p->key_length == 0) return ATTN_OK;
+    const int64_t floats = p->head_dim * QUERY_TILE + KEY_TILE * QUERY_TILE + 3 * QUERY_TILE;
+    float *scratch = aligned_alloc(WEIGHTS_SCRATCH_ALIGNMENT, sizeof(float) * (size_t)floats);
+    if (!scratch) return ATTN_ERROR_OUT_OF_MEMORY;
+    scores_scratch s;
+    s.qt = scratch;
+    s.st = s.qt + p->head_dim * QUERY_TILE;
+    s.no_max = s.st + KEY_TILE * QUERY_TILE;
+    s.row_lse = s.no_max + QUERY_TILE;
+    s.tile_sum = s.row_lse + QUERY_TILE;
+    for (int64_t i = 0; i < QUERY_TILE; i++) s.no_max[i] = -INFINITY;
+    const attn_microkernels *kernels = attn_selected_microkernels();
+    int64_t own = 0;
+    int64_t *counter = next_task ? next_task : &own;
+    for (;;) {
+        const int64_t task = __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+        if (task >= tasks) break;
+        const int64_t batch_head = task / query_tiles;
+        scores_task(p, kernels, batch_head / p->query_heads, batch_head % p->query_heads,
+                    task % query_tiles * QUERY_TILE, logsumexp, out, &s);
+    }
+    free(scratch);
+    return ATTN_OK;
+}
+
+attn_status attn_sdpa_weights(const attn_params *params, const float *logsumexp, float *weights,
+                              int64_t *next_task) {
+    if (params && !logsumexp && params->batch > 0 && params->query_heads > 0 && params->query_length > 0 &&
+        params->key_length > 0)
+        return ATTN_ERROR_NULL_POINTER;
+    return run_scores(params, logsumexp, weights, next_task);
+}
+
+attn_status attn_sdpa_scores(const attn_params *params, float *scores, int64_t *next_task) {
+    return run_scores(params, 0, scores, next_task);
+}
