@@ -148,6 +148,13 @@ public func scaledDotProductAttentionWeights(
 /// `scaledDotProductAttentionWeights(queries:keys:mask:scale:dropoutProbability:dropoutSeed:backend:threads:)`,
 /// without dropout (scores come before it).
 ///
+/// - Parameters:
+///   - queries: `[batch, heads, queryLength, headDim]` (rank 2 or 3 drop leading dims).
+///   - keys: `[batch, kvHeads, keyLength, headDim]`; `kvHeads` divides `heads`.
+///   - mask: `.none`, `.causal(_:)`, `.keep(_:)` or `.additive(_:)`; masked cells get −∞.
+///   - scale: multiplies Q Kᵀ; default `1/√headDim`; any finite value.
+///   - backend: `.fused` (float32) or `.reference` (float64 oracle).
+///   - threads: workers for the fused path; `nil` = one per active core.
 /// - Returns: `[batch, heads, queryLength, keyLength]` (the rank of `queries`).
 /// - Throws: as `scaledDotProductAttentionWeights`.
 public func scaledDotProductAttentionScores(

@@ -186,6 +186,7 @@ public struct OutputFileWriter {
 
     /// Appends raw bytes, retrying short writes and interrupted calls.
     ///
+    /// - Parameter bytes: the bytes to append, in order.
     /// - Throws: ``OutputFileError`` with the operating system's reason (a full
     ///   disk, a FIFO whose reader went away, …).
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
@@ -202,6 +203,7 @@ public struct OutputFileWriter {
 
     /// Appends `data`.
     ///
+    /// - Parameter data: the bytes to append.
     /// - Throws: as the raw-bytes `write(_:)`.
     public func write(_ data: Data) throws {
         try data.withUnsafeBytes { try write($0) }
@@ -209,6 +211,7 @@ public struct OutputFileWriter {
 
     /// Appends the elements of `array` as they are in memory.
     ///
+    /// - Parameter array: the elements, written in this machine's byte order.
     /// - Throws: as the raw-bytes `write(_:)`.
     public func write<Element: BitwiseCopyable>(contentsOf array: [Element]) throws {
         try array.withUnsafeBytes { try write($0) }
@@ -222,6 +225,8 @@ public struct OutputFileError: Error, Equatable, Sendable, CustomStringConvertib
     /// What went wrong, with the operating system's message where there is one.
     public let reason: String
 
+    /// An error for `path` with its reason.
+    ///
     /// - Parameters:
     ///   - path: the path as given.
     ///   - reason: one line.

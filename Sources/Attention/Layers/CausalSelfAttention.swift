@@ -140,6 +140,8 @@ public struct CausalSelfAttention: Sendable {
     /// `[length, length]`): the scaled dot products with −∞ above the diagonal (the causal mask), from the
     /// same float32 path as ``attentionWeights(_:)`` (the oracle's on `.reference`).
     ///
+    /// - Parameter input: `[batch, length, dIn]` or `[length, dIn]`, `length ≤ contextLength`.
+    /// - Returns: the scores, one `length × length` matrix per batch entry.
     /// - Throws: as ``attentionWeights(_:)``.
     public func attentionScores(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(input, forWeights: true)

@@ -70,6 +70,9 @@ public final class DropoutStream: @unchecked Sendable {
     public var lastKey: UInt64? { lock.withLock { last } }
 
     /// The key of call `call` of this stream (does not advance).
+    ///
+    /// - Parameter call: the index of a training call, 0 for the first.
+    /// - Returns: the dropout seed that call uses.
     public func key(forCall call: UInt64) -> UInt64 { Self.key(seed: seed, call: call) }
 
     /// Takes the next call's key and advances.

@@ -166,7 +166,7 @@ public struct MultiHeadAttention: Sendable {
     /// reproduces these weights, not PyTorch's. The book's exact weights
     /// are bundled in `AttentionExamples` (`BookChapter3.load()`); load those, or
     /// a checkpoint's, with
-    /// ``init(query:key:value:outputProjection:heads:kvHeads:causal:contextLength:dropoutProbability:)``.
+    /// ``init(query:key:value:outputProjection:heads:kvHeads:causal:contextLength:dropoutProbability:batchFirst:)``.
     ///
     /// - Parameters:
     ///   - dIn: input features (of the query; `keyFeatures`/`valueFeatures` default to it).
@@ -195,7 +195,7 @@ public struct MultiHeadAttention: Sendable {
     ///     outputs, `false` for PyTorch's default `[length, batch, features]`.
     /// - Throws: `AttentionError.invalidValue` naming `heads` or `kvHeads` if
     ///   they do not divide `dOut` and `heads`, or as
-    ///   ``init(query:key:value:outputProjection:heads:kvHeads:causal:contextLength:dropoutProbability:)``.
+    ///   ``init(query:key:value:outputProjection:heads:kvHeads:causal:contextLength:dropoutProbability:batchFirst:)``.
     public init(
         dIn: Int, dOut: Int, heads: Int, kvHeads: Int? = nil, causal: CausalAlignment? = nil,
         contextLength: Int? = nil, dropoutProbability: Float = 0, qkvBias: Bool = false, outputBias: Bool = true,
@@ -307,6 +307,13 @@ public struct MultiHeadAttention: Sendable {
     /// `[batch, keyLength]` with `true` = padding. A checkpoint's attention mask
     /// (1 = real token) passed here silently gives wrong numbers.
     ///
+    /// - Parameters:
+    ///   - query: `[batch, queryLength, queryFeatures]` (or `[queryLength, batch,
+    ///     queryFeatures]` when `batchFirst` is false) or `[queryLength, queryFeatures]`.
+    ///   - key: `[batch, keyLength, keyFeatures]`, same rank and layout as `query`.
+    ///   - value: `[batch, keyLength, valueFeatures]`, same rank and layout as `query`.
+    ///   - keyPaddingMask: `[batch, keyLength]`, `true` = padding (ignored key).
+    ///   - mask: combined with the layer's `causal`.
     /// - Throws: as `callAsFunction(query:key:value:keyPadding:mask:)`, naming `keyPaddingMask`.
     @available(*, deprecated, message: "use keyPadding: .padding(mask) (true = padding) or .keep(attentionMask) (true = real token)")
     public func callAsFunction(
@@ -341,6 +348,15 @@ public struct MultiHeadAttention: Sendable {
     /// cost of a forward call; on `.reference` from the float64 oracle.
     /// O(Lq·Lk) memory.
     ///
+    /// - Parameters:
+    ///   - query: `[batch, queryLength, queryFeatures]` (or `[queryLength, batch,
+    ///     queryFeatures]` when `batchFirst` is false) or `[queryLength, queryFeatures]`.
+    ///   - key: `[batch, keyLength, keyFeatures]`, same rank and layout as `query`.
+    ///   - value: `[batch, keyLength, valueFeatures]`, same rank and layout as `query`.
+    ///   - keyPadding: which keys to ignore, `[batch, keyLength]`, with its
+    ///     polarity in the case: `.padding(mask)` (true = padding) or
+    ///     `.keep(mask)` (true = a real token).
+    ///   - mask: combined with the layer's `causal`.
     /// - Throws: as `callAsFunction(query:key:value:keyPadding:mask:)`;
     ///   `AttentionError.insufficientMemory` if the weights cannot be allocated.
     public func attentionWeights(
@@ -353,6 +369,13 @@ public struct MultiHeadAttention: Sendable {
     /// The former spelling of `attentionWeights(query:key:value:keyPadding:mask:)`
     /// (`true` = padding).
     ///
+    /// - Parameters:
+    ///   - query: `[batch, queryLength, queryFeatures]` (or `[queryLength, batch,
+    ///     queryFeatures]` when `batchFirst` is false) or `[queryLength, queryFeatures]`.
+    ///   - key: `[batch, keyLength, keyFeatures]`, same rank and layout as `query`.
+    ///   - value: `[batch, keyLength, valueFeatures]`, same rank and layout as `query`.
+    ///   - keyPaddingMask: `[batch, keyLength]`, `true` = padding (ignored key).
+    ///   - mask: combined with the layer's `causal`.
     /// - Throws: as `attentionWeights(query:key:value:keyPadding:mask:)`, naming `keyPaddingMask`.
     @available(*, deprecated, message: "use keyPadding: .padding(mask) (true = padding) or .keep(attentionMask) (true = real token)")
     public func attentionWeights(
@@ -368,6 +391,15 @@ public struct MultiHeadAttention: Sendable {
     /// mask, −∞ at every masked cell (causal, keep mask, key padding), from the
     /// same float32 path as the weights (the oracle's on `.reference`).
     ///
+    /// - Parameters:
+    ///   - query: `[batch, queryLength, queryFeatures]` (or `[queryLength, batch,
+    ///     queryFeatures]` when `batchFirst` is false) or `[queryLength, queryFeatures]`.
+    ///   - key: `[batch, keyLength, keyFeatures]`, same rank and layout as `query`.
+    ///   - value: `[batch, keyLength, valueFeatures]`, same rank and layout as `query`.
+    ///   - keyPadding: which keys to ignore, `[batch, keyLength]`, with its
+    ///     polarity in the case: `.padding(mask)` (true = padding) or
+    ///     `.keep(mask)` (true = a real token).
+    ///   - mask: combined with the layer's `causal`.
     /// - Throws: as `attentionWeights(query:key:value:keyPadding:mask:)`.
     public func attentionScores(
         query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,

@@ -51,6 +51,8 @@ public struct SimpleSelfAttention: Sendable {
     /// `[length, length]`): the scaled dot products, from the
     /// same float32 path as ``attentionWeights(_:)`` (the oracle's on `.reference`).
     ///
+    /// - Parameter input: `[batch, length, features]` or `[length, features]`.
+    /// - Returns: the scores, one `length × length` matrix per batch entry.
     /// - Throws: as ``attentionWeights(_:)``.
     public func attentionScores(_ input: Tensor<Float>) throws -> Tensor<Float> {
         let (sequence, problem) = try prepare(input)
