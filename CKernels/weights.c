@@ -19,15 +19,12 @@
 // store per cell, on top of the forward call that gave the logsumexp.
 #include "attention.h"
 #include "microkernels/microkernels.h"
+#include "plan.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum {
-    WEIGHTS_SCRATCH_ALIGNMENT = 64,  // one cache line, the AVX-512 width
-};
 
 // The checks of attn_sdpa_forward that concern the scores (values are not read).
 static attn_status validate_scores(const attn_params *p, const void *out) {
@@ -167,15 +164,22 @@ static void scores_task(const attn_params *p, const attn_microkernels *kernels, 
         }
 }
 
-static attn_status run_scores(const attn_params *p, const float *logsumexp, float *out, int64_t *next_task) {
-    const attn_status status = validate_scores(p, out);
-    if (status != ATTN_OK) return status;
-    const int64_t query_tiles = p->query_length / QUERY_TILE + (p->query_length % QUERY_TILE != 0);
-    const int64_t tasks = p->batch * p->query_heads * query_tiles;
-    if (tasks == 0 || p->key_length == 0) return ATTN_OK;
-    const int64_t floats = p->head_dim * QUERY_TILE + KEY_TILE * QUERY_TILE + 3 * QUERY_TILE;
-    float *scratch = aligned_alloc(WEIGHTS_SCRATCH_ALIGNMENT, sizeof(float) * (size_t)floats);
-    if (!scratch) return ATTN_ERROR_OUT_OF_MEMORY;
+// The plan: one round, one task per (batch, head, query tile), with scratch per worker.
+typedef struct scores_plan {
+    attn_plan base;      // first: the drivers see only this
+    attn_params params;  // the caller's, copied
+    const attn_microkernels *kernels;
+    const float *logsumexp;  // NULL: scores
+    float *out;
+    int64_t query_tiles, per_worker;
+    float *scratch;
+} scores_plan;
+
+static void run_scores_task(attn_plan *base, int32_t round, int64_t task, int32_t worker) {
+    (void)round;
+    scores_plan *plan = (scores_plan *)base;
+    const attn_params *p = &plan->params;
+    float *scratch = plan->scratch + plan->per_worker * worker;
     scores_scratch s;
     s.qt = scratch;
     s.st = s.qt + p->head_dim * QUERY_TILE;
@@ -183,28 +187,95 @@ static attn_status run_scores(const attn_params *p, const float *logsumexp, floa
     s.row_lse = s.no_max + QUERY_TILE;
     s.tile_sum = s.row_lse + QUERY_TILE;
     for (int64_t i = 0; i < QUERY_TILE; i++) s.no_max[i] = -INFINITY;
-    const attn_microkernels *kernels = attn_selected_microkernels();
-    int64_t own = 0;
-    int64_t *counter = next_task ? next_task : &own;
-    for (;;) {
-        const int64_t task = __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
-        if (task >= tasks) break;
-        const int64_t batch_head = task / query_tiles;
-        scores_task(p, kernels, batch_head / p->query_heads, batch_head % p->query_heads,
-                    task % query_tiles * QUERY_TILE, logsumexp, out, &s);
+    const int64_t batch_head = task / plan->query_tiles;
+    scores_task(p, plan->kernels, batch_head / p->query_heads, batch_head % p->query_heads,
+                task % plan->query_tiles * QUERY_TILE, plan->logsumexp, plan->out, &s);
+}
+
+static void release_scores_plan(attn_plan *base) {
+    scores_plan *plan = (scores_plan *)base;
+    attn_aligned_free(plan->scratch);
+    free(plan);
+}
+
+static attn_status scores_plan_create(const attn_params *p, const float *logsumexp, float *out,
+                                      attn_plan **plan_out) {
+    if (!plan_out) return ATTN_ERROR_NULL_POINTER;
+    *plan_out = 0;
+    const attn_status status = validate_scores(p, out);
+    if (status != ATTN_OK) return status;
+    scores_plan *plan = calloc(1, sizeof(scores_plan));
+    if (!plan) return ATTN_ERROR_OUT_OF_MEMORY;
+    plan->base.run_task = run_scores_task;
+    plan->base.release = release_scores_plan;
+    plan->params = *p;
+    plan->kernels = attn_selected_microkernels();
+    plan->logsumexp = logsumexp;
+    plan->out = out;
+    plan->query_tiles = p->query_length / QUERY_TILE + (p->query_length % QUERY_TILE != 0);
+    if (p->key_length > 0) plan_add_round(&plan->base, p->batch * p->query_heads * plan->query_tiles);
+    plan->base.workers = plan_worker_count(p->num_threads, plan_widest_round(&plan->base));
+    plan->per_worker = p->head_dim * QUERY_TILE + KEY_TILE * QUERY_TILE + 3 * QUERY_TILE;
+    if (plan->base.rounds > 0) {
+        plan->scratch = attn_aligned_alloc(sizeof(float) * (size_t)(plan->per_worker * plan->base.workers));
+        if (!plan->scratch) {
+            release_scores_plan(&plan->base);
+            return ATTN_ERROR_OUT_OF_MEMORY;
+        }
     }
-    free(scratch);
+    *plan_out = &plan->base;
     return ATTN_OK;
 }
 
-attn_status attn_sdpa_weights(const attn_params *params, const float *logsumexp, float *weights,
-                              int64_t *next_task) {
+attn_status attn_sdpa_weights_plan_create(const attn_params *params, const float *logsumexp,
+                                          float *weights, attn_plan **plan) {
+    if (plan) *plan = 0;
     if (params && !logsumexp && params->batch > 0 && params->query_heads > 0 && params->query_length > 0 &&
         params->key_length > 0)
         return ATTN_ERROR_NULL_POINTER;
-    return run_scores(params, logsumexp, weights, next_task);
+    return scores_plan_create(params, logsumexp, weights, plan);
 }
 
-attn_status attn_sdpa_scores(const attn_params *params, float *scores, int64_t *next_task) {
-    return run_scores(params, 0, scores, next_task);
+attn_status attn_sdpa_scores_plan_create(const attn_params *params, float *scores, attn_plan **plan) {
+    return scores_plan_create(params, 0, scores, plan);
+}
+
+// The C driver on a plan made by `create`.
+static attn_status run_plan(attn_status created, attn_plan *plan) {
+    if (created != ATTN_OK) return created;
+    const attn_status ran = attn_plan_run(plan);
+    attn_plan_destroy(plan);
+    return ran;
+}
+
+attn_status attn_sdpa_weights(const attn_params *params, const float *logsumexp, float *weights) {
+    attn_params serial;
+    const attn_params *p = params;
+#ifndef _OPENMP
+    if (params) {  // this driver runs the plan serially without OpenMP
+        serial = *params;
+        serial.num_threads = 1;
+        p = &serial;
+    }
+#else
+    (void)serial;
+#endif
+    attn_plan *plan;
+    return run_plan(attn_sdpa_weights_plan_create(p, logsumexp, weights, &plan), plan);
+}
+
+attn_status attn_sdpa_scores(const attn_params *params, float *scores) {
+    attn_params serial;
+    const attn_params *p = params;
+#ifndef _OPENMP
+    if (params) {
+        serial = *params;
+        serial.num_threads = 1;
+        p = &serial;
+    }
+#else
+    (void)serial;
+#endif
+    attn_plan *plan;
+    return run_plan(attn_sdpa_scores_plan_create(p, scores, &plan), plan);
 }

@@ -206,17 +206,24 @@ attn_idle_wait attn_get_idle_wait(void);
 ///     weights[i][j] = exp(scale·q_i·k_j + mask − logsumexp[i]), 0 where masked, NaN on
 ///     a NaN row, then dropout as in the forward pass (the cells of attn_philox_keep
 ///     for dropout_seed; kept ·1/(1 − dropout_p), dropped ·0).
-/// next_task: NULL runs every (batch, head, query tile) task on the calling thread;
-/// otherwise any number of workers may call this with the same counter (initialised
-/// to 0), each with its own scratch. Costs one Q·Kᵀ and one exp and store per cell.
-attn_status attn_sdpa_weights(const attn_params *params, const float *logsumexp, float *weights,
-                              int64_t *next_task);
+/// Runs with the C driver (OpenMP threads for params->num_threads, serially
+/// without OpenMP); attn_sdpa_weights_plan_create gives the plan for another
+/// driver (one round, one task per (batch, head, query tile)). Costs one Q·Kᵀ and
+/// one exp and store per cell.
+attn_status attn_sdpa_weights(const attn_params *params, const float *logsumexp, float *weights);
+
+/// The plan of attn_sdpa_weights, for params->num_threads workers.
+attn_status attn_sdpa_weights_plan_create(const attn_params *params, const float *logsumexp,
+                                          float *weights, attn_plan **plan);
 
 /// The scores before softmax, in float32 (weights.c): scores [batch, query_heads,
 /// query_length, key_length], contiguous, written with scale·q_i·k_j (+ the additive
 /// mask, in float32), −∞ where masked (causal, keep mask, key padding), NaN where the
-/// logit is ±∞. Same operands and next_task as attn_sdpa_weights.
-attn_status attn_sdpa_scores(const attn_params *params, float *scores, int64_t *next_task);
+/// logit is ±∞. Same operands and drivers as attn_sdpa_weights.
+attn_status attn_sdpa_scores(const attn_params *params, float *scores);
+
+/// The plan of attn_sdpa_scores, for params->num_threads workers.
+attn_status attn_sdpa_scores_plan_create(const attn_params *params, float *scores, attn_plan **plan);
 
 /// A static, human-readable description of a status code.
 const char *attn_status_description(attn_status status);

@@ -30,16 +30,16 @@ extension AttentionProblem {
             case .scores: return try referenceScores()
             }
         }
+        let driver = KernelThreading.current
         var logsumexp: [Float] = []
         if matrix == .weights {
             var rowsOnly = self
             rowsOnly.valueDim = 0
             rowsOnly.dropoutProbability = 0  // the logsumexp is that before dropout
-            // On Dispatch, like the weights pass after it: OpenMP's workers would
-            // spin (KMP_BLOCKTIME) on the cores the Dispatch workers need next.
-            // Both drivers give the same bits.
+            // The same driver as the weights pass after it: an OpenMP team left
+            // spinning would compete with Dispatch workers for the cores.
             logsumexp = try rowsOnly.runFused(
-                layout: .headsMajor, threads: threads, wantLogsumexp: true, driver: .dispatch).logsumexp ?? []
+                layout: .headsMajor, threads: threads, wantLogsumexp: true, driver: driver).logsumexp ?? []
         }
         // Every cell is written by the kernel (and 0 stands for an empty call).
         var result = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
@@ -50,8 +50,7 @@ extension AttentionProblem {
         }
         var params = kernelParameters(outputStrides: [0, 0, 0, 1], threads: threads)
         params.value_dim = 0
-        let tasks = batch * queryHeads * ((queryLength + 63) / 64)
-        let workers = max(1, min(threads ?? ProcessInfo.processInfo.activeProcessorCount, tasks))
+        params.num_threads = KernelThreading.workers(threads, driver: driver)
         let status: attn_status = query.storage.withUnsafeBufferPointer { q in
             key.storage.withUnsafeBufferPointer { k in
                 logsumexp.withUnsafeBufferPointer { lse in
@@ -60,7 +59,7 @@ extension AttentionProblem {
                         params.key = k.baseAddress.map { UnsafePointer($0 + key.offset) }
                         return withMask(&params) { params in
                             withKeyPadding(&params) { params in
-                                Self.runWorkers(params, matrix, logsumexp: lse.baseAddress, out: out.baseAddress, workers: workers)
+                                Self.run(&params, matrix, logsumexp: lse.baseAddress, out: out.baseAddress, driver: driver)
                             }
                         }
                     }
@@ -73,33 +72,19 @@ extension AttentionProblem {
         return result
     }
 
-    /// `workers` Dispatch workers calling `attn_sdpa_weights` or `attn_sdpa_scores`
-    /// with one shared task counter.
-    private static func runWorkers(
-        _ params: attn_params, _ matrix: MaterialisedMatrix, logsumexp: UnsafePointer<Float>?,
-        out: UnsafeMutablePointer<Float>?, workers: Int
+    /// The plan of `attn_sdpa_weights` or `attn_sdpa_scores`, run by `driver`.
+    private static func run(
+        _ params: inout attn_params, _ matrix: MaterialisedMatrix, logsumexp: UnsafePointer<Float>?,
+        out: UnsafeMutablePointer<Float>?, driver: AttentionThreading.Driver
     ) -> attn_status {
-        let statuses = UnsafeMutableBufferPointer<attn_status>.allocate(capacity: workers)
-        let counter = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
-        defer {
-            statuses.deallocate()
-            counter.deallocate()
+        var plan: OpaquePointer?
+        let status = switch matrix {
+        case .weights: attn_sdpa_weights_plan_create(&params, logsumexp, out, &plan)
+        case .scores: attn_sdpa_scores_plan_create(&params, out, &plan)
         }
-        counter.initialize(to: 0)
-        // The workers share read-only parameters and the counter, which the
-        // kernel only touches atomically, and write disjoint rows of `out`; each
-        // writes its own status slot, and concurrentPerform returns when all are
-        // done, the pointers still valid.
-        let shared = UncheckedSendable((params, statuses, counter, logsumexp, out))
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            var local = shared.value.0
-            let (_, slots, next, lse, result) = shared.value
-            switch matrix {
-            case .weights: slots[worker] = attn_sdpa_weights(&local, lse, result, next)
-            case .scores: slots[worker] = attn_sdpa_scores(&local, result, next)
-            }
-        }
-        return statuses.first { $0 != ATTN_OK } ?? ATTN_OK
+        guard status == ATTN_OK, let plan else { return status }
+        defer { attn_plan_destroy(plan) }
+        return KernelThreading.drive(plan, driver: driver)
     }
 }
 

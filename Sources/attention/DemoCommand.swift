@@ -93,7 +93,9 @@ struct DemoCommand: ParsableCommand {
     /// The compact check: every printed number of the book and MiniLM's, one block each.
     func printCompactCheck() throws -> Float {
         print("Attention demo: \"Your journey starts with one step\" (Raschka, ch. 3), backend \(backend.rawValue)")
-        print("(attention weights always come from the reference path: the fused kernel never forms them)\n")
+        print(backend.backend == .reference
+            ? "(every number from the float64 oracle)\n"
+            : "(attention weights from the fused kernel's float32 path: its logsumexp, then exp(s − logsumexp))\n")
         let tokens = try BookChapter3.load().tokens
         var worst: Float = 0
         for section in try BookDemo.run(backend: backend.backend) {

@@ -77,7 +77,7 @@ final class AttentionWeightsTests: XCTestCase {
                     out.withUnsafeMutableBufferPointer { o in
                         params.query = qb.baseAddress
                         params.key = kb.baseAddress
-                        return attn_sdpa_weights(&params, lse, o.baseAddress, nil)
+                        return attn_sdpa_weights(&params, lse, o.baseAddress)
                     }
                 }
             }
@@ -98,7 +98,7 @@ final class AttentionWeightsTests: XCTestCase {
         // A missing logsumexp is an error, not a crash.
         var params = attn_params()
         params.batch = 1; params.query_heads = 1; params.kv_heads = 1; params.query_length = 1; params.key_length = 1
-        XCTAssertEqual(attn_sdpa_weights(&params, nil, nil, nil), ATTN_ERROR_NULL_POINTER)
+        XCTAssertEqual(attn_sdpa_weights(&params, nil, nil), ATTN_ERROR_NULL_POINTER)
     }
 
     func testScoresAreScaledDotProductsWithMinusInfinityAtMaskedCells() throws {

@@ -85,10 +85,14 @@ final class ChapterStepsTests: XCTestCase {
     }
 
     func testPlainDemoSaysWhichResultsComeFromTheReferencePath() throws {
-        let run = try runAttention(["demo"], environment: [:])
-        XCTAssertEqual(run.status, 0, run.standardError)
-        XCTAssertTrue(run.standardOutput.contains("-- causal attention weights [6, 6] (reference path)"))
-        XCTAssertTrue(run.standardOutput.contains("journey  0.1385  0.2379"), "token-labelled rows")
+        let fused = try runAttention(["demo"], environment: [:])
+        XCTAssertEqual(fused.status, 0, fused.standardError)
+        XCTAssertTrue(fused.standardOutput.contains("attention weights from the fused kernel's float32 path"))
+        XCTAssertFalse(fused.standardOutput.contains("(reference path)"), "the fused backend forms the weights itself")
+        XCTAssertTrue(fused.standardOutput.contains("journey  0.1385  0.2379"), "token-labelled rows")
+        let reference = try runAttention(["demo", "--backend", "reference"], environment: [:])
+        XCTAssertEqual(reference.status, 0, reference.standardError)
+        XCTAssertTrue(reference.standardOutput.contains("-- causal attention weights [6, 6] (reference path)"))
     }
 }
 

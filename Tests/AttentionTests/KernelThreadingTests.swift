@@ -103,6 +103,25 @@ final class KernelThreadingTests: XCTestCase {
         XCTAssertThrowsError(try layer(try Tensor<Float>.randomNormal([1, 96], seed: 1), threads: 0))
     }
 
+    /// The float32 attention weights and scores are plans too: the same bits
+    /// under both drivers and any worker count.
+    func testWeightsAndScoresGiveTheSameBitsForAnyWorkersAndDriver() throws {
+        let q = try Tensor<Float>.randomNormal([1, 4, 70, 16], seed: 31)
+        let k = try Tensor<Float>.randomNormal([1, 2, 90, 16], seed: 32)
+        KernelThreading.override = .dispatch
+        let weights = try scaledDotProductAttentionWeights(queries: q, keys: k, mask: .causal(.bottomRight), threads: 1)
+        let scores = try scaledDotProductAttentionScores(queries: q, keys: k, mask: .causal(.bottomRight), threads: 1)
+        for driver in drivers {
+            KernelThreading.override = driver
+            for workers in [2, 3] {
+                let w = try scaledDotProductAttentionWeights(queries: q, keys: k, mask: .causal(.bottomRight), threads: workers)
+                let s = try scaledDotProductAttentionScores(queries: q, keys: k, mask: .causal(.bottomRight), threads: workers)
+                XCTAssertEqual(w.scalars, weights.scalars, "weights, \(driver), \(workers) workers")
+                XCTAssertEqual(s.scalars, scores.scalars, "scores, \(driver), \(workers) workers")
+            }
+        }
+    }
+
     func testIdleWaitCanBeSetAndReadBack() {
         let before = AttentionThreading.idleWait
         defer { AttentionThreading.idleWait = before }
