@@ -1,0 +1,451 @@
+import Foundation
+
+/// The error a ``KVCache`` throws when an append does not fit.
+///
+/// Bad arguments (shapes, indices, sizes) throw ``AttentionError`` as everywhere
+/// else in the module; running out of room is a condition of its own, which a
+/// generation loop catches to stop, evict or start a larger cache.
+public enum KVCacheError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// Appending `appending` tokens to sequence `sequence`, which holds `length`
+    /// tokens, would pass the cache's `capacity`. Nothing was appended.
+    case capacityExceeded(sequence: Int, length: Int, appending: Int, capacity: Int)
+
+    public var description: String {
+        switch self {
+        case let .capacityExceeded(sequence, length, appending, capacity):
+            return "cache: sequence \(sequence) holds \(length) tokens; appending \(appending) would pass the capacity \(capacity)"
+        }
+    }
+}
+
+/// The keys and values of the tokens seen so far, for one attention layer:
+/// what autoregressive decoding reads at every step instead of recomputing
+/// them (Pope et al. 2022, "Efficiently Scaling Transformer Inference", §2).
+///
+/// Memory is allocated once, at creation: keys `[batch, kvHeads, capacity, headDim]`
+/// and values `[batch, kvHeads, capacity, valueDim]`, 64-byte aligned, in the
+/// element type of ``storage`` (4 or 2 bytes a number). Appending writes the
+/// new tokens in place after those already cached, which are never copied or
+/// moved; a cache never grows: an append past ``capacity`` throws
+/// ``KVCacheError/capacityExceeded(sequence:length:appending:capacity:)`` and
+/// changes nothing.
+///
+/// Each of the `batch` sequences has its own length (``lengths``), so a batch
+/// may hold sequences of different lengths (ragged); attention over a sequence
+/// reads its own length of keys, never padding.
+///
+/// With `.float16` or `.bfloat16` storage every key and value is rounded to
+/// nearest (ties to even) when it is appended, and widened exactly back to
+/// float32 when it is read: attention itself is float32 (see ``KVCacheStorage``).
+///
+/// Use it with a layer: ``MultiHeadAttention/callAsFunction(_:cache:newTokens:keyPaddingMask:)`` and
+/// ``CausalSelfAttention/callAsFunction(_:cache:newTokens:)`` project new tokens, append
+/// their keys and values here and attend over the whole cache, or on its own
+/// with ``append(keys:values:)`` and the accessors.
+///
+/// Thread safety: every method takes the cache's lock, so calls from several
+/// threads are safe and each one (a layer's whole append-and-attend step
+/// included) is atomic; but calls that interleave on one cache append their
+/// tokens in whatever order they run. Give each generation stream its own
+/// cache (or own batch row, fed from one thread).
+public final class KVCache: @unchecked Sendable {
+    /// The number of sequences.
+    public let batch: Int
+    /// Key/value heads (a layer's `kvHeads`).
+    public let kvHeads: Int
+    /// Width of each key head.
+    public let headDim: Int
+    /// Width of each value head.
+    public let valueDim: Int
+    /// Tokens each sequence can hold.
+    public let capacity: Int
+    /// The element type of the stored keys and values.
+    public let storage: KVCacheStorage
+
+    private let keyBase: UnsafeMutableRawPointer
+    private let valueBase: UnsafeMutableRawPointer
+    private var storedLengths: [Int]
+    private let lock = NSLock()
+
+    /// Allocates an empty cache.
+    ///
+    /// - Parameters:
+    ///   - batch: sequences, at least 1.
+    ///   - kvHeads: key/value heads, at least 1.
+    ///   - headDim: key width per head, at least 1.
+    ///   - valueDim: value width per head, at least 1 (default: `headDim`).
+    ///   - capacity: tokens per sequence, at least 1.
+    ///   - storage: `.float32` (default), `.float16` or `.bfloat16`.
+    /// - Throws: `AttentionError.invalidValue` naming the argument below its
+    ///   minimum, or `capacity` when the cache would not fit in the machine's
+    ///   physical memory (or its size in bytes overflows `Int`).
+    public init(
+        batch: Int, kvHeads: Int, headDim: Int, valueDim: Int? = nil, capacity: Int, storage: KVCacheStorage = .float32
+    ) throws {
+        let valueDim = valueDim ?? headDim
+        for (name, value) in [("batch", batch), ("kvHeads", kvHeads), ("headDim", headDim), ("valueDim", valueDim), ("capacity", capacity)]
+        where value < 1 {
+            throw AttentionError.invalidValue(argument: name, expected: "at least 1", actual: "\(value)")
+        }
+        var totalBytes = 0
+        var overflow = false
+        for dim in [headDim, valueDim] {
+            var bytes = storage.bytesPerElement
+            for factor in [batch, kvHeads, capacity, dim] {
+                let (product, overflows) = bytes.multipliedReportingOverflow(by: factor)
+                overflow = overflow || overflows
+                bytes = product
+            }
+            let (sum, overflows) = totalBytes.addingReportingOverflow(bytes)
+            overflow = overflow || overflows
+            totalBytes = sum
+        }
+        let available = ProcessInfo.processInfo.physicalMemory
+        guard !overflow, UInt64(totalBytes) <= available else {
+            throw AttentionError.invalidValue(
+                argument: "capacity",
+                expected: "a cache that fits in memory (\(available) bytes for keys and values)",
+                actual: overflow ? "\(capacity) (size overflows Int)" : "\(capacity) (\(totalBytes) bytes)")
+        }
+        self.batch = batch
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        self.valueDim = valueDim
+        self.capacity = capacity
+        self.storage = storage
+        let element = storage.bytesPerElement
+        keyBase = .allocate(byteCount: batch * kvHeads * capacity * headDim * element, alignment: 64)
+        valueBase = .allocate(byteCount: batch * kvHeads * capacity * valueDim * element, alignment: 64)
+        storedLengths = Array(repeating: 0, count: batch)
+    }
+
+    deinit {
+        keyBase.deallocate()
+        valueBase.deallocate()
+    }
+
+    /// The number of tokens each sequence holds, `[batch]`, each in `0...capacity`.
+    public var lengths: [Int] { locked { storedLengths } }
+
+    /// The bytes the cache allocated for keys and values (fixed at creation).
+    public var byteCount: Int { batch * kvHeads * capacity * (headDim + valueDim) * storage.bytesPerElement }
+
+    /// The number of tokens sequence `sequence` holds.
+    ///
+    /// - Throws: `AttentionError.invalidValue` naming `sequence` outside `0..<batch`.
+    public func length(sequence: Int) throws -> Int {
+        try checkSequence(sequence)
+        return locked { storedLengths[sequence] }
+    }
+
+    // MARK: Appending
+
+    /// Appends `newTokens` keys and values to every sequence, after its cached ones.
+    ///
+    /// - Parameters:
+    ///   - keys: `[batch, kvHeads, newTokens, headDim]`.
+    ///   - values: `[batch, kvHeads, newTokens, valueDim]`.
+    /// - Throws: `AttentionError.invalidShape` naming `keys` or `values` that do
+    ///   not fit; ``KVCacheError/capacityExceeded(sequence:length:appending:capacity:)``
+    ///   if any sequence would pass ``capacity`` (then nothing is appended).
+    public func append(keys: Tensor<Float>, values: Tensor<Float>) throws {
+        let expectedKeys = [batch, kvHeads, keys.shape.count == 4 ? keys.shape[2] : 0, headDim]
+        guard keys.rank == 4, keys.shape == expectedKeys else {
+            throw AttentionError.invalidShape(
+                argument: "keys", expected: "[\(batch), \(kvHeads), newTokens, \(headDim)] (batch, kvHeads, newTokens, headDim)",
+                actual: keys.shape)
+        }
+        let newTokens = keys.shape[2]
+        guard values.shape == [batch, kvHeads, newTokens, valueDim] else {
+            throw AttentionError.invalidShape(
+                argument: "values", expected: "[\(batch), \(kvHeads), \(newTokens), \(valueDim)] (batch, kvHeads, newTokens, valueDim)",
+                actual: values.shape)
+        }
+        try locked {
+            let counts = Array(repeating: newTokens, count: batch)
+            try checkCapacityLocked(appending: counts)
+            keys.withUnsafeBufferPointer { k in
+                values.withUnsafeBufferPointer { v in
+                    appendLocked(
+                        keys: k.baseAddress, keyStrides: (kvHeads * newTokens * headDim, newTokens * headDim, headDim),
+                        values: v.baseAddress, valueStrides: (kvHeads * newTokens * valueDim, newTokens * valueDim, valueDim),
+                        counts: counts, sequences: 0..<batch)
+                }
+            }
+        }
+    }
+
+    /// Appends `newTokens` keys and values to one sequence (the others are unchanged).
+    ///
+    /// - Parameters:
+    ///   - keys: `[kvHeads, newTokens, headDim]` or `[1, kvHeads, newTokens, headDim]`.
+    ///   - values: `[kvHeads, newTokens, valueDim]` or `[1, kvHeads, newTokens, valueDim]`.
+    ///   - sequence: the batch row, in `0..<batch`.
+    /// - Throws: `AttentionError.invalidValue` naming `sequence`,
+    ///   `AttentionError.invalidShape` naming `keys` or `values`;
+    ///   ``KVCacheError/capacityExceeded(sequence:length:appending:capacity:)``
+    ///   if the sequence would pass ``capacity`` (then nothing is appended).
+    public func append(keys: Tensor<Float>, values: Tensor<Float>, sequence: Int) throws {
+        try checkSequence(sequence)
+        let keyShape = keys.rank == 4 && keys.shape[0] == 1 ? Array(keys.shape.dropFirst()) : keys.shape
+        guard keyShape.count == 3, keyShape[0] == kvHeads, keyShape[2] == headDim else {
+            throw AttentionError.invalidShape(
+                argument: "keys", expected: "[\(kvHeads), newTokens, \(headDim)] (kvHeads, newTokens, headDim), or with a leading 1",
+                actual: keys.shape)
+        }
+        let newTokens = keyShape[1]
+        let valueShape = values.rank == 4 && values.shape[0] == 1 ? Array(values.shape.dropFirst()) : values.shape
+        guard valueShape == [kvHeads, newTokens, valueDim], values.rank == keys.rank else {
+            throw AttentionError.invalidShape(
+                argument: "values", expected: "[\(kvHeads), \(newTokens), \(valueDim)] (kvHeads, newTokens, valueDim), rank \(keys.rank) as keys",
+                actual: values.shape)
+        }
+        try locked {
+            var counts = Array(repeating: 0, count: batch)
+            counts[sequence] = newTokens
+            try checkCapacityLocked(appending: counts)
+            keys.withUnsafeBufferPointer { k in
+                values.withUnsafeBufferPointer { v in
+                    appendLocked(
+                        keys: k.baseAddress, keyStrides: (0, newTokens * headDim, headDim),
+                        values: v.baseAddress, valueStrides: (0, newTokens * valueDim, valueDim),
+                        counts: [newTokens], sequences: sequence..<(sequence + 1))
+                }
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    /// The cached keys of one sequence, widened to float32.
+    ///
+    /// - Parameter sequence: the batch row, in `0..<batch`.
+    /// - Returns: `[1, kvHeads, length, headDim]`, `length` = ``length(sequence:)``.
+    /// - Throws: `AttentionError.invalidValue` naming `sequence`.
+    public func keys(sequence: Int) throws -> Tensor<Float> {
+        try checkSequence(sequence)
+        return locked { tensorLocked(keyBase, dim: headDim, sequences: sequence..<(sequence + 1), length: storedLengths[sequence]) }
+    }
+
+    /// The cached values of one sequence, widened to float32.
+    ///
+    /// - Parameter sequence: the batch row, in `0..<batch`.
+    /// - Returns: `[1, kvHeads, length, valueDim]`, `length` = ``length(sequence:)``.
+    /// - Throws: `AttentionError.invalidValue` naming `sequence`.
+    public func values(sequence: Int) throws -> Tensor<Float> {
+        try checkSequence(sequence)
+        return locked { tensorLocked(valueBase, dim: valueDim, sequences: sequence..<(sequence + 1), length: storedLengths[sequence]) }
+    }
+
+    /// The cached keys of every sequence, widened to float32.
+    ///
+    /// - Returns: `[batch, kvHeads, length, headDim]`.
+    /// - Throws: `AttentionError.invalidValue` naming `lengths` if the sequences
+    ///   have different lengths (read them one by one with ``keys(sequence:)``).
+    public func keys() throws -> Tensor<Float> {
+        try locked { tensorLocked(keyBase, dim: headDim, sequences: 0..<batch, length: try commonLengthLocked()) }
+    }
+
+    /// The cached values of every sequence, widened to float32.
+    ///
+    /// - Returns: `[batch, kvHeads, length, valueDim]`.
+    /// - Throws: `AttentionError.invalidValue` naming `lengths` if the sequences
+    ///   have different lengths (read them one by one with ``values(sequence:)``).
+    public func values() throws -> Tensor<Float> {
+        try locked { tensorLocked(valueBase, dim: valueDim, sequences: 0..<batch, length: try commonLengthLocked()) }
+    }
+
+    // MARK: Forgetting
+
+    /// Empties every sequence; the memory is kept for the next tokens.
+    public func reset() {
+        locked { storedLengths = Array(repeating: 0, count: batch) }
+    }
+
+    /// Empties one sequence (a finished request's row, to reuse it), keeping the others.
+    ///
+    /// - Throws: `AttentionError.invalidValue` naming `sequence` outside `0..<batch`.
+    public func reset(sequence: Int) throws {
+        try checkSequence(sequence)
+        locked { storedLengths[sequence] = 0 }
+    }
+
+    /// Keeps the first `length` tokens of every sequence and forgets the rest
+    /// (rejected draft tokens in speculative decoding, a rewound conversation);
+    /// a sequence already shorter is unchanged (as Hugging Face's `DynamicCache.crop`).
+    ///
+    /// - Parameter length: tokens to keep, at least 0.
+    /// - Throws: `AttentionError.invalidValue` naming `length` if it is negative.
+    public func truncate(toLength length: Int) throws {
+        guard length >= 0 else {
+            throw AttentionError.invalidValue(argument: "length", expected: "at least 0", actual: "\(length)")
+        }
+        locked { storedLengths = storedLengths.map { min($0, length) } }
+    }
+
+    /// Keeps the first `length` tokens of one sequence; unchanged if it is shorter.
+    ///
+    /// - Parameters:
+    ///   - sequence: the batch row, in `0..<batch`.
+    ///   - length: tokens to keep, at least 0.
+    /// - Throws: `AttentionError.invalidValue` naming `sequence` or `length`.
+    public func truncate(sequence: Int, toLength length: Int) throws {
+        try checkSequence(sequence)
+        guard length >= 0 else {
+            throw AttentionError.invalidValue(argument: "length", expected: "at least 0", actual: "\(length)")
+        }
+        locked { storedLengths[sequence] = min(storedLengths[sequence], length) }
+    }
+
+    // MARK: Internal: what the layers use, under the lock
+
+    /// Runs `body` holding the cache's lock (not reentrant: `body` calls only
+    /// the `…Locked` methods).
+    func locked<R>(_ body: () throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
+    /// The lengths, for a caller holding the lock.
+    var lengthsLocked: [Int] {
+        get { storedLengths }
+        set { storedLengths = newValue }
+    }
+
+    /// The first address of the key storage (fixed for the cache's life).
+    var keyStorageAddress: UnsafeRawPointer { UnsafeRawPointer(keyBase) }
+    /// The first address of the value storage (fixed for the cache's life).
+    var valueStorageAddress: UnsafeRawPointer { UnsafeRawPointer(valueBase) }
+
+    /// Throws if appending `counts[b]` tokens to each sequence `b` would pass the capacity.
+    func checkCapacityLocked(appending counts: [Int]) throws {
+        for (sequence, count) in counts.enumerated() where storedLengths[sequence] + count > capacity {
+            throw KVCacheError.capacityExceeded(
+                sequence: sequence, length: storedLengths[sequence], appending: count, capacity: capacity)
+        }
+    }
+
+    /// Appends `counts[i]` tokens to sequence `sequences.lowerBound + i`,
+    /// reading its key `(h, t)` at `keys + i·s₀ + h·s₁ + t·s₂` (headDim contiguous
+    /// numbers; likewise values), rounded to the storage type. The caller has
+    /// checked the capacity.
+    func appendLocked(
+        keys: UnsafePointer<Float>?, keyStrides: (Int, Int, Int),
+        values: UnsafePointer<Float>?, valueStrides: (Int, Int, Int),
+        counts: [Int], sequences: Range<Int>
+    ) {
+        for (row, sequence) in sequences.enumerated() where counts[row] > 0 {
+            let start = storedLengths[sequence], count = counts[row]
+            for head in 0..<kvHeads {
+                if let keys {
+                    store(keys + row * keyStrides.0 + head * keyStrides.1, tokenStride: keyStrides.2,
+                          into: keyBase, dim: headDim, sequence: sequence, head: head, start: start, count: count)
+                }
+                if let values {
+                    store(values + row * valueStrides.0 + head * valueStrides.1, tokenStride: valueStrides.2,
+                          into: valueBase, dim: valueDim, sequence: sequence, head: head, start: start, count: count)
+                }
+            }
+            storedLengths[sequence] = start + count
+        }
+    }
+
+    /// Calls `body` with the keys and values of `sequences`, the first
+    /// `keyLength` tokens of each, as float32 operands the kernel reads:
+    /// keys `[sequences.count, kvHeads, keyLength, headDim]` and values
+    /// `[…, valueDim]` at the given element strides.
+    ///
+    /// The one place where storage meets the kernel: a float32 cache is read in
+    /// place; a 16-bit one is widened here into temporary float32 buffers until
+    /// the kernel reads 16-bit keys and values itself.
+    func withFloat32OperandsLocked<R>(
+        sequences: Range<Int>, keyLength: Int,
+        _ body: (_ keys: UnsafePointer<Float>, _ keyStrides: [Int], _ values: UnsafePointer<Float>, _ valueStrides: [Int]) throws -> R
+    ) rethrows -> R {
+        if storage == .float32 {
+            let keys = keyBase.assumingMemoryBound(to: Float.self) + sequences.lowerBound * kvHeads * capacity * headDim
+            let values = valueBase.assumingMemoryBound(to: Float.self) + sequences.lowerBound * kvHeads * capacity * valueDim
+            return try body(
+                keys, [kvHeads * capacity * headDim, capacity * headDim, headDim, 1],
+                values, [kvHeads * capacity * valueDim, capacity * valueDim, valueDim, 1])
+        }
+        let keys = tensorLocked(keyBase, dim: headDim, sequences: sequences, length: keyLength)
+        let values = tensorLocked(valueBase, dim: valueDim, sequences: sequences, length: keyLength)
+        return try keys.withUnsafeBufferPointer { k in
+            try values.withUnsafeBufferPointer { v in
+                // Empty buffers may have no address; the kernel reads nothing then.
+                let dummy = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+                defer { dummy.deallocate() }
+                return try body(
+                    k.baseAddress ?? UnsafePointer(dummy), [kvHeads * keyLength * headDim, keyLength * headDim, headDim, 1],
+                    v.baseAddress ?? UnsafePointer(dummy), [kvHeads * keyLength * valueDim, keyLength * valueDim, valueDim, 1])
+            }
+        }
+    }
+
+    // MARK: Private
+
+    private func checkSequence(_ sequence: Int) throws {
+        guard (0..<batch).contains(sequence) else {
+            throw AttentionError.invalidValue(argument: "sequence", expected: "a batch row in 0..<\(batch)", actual: "\(sequence)")
+        }
+    }
+
+    private func commonLengthLocked() throws -> Int {
+        let first = storedLengths[0]
+        guard storedLengths.allSatisfy({ $0 == first }) else {
+            throw AttentionError.invalidValue(
+                argument: "lengths", expected: "equal lengths for a [batch, …] view (read ragged sequences one by one)",
+                actual: "\(storedLengths)")
+        }
+        return first
+    }
+
+    /// Writes `count` rows of `dim` numbers (row `t` at `source + t·tokenStride`)
+    /// at tokens `start…` of (sequence, head), rounded to the storage type.
+    private func store(
+        _ source: UnsafePointer<Float>, tokenStride: Int, into base: UnsafeMutableRawPointer, dim: Int,
+        sequence: Int, head: Int, start: Int, count: Int
+    ) {
+        let first = ((sequence * kvHeads + head) * capacity + start) * dim
+        switch storage {
+        case .float32:
+            let target = base.assumingMemoryBound(to: Float.self) + first
+            for token in 0..<count { (target + token * dim).update(from: source + token * tokenStride, count: dim) }
+        case .float16, .bfloat16:
+            let target = base.assumingMemoryBound(to: UInt16.self) + first
+            let toBits = storage == .float16 ? HalfPrecision.float16Bits : HalfPrecision.bfloat16Bits
+            for token in 0..<count {
+                let row = source + token * tokenStride, out = target + token * dim
+                for d in 0..<dim { out[d] = toBits(row[d]) }
+            }
+        }
+    }
+
+    /// `[sequences.count, kvHeads, length, dim]` as float32 from keys or values storage.
+    private func tensorLocked(_ base: UnsafeMutableRawPointer, dim: Int, sequences: Range<Int>, length: Int) -> Tensor<Float> {
+        var scalars = [Float](repeating: 0, count: sequences.count * kvHeads * length * dim)
+        scalars.withUnsafeMutableBufferPointer { out in
+            for (row, sequence) in sequences.enumerated() {
+                for head in 0..<kvHeads {
+                    let first = ((sequence * kvHeads + head) * capacity) * dim
+                    let target = (row * kvHeads + head) * length * dim
+                    let n = length * dim
+                    switch storage {
+                    case .float32:
+                        let source = base.assumingMemoryBound(to: Float.self) + first
+                        for i in 0..<n { out[target + i] = source[i] }
+                    case .float16:
+                        let source = base.assumingMemoryBound(to: UInt16.self) + first
+                        for i in 0..<n { out[target + i] = HalfPrecision.float(fromFloat16Bits: source[i]) }
+                    case .bfloat16:
+                        let source = base.assumingMemoryBound(to: UInt16.self) + first
+                        for i in 0..<n { out[target + i] = HalfPrecision.float(fromBFloat16Bits: source[i]) }
+                    }
+                }
+            }
+        }
+        return Tensor(validShape: [sequences.count, kvHeads, length, dim], scalars: scalars)
+    }
+}
