@@ -27,7 +27,8 @@ struct BackendResult: Sendable {
 }
 
 extension AttentionProblem {
-    /// Runs the fused C kernel (`attn_sdpa_forward`).
+    /// Runs the fused C kernel (`attn_sdpa_forward`); keys and values come from
+    /// `externalKV` when it is set (any storage type), else from `key` and `value`.
     ///
     /// - Parameter threads: OpenMP threads; `nil` uses OpenMP's default
     ///   (`OMP_NUM_THREADS` or the core count).
@@ -63,14 +64,25 @@ extension AttentionProblem {
         params.dropout_seed = dropoutSeed
         params.num_threads = Int32(clamping: threads ?? 0)
 
+        if let external = externalKV {
+            // A cache's memory, in its storage type: the kernel widens it.
+            params.kv_storage = external.storage.kernelValue
+            params.key_strides = Self.tuple(external.keyStrides)
+            params.value_strides = Self.tuple(external.valueStrides)
+        }
         let status: attn_status = query.storage.withUnsafeBufferPointer { q in
             key.storage.withUnsafeBufferPointer { k in
                 value.storage.withUnsafeBufferPointer { v in
                     output.withUnsafeMutableBufferPointer { out in
                         logsumexp.withUnsafeMutableBufferPointer { lse in
                             params.query = q.baseAddress.map { UnsafePointer($0 + query.offset) }
-                            params.key = k.baseAddress.map { UnsafePointer($0 + key.offset) }
-                            params.value = v.baseAddress.map { UnsafePointer($0 + value.offset) }
+                            if let external = externalKV {
+                                params.key = external.keys?.assumingMemoryBound(to: Float.self)
+                                params.value = external.values?.assumingMemoryBound(to: Float.self)
+                            } else {
+                                params.key = k.baseAddress.map { UnsafePointer($0 + key.offset) }
+                                params.value = v.baseAddress.map { UnsafePointer($0 + value.offset) }
+                            }
                             params.output = out.baseAddress
                             params.logsumexp = wantLogsumexp ? lse.baseAddress : nil
                             return withMask(&params) { params in
