@@ -41,6 +41,28 @@ extension AttentionProblem {
             of: [batch, queryHeads, queryLength, valueDim], argument: "values"))
         var logsumexp = [Float](repeating: 0, count: wantLogsumexp ? batch * queryHeads * queryLength : 0)
 
+        let status: attn_status = output.withUnsafeMutableBufferPointer { out in
+            logsumexp.withUnsafeMutableBufferPointer { lse in
+                withKernelParams(
+                    output: out.baseAddress, outputStrides: outputStrides,
+                    logsumexp: wantLogsumexp ? lse.baseAddress : nil
+                ) { KernelThreading.run(&$0, threads: threads) }
+            }
+        }
+        guard status == ATTN_OK else {
+            throw AttentionError.kernelFailure(
+                code: Int(status.rawValue), message: String(cString: attn_status_description(status)))
+        }
+        return BackendResult(output: output, logsumexp: wantLogsumexp ? logsumexp : nil, weights: nil)
+    }
+
+    /// Fills the kernel's parameters for this problem (sizes, operands, masks,
+    /// key padding, storage) and calls `body` with them while every pointer in
+    /// them is valid. `output` may be NULL for a partial call.
+    func withKernelParams(
+        output: UnsafeMutablePointer<Float>?, outputStrides: [Int], logsumexp: UnsafeMutablePointer<Float>?,
+        _ body: (inout attn_params) -> attn_status
+    ) -> attn_status {
         var params = attn_params()
         params.batch = Int64(batch)
         params.query_heads = Int64(queryHeads)
@@ -62,7 +84,6 @@ extension AttentionProblem {
         }
         params.dropout_p = dropoutProbability
         params.dropout_seed = dropoutSeed
-        params.num_threads = Int32(clamping: threads ?? 0)
 
         if let external = externalKV {
             // A cache's memory, in its storage type: the kernel widens it.
@@ -70,34 +91,26 @@ extension AttentionProblem {
             params.key_strides = Self.tuple(external.keyStrides)
             params.value_strides = Self.tuple(external.valueStrides)
         }
-        let status: attn_status = query.storage.withUnsafeBufferPointer { q in
+        return query.storage.withUnsafeBufferPointer { q in
             key.storage.withUnsafeBufferPointer { k in
                 value.storage.withUnsafeBufferPointer { v in
-                    output.withUnsafeMutableBufferPointer { out in
-                        logsumexp.withUnsafeMutableBufferPointer { lse in
-                            params.query = q.baseAddress.map { UnsafePointer($0 + query.offset) }
-                            if let external = externalKV {
-                                params.key = external.keys?.assumingMemoryBound(to: Float.self)
-                                params.value = external.values?.assumingMemoryBound(to: Float.self)
-                            } else {
-                                params.key = k.baseAddress.map { UnsafePointer($0 + key.offset) }
-                                params.value = v.baseAddress.map { UnsafePointer($0 + value.offset) }
-                            }
-                            params.output = out.baseAddress
-                            params.logsumexp = wantLogsumexp ? lse.baseAddress : nil
-                            return withMask(&params) { params in
-                                withKeyPadding(&params) { KernelThreading.run(&$0, threads: threads) }
-                            }
-                        }
+                    params.query = q.baseAddress.map { UnsafePointer($0 + query.offset) }
+                    if let external = externalKV {
+                        // 16-bit elements travel as `const float *` (attention.h, kv_storage).
+                        params.key = external.keys.map { UnsafePointer(OpaquePointer($0)) }
+                        params.value = external.values.map { UnsafePointer(OpaquePointer($0)) }
+                    } else {
+                        params.key = k.baseAddress.map { UnsafePointer($0 + key.offset) }
+                        params.value = v.baseAddress.map { UnsafePointer($0 + value.offset) }
+                    }
+                    params.output = output
+                    params.logsumexp = logsumexp
+                    return withMask(&params) { params in
+                        withKeyPadding(&params) { body(&$0) }
                     }
                 }
             }
         }
-        guard status == ATTN_OK else {
-            throw AttentionError.kernelFailure(
-                code: Int(status.rawValue), message: String(cString: attn_status_description(status)))
-        }
-        return BackendResult(output: output, logsumexp: wantLogsumexp ? logsumexp : nil, weights: nil)
     }
 
     /// Fills the mask fields of `params` for the duration of `body`.
