@@ -273,6 +273,27 @@ AVX2 static int values_finite_avx2(const float *v, int64_t v_row_stride, int64_t
     return _mm256_testz_si256(special, special);
 }
 
+// 8 elements a step: F16C's conversion (every AVX2 CPU has F16C; dispatch.c
+// checks it) or, for bfloat16, a zero-extension and a shift.
+__attribute__((target("avx2,fma,f16c"))) static void widen_rows_avx2(
+    const uint16_t *src, int64_t src_row_stride, int64_t rows, int64_t width,
+    attn_storage storage, float *dst, int64_t dst_row_stride) {
+    const int64_t full = width / LANES * LANES;
+    for (int64_t j = 0; j < rows; j++) {
+        const uint16_t *in = src + j * src_row_stride;
+        float *out = dst + j * dst_row_stride;
+        if (storage == ATTN_STORAGE_F16) {
+            for (int64_t d = 0; d < full; d += LANES)
+                _mm256_storeu_ps(out + d, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + d))));
+        } else {
+            for (int64_t d = 0; d < full; d += LANES)
+                _mm256_storeu_ps(out + d, _mm256_castsi256_ps(_mm256_slli_epi32(
+                    _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(in + d))), 16)));
+        }
+        for (int64_t d = full; d < width; d++) out[d] = attn_widen_one(in[d], storage);
+    }
+}
+
 const attn_microkernels attn_microkernels_avx2 = {
     .name = "avx2",
     .pack_query = pack_query_avx2,
@@ -283,6 +304,7 @@ const attn_microkernels attn_microkernels_avx2 = {
     .update_rows = update_rows_avx2,
     .pack_value = pack_value_avx2,
     .values_finite = values_finite_avx2,
+    .widen_rows = widen_rows_avx2,
 };
 
 #endif  // x86

@@ -602,6 +602,27 @@ AVX512 static int values_finite_avx512(const float *v, int64_t v_row_stride, int
     return special == 0;
 }
 
+// 16 elements a step: F16C's conversion (exact, subnormals included) or, for
+// bfloat16, a zero-extension and a shift; the tail of a row in scalar code.
+AVX512 static void widen_rows_avx512(const uint16_t *src, int64_t src_row_stride, int64_t rows,
+                                     int64_t width, attn_storage storage, float *dst,
+                                     int64_t dst_row_stride) {
+    const int64_t full = width / LANES * LANES;
+    for (int64_t j = 0; j < rows; j++) {
+        const uint16_t *in = src + j * src_row_stride;
+        float *out = dst + j * dst_row_stride;
+        if (storage == ATTN_STORAGE_F16) {
+            for (int64_t d = 0; d < full; d += LANES)
+                _mm512_storeu_ps(out + d, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(in + d))));
+        } else {
+            for (int64_t d = 0; d < full; d += LANES)
+                _mm512_storeu_ps(out + d, _mm512_castsi512_ps(_mm512_slli_epi32(
+                    _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(in + d))), 16)));
+        }
+        for (int64_t d = full; d < width; d++) out[d] = attn_widen_one(in[d], storage);
+    }
+}
+
 const attn_microkernels attn_microkernels_avx512 = {
     .name = "avx512",
     .pack_query = pack_query_avx512,
@@ -612,6 +633,7 @@ const attn_microkernels attn_microkernels_avx512 = {
     .update_rows = update_rows_avx512,
     .pack_value = pack_value_avx512,
     .values_finite = values_finite_avx512,
+    .widen_rows = widen_rows_avx512,
 };
 
 #endif  // x86

@@ -27,7 +27,8 @@ struct BackendResult: Sendable {
 }
 
 extension AttentionProblem {
-    /// Runs the fused C kernel (`attn_sdpa_forward`).
+    /// Runs the fused C kernel (`attn_sdpa_forward`); keys and values come from
+    /// `externalKV` when it is set (any storage type), else from `key` and `value`.
     ///
     /// - Parameter threads: OpenMP threads; `nil` uses OpenMP's default
     ///   (`OMP_NUM_THREADS` or the core count).
@@ -40,6 +41,28 @@ extension AttentionProblem {
             of: [batch, queryHeads, queryLength, valueDim], argument: "values"))
         var logsumexp = [Float](repeating: 0, count: wantLogsumexp ? batch * queryHeads * queryLength : 0)
 
+        let status: attn_status = output.withUnsafeMutableBufferPointer { out in
+            logsumexp.withUnsafeMutableBufferPointer { lse in
+                withKernelParams(
+                    output: out.baseAddress, outputStrides: outputStrides,
+                    logsumexp: wantLogsumexp ? lse.baseAddress : nil
+                ) { KernelThreading.run(&$0, threads: threads) }
+            }
+        }
+        guard status == ATTN_OK else {
+            throw AttentionError.kernelFailure(
+                code: Int(status.rawValue), message: String(cString: attn_status_description(status)))
+        }
+        return BackendResult(output: output, logsumexp: wantLogsumexp ? logsumexp : nil, weights: nil)
+    }
+
+    /// Fills the kernel's parameters for this problem (sizes, operands, masks,
+    /// key padding, storage) and calls `body` with them while every pointer in
+    /// them is valid. `output` may be NULL for a partial call.
+    func withKernelParams(
+        output: UnsafeMutablePointer<Float>?, outputStrides: [Int], logsumexp: UnsafeMutablePointer<Float>?,
+        _ body: (inout attn_params) -> attn_status
+    ) -> attn_status {
         var params = attn_params()
         params.batch = Int64(batch)
         params.query_heads = Int64(queryHeads)
@@ -61,31 +84,33 @@ extension AttentionProblem {
         }
         params.dropout_p = dropoutProbability
         params.dropout_seed = dropoutSeed
-        params.num_threads = Int32(clamping: threads ?? 0)
 
-        let status: attn_status = query.storage.withUnsafeBufferPointer { q in
+        if let external = externalKV {
+            // A cache's memory, in its storage type: the kernel widens it.
+            params.kv_storage = external.storage.kernelValue
+            params.key_strides = Self.tuple(external.keyStrides)
+            params.value_strides = Self.tuple(external.valueStrides)
+        }
+        return query.storage.withUnsafeBufferPointer { q in
             key.storage.withUnsafeBufferPointer { k in
                 value.storage.withUnsafeBufferPointer { v in
-                    output.withUnsafeMutableBufferPointer { out in
-                        logsumexp.withUnsafeMutableBufferPointer { lse in
-                            params.query = q.baseAddress.map { UnsafePointer($0 + query.offset) }
-                            params.key = k.baseAddress.map { UnsafePointer($0 + key.offset) }
-                            params.value = v.baseAddress.map { UnsafePointer($0 + value.offset) }
-                            params.output = out.baseAddress
-                            params.logsumexp = wantLogsumexp ? lse.baseAddress : nil
-                            return withMask(&params) { params in
-                                withKeyPadding(&params) { KernelThreading.run(&$0, threads: threads) }
-                            }
-                        }
+                    params.query = q.baseAddress.map { UnsafePointer($0 + query.offset) }
+                    if let external = externalKV {
+                        // 16-bit elements travel as `const float *` (attention.h, kv_storage).
+                        params.key = external.keys.map { UnsafePointer(OpaquePointer($0)) }
+                        params.value = external.values.map { UnsafePointer(OpaquePointer($0)) }
+                    } else {
+                        params.key = k.baseAddress.map { UnsafePointer($0 + key.offset) }
+                        params.value = v.baseAddress.map { UnsafePointer($0 + value.offset) }
+                    }
+                    params.output = output
+                    params.logsumexp = logsumexp
+                    return withMask(&params) { params in
+                        withKeyPadding(&params) { body(&$0) }
                     }
                 }
             }
         }
-        guard status == ATTN_OK else {
-            throw AttentionError.kernelFailure(
-                code: Int(status.rawValue), message: String(cString: attn_status_description(status)))
-        }
-        return BackendResult(output: output, logsumexp: wantLogsumexp ? logsumexp : nil, weights: nil)
     }
 
     /// Fills the mask fields of `params` for the duration of `body`.

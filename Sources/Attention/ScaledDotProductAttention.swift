@@ -87,7 +87,7 @@ extension AttentionProblem {
             if let threads, threads < 1 {
                 throw AttentionError.invalidValue(argument: "threads", expected: "at least 1", actual: "\(threads)")
             }
-            return runReference(layout: layout, wantWeights: false)
+            return withWidenedKeyValues().runReference(layout: layout, wantWeights: false)
         }
     }
 }
