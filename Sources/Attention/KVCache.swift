@@ -351,36 +351,29 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
-    /// Calls `body` with the keys and values of `sequences`, the first
-    /// `keyLength` tokens of each, as float32 operands the kernel reads:
-    /// keys `[sequences.count, kvHeads, keyLength, headDim]` and values
-    /// `[…, valueDim]` at the given element strides.
-    ///
-    /// The one place where storage meets the kernel: a float32 cache is read in
-    /// place; a 16-bit one is widened here into temporary float32 buffers until
-    /// the kernel reads 16-bit keys and values itself.
-    func withFloat32OperandsLocked<R>(
-        sequences: Range<Int>, keyLength: Int,
-        _ body: (_ keys: UnsafePointer<Float>, _ keyStrides: [Int], _ values: UnsafePointer<Float>, _ valueStrides: [Int]) throws -> R
+    /// Calls `body` with the stored keys and values of `sequences` as the
+    /// kernel reads them: keys `[sequences.count, kvHeads, capacity, headDim]`
+    /// and values `[…, valueDim]` in ``storage``'s element type (`Float` or
+    /// `UInt16` bit patterns), at the given element strides, in place (the
+    /// kernel widens 16-bit elements exactly to float32 itself).
+    func withStoredOperandsLocked<R>(
+        sequences: Range<Int>,
+        _ body: (_ keys: UnsafeRawPointer, _ keyStrides: [Int], _ values: UnsafeRawPointer, _ valueStrides: [Int]) throws -> R
     ) rethrows -> R {
-        if storage == .float32 {
-            let keys = keyBase.assumingMemoryBound(to: Float.self) + sequences.lowerBound * kvHeads * capacity * headDim
-            let values = valueBase.assumingMemoryBound(to: Float.self) + sequences.lowerBound * kvHeads * capacity * valueDim
-            return try body(
-                keys, [kvHeads * capacity * headDim, capacity * headDim, headDim, 1],
-                values, [kvHeads * capacity * valueDim, capacity * valueDim, valueDim, 1])
-        }
-        let keys = tensorLocked(keyBase, dim: headDim, sequences: sequences, length: keyLength)
-        let values = tensorLocked(valueBase, dim: valueDim, sequences: sequences, length: keyLength)
-        return try keys.withUnsafeBufferPointer { k in
-            try values.withUnsafeBufferPointer { v in
-                // Empty buffers may have no address; the kernel reads nothing then.
-                let dummy = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-                defer { dummy.deallocate() }
-                return try body(
-                    k.baseAddress ?? UnsafePointer(dummy), [kvHeads * keyLength * headDim, keyLength * headDim, headDim, 1],
-                    v.baseAddress ?? UnsafePointer(dummy), [kvHeads * keyLength * valueDim, keyLength * valueDim, valueDim, 1])
-            }
+        let element = storage.bytesPerElement
+        return try body(
+            UnsafeRawPointer(keyBase + sequences.lowerBound * kvHeads * capacity * headDim * element),
+            [kvHeads * capacity * headDim, capacity * headDim, headDim, 1],
+            UnsafeRawPointer(valueBase + sequences.lowerBound * kvHeads * capacity * valueDim * element),
+            [kvHeads * capacity * valueDim, capacity * valueDim, valueDim, 1])
+    }
+
+    /// The float32 value of stored element `index` of `base` (keys or values storage).
+    func widened(_ base: UnsafeRawPointer, _ index: Int) -> Float {
+        switch storage {
+        case .float32: return base.assumingMemoryBound(to: Float.self)[index]
+        case .float16: return HalfPrecision.float(fromFloat16Bits: base.assumingMemoryBound(to: UInt16.self)[index])
+        case .bfloat16: return HalfPrecision.float(fromBFloat16Bits: base.assumingMemoryBound(to: UInt16.self)[index])
         }
     }
 

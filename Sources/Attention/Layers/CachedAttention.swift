@@ -77,11 +77,11 @@ extension QKVProjections {
                 let groups: [Range<Int>] = uniform ? [0..<batch] : (0..<batch).map { $0..<($0 + 1) }
                 for group in groups where counts[group.lowerBound] > 0 {
                     let (queryLength, keyLength) = (counts[group.lowerBound], after[group.lowerBound])
-                    try cache.withFloat32OperandsLocked(sequences: group, keyLength: keyLength) { k, kStrides, v, vStrides in
+                    try cache.withStoredOperandsLocked(sequences: group) { k, kStrides, v, vStrides in
                         try output.withUnsafeMutableBufferPointer { out in
                             try step.run(
                                 sequences: group, queryLength: queryLength, keyLength: keyLength,
-                                keys: k, keyStrides: kStrides, values: v, valueStrides: vStrides,
+                                keys: k, keyStrides: kStrides, values: v, valueStrides: vStrides, cache: cache,
                                 output: out.baseAddress!, backend: backend, threads: threads)
                         }
                     }
@@ -109,7 +109,7 @@ private struct CachedStep {
     /// Writes rows `0..<queryLength` of `sequences` into `output [batch, rows, heads · valueDim]`.
     func run(
         sequences: Range<Int>, queryLength: Int, keyLength: Int,
-        keys: UnsafePointer<Float>, keyStrides: [Int], values: UnsafePointer<Float>, valueStrides: [Int],
+        keys: UnsafeRawPointer, keyStrides: [Int], values: UnsafeRawPointer, valueStrides: [Int], cache: KVCache,
         output: UnsafeMutablePointer<Float>, backend: AttentionBackend, threads: Int?
     ) throws {
         let queryStrides = [rows * heads * headDim, headDim, heads * headDim, 1]
@@ -130,8 +130,15 @@ private struct CachedStep {
             params.value_strides = Self.tuple(valueStrides)
             params.output_strides = Self.tuple(outputStrides)
             params.output = output + first * outputStrides[0]
-            params.key = keys
-            params.value = values
+            // 16-bit storage: the kernel reads the UInt16 elements through these
+            // pointers (strides in elements) and widens them exactly to float32.
+            params.key = keys.assumingMemoryBound(to: Float.self)
+            params.value = values.assumingMemoryBound(to: Float.self)
+            switch cache.storage {
+            case .float32: params.kv_storage = ATTN_STORAGE_F32
+            case .float16: params.kv_storage = ATTN_STORAGE_F16
+            case .bfloat16: params.kv_storage = ATTN_STORAGE_BF16
+            }
             params.scale = scale
             params.causal = ATTN_CAUSAL_BOTTOM_RIGHT
             params.mask_kind = ATTN_MASK_NONE
@@ -152,20 +159,19 @@ private struct CachedStep {
         case .reference:
             // The oracle takes tensors: copy this group's operands out (slow, for checking).
             let count = sequences.count
-            func gather(_ base: UnsafePointer<Float>, _ strides: [Int], heads: Int, length: Int, dim: Int) -> Tensor<Float> {
+            func gather(_ element: (Int) -> Float, _ strides: [Int], heads: Int, length: Int, dim: Int) -> Tensor<Float> {
                 var scalars: [Float] = []
                 scalars.reserveCapacity(count * heads * length * dim)
                 for b in 0..<count { for h in 0..<heads { for t in 0..<length { for d in 0..<dim {
-                    scalars.append(base[b * strides[0] + h * strides[1] + t * strides[2] + d * strides[3]])
+                    scalars.append(element(b * strides[0] + h * strides[1] + t * strides[2] + d * strides[3]))
                 } } } }
                 return Tensor(validShape: [count, heads, length, dim], scalars: scalars)
             }
-            let q = queries.withUnsafeBufferPointer {
-                gather($0.baseAddress! + first * queryStrides[0], queryStrides, heads: heads, length: queryLength, dim: headDim)
-            }
+            let q = gather({ queries.scalars[first * queryStrides[0] + $0] }, queryStrides, heads: heads, length: queryLength, dim: headDim)
+            let keys = gather({ cache.widened(keys, $0) }, keyStrides, heads: kvHeads, length: keyLength, dim: headDim)
+            let values = gather({ cache.widened(values, $0) }, valueStrides, heads: kvHeads, length: keyLength, dim: valueDim)
             var problem = try AttentionProblem(
-                queries: q, keys: gather(keys, keyStrides, heads: kvHeads, length: keyLength, dim: headDim),
-                values: gather(values, valueStrides, heads: kvHeads, length: keyLength, dim: valueDim),
+                queries: q, keys: keys, values: values,
                 mask: .causal(.bottomRight), scale: scale, dropoutProbability: 0, dropoutSeed: 0)
             if let keepFlags {
                 var padding: [Bool] = []
