@@ -41,6 +41,9 @@ struct BenchCommand: ParsableCommand {
 
     enum OutputFormat: String, ExpressibleByArgument { case table, json, csv }
 
+    @OptionGroup(title: "Decode steps (--decode)")
+    var decodeOptions: DecodeBenchOptions
+
     func validate() throws {
         for text in shape where BenchmarkShape(parsing: text) == nil {
             throw ValidationError("--shape \(text): expected B,H,Lq,Lk,D[,Hkv], positive, with Hkv dividing H")
@@ -51,6 +54,9 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        if decodeOptions.decode {
+            return try DecodeBench(options: decodeOptions, threads: threads, repetitions: repetitions, json: format == .json).run()
+        }
         let shapes = shape.isEmpty ? BenchmarkShape.defaultGrid : shape.compactMap(BenchmarkShape.init(parsing:))
         let causalModes = causal ? [true] : nonCausal ? [false] : [false, true]
         let threadCounts = threads.isEmpty ? Array(1...max(1, Int(attn_default_threads()))) : threads
