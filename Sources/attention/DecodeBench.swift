@@ -66,6 +66,9 @@ struct DecodeBenchResult: Encodable {
     let threads: Int
     let medianSeconds, minSeconds: Double
     let tokensPerSecond: Double
+    /// Median seconds of the step's four projections alone (W_q, W_k, W_v, W_o on the one token),
+    /// measured right after the step: the rest of the step is the cache append and attention.
+    let projectionSeconds: Double
     /// Bytes a step must read: the weights and the cached keys and values (after the append).
     let weightBytes, cacheBytes: Int
     /// (weightBytes + cacheBytes) / medianSeconds.
@@ -114,6 +117,11 @@ struct DecodeBench {
                             _ = try layer(token, cache: cache)
                             try cache.truncate(toLength: length)  // the next step sees the same length
                         }
+                        let merged = try Tensor<Float>.zeros([1, 1, model.heads * model.headDim])
+                        let (projections, _, _) = try measure {
+                            for projection in [layer.query, layer.key, layer.value] { _ = try projection(token, threads: count) }
+                            _ = try layer.outputProjection?(merged, threads: count)
+                        }
                         let cacheBytes = (length + 1) * model.kvHeads * model.headDim * 2 * storage.bytesPerElement
                         let bytes = model.weightBytes + cacheBytes
                         let roof = attn_read_bandwidth_gbps(Int32(count), Int64(bytes), 0.3)
@@ -121,7 +129,7 @@ struct DecodeBench {
                         let result = DecodeBenchResult(
                             model: model.rawValue, width: model.width, heads: model.heads, kvHeads: model.kvHeads,
                             headDim: model.headDim, cacheLength: length, storage: storage.rawValue, threads: count,
-                            medianSeconds: median, minSeconds: fastest, tokensPerSecond: 1 / median,
+                            medianSeconds: median, minSeconds: fastest, tokensPerSecond: 1 / median, projectionSeconds: projections,
                             weightBytes: model.weightBytes, cacheBytes: cacheBytes, gbps: gbps, roofGbps: roof,
                             roofFraction: roof > 0 ? gbps / roof : .nan, repetitions: runs, kernelPath: kernelPath)
                         if json { try printJSON(result) }
@@ -176,14 +184,15 @@ struct DecodeBench {
     }
 
     private func printTable(_ results: [DecodeBenchResult], kernelPath: String) {
-        print("kernel path \(kernelPath); one decode step of the attention block (batch 1); bytes = weights (F32) + cached K+V; roof = attn_read_bandwidth_gbps over the same bytes")
-        let header = ["model", "cache", "storage", "thr", "median ms", "tokens/s", "MB/step", "GB/s", "roof GB/s", "% roof", "× 1 thread", "× float32"]
+        print("kernel path \(kernelPath); one decode step of the attention block (batch 1); proj = its 4 projections alone; bytes = weights (F32) + cached K+V; roof = attn_read_bandwidth_gbps over the same bytes")
+        let header = ["model", "cache", "storage", "thr", "median ms", "proj ms", "tokens/s", "MB/step", "GB/s", "roof GB/s", "% roof", "× 1 thread", "× float32"]
         var rows: [[String]] = []
         for r in results {
             let single = results.first { $0.model == r.model && $0.cacheLength == r.cacheLength && $0.storage == r.storage && $0.threads == 1 }
             let float32 = results.first { $0.model == r.model && $0.cacheLength == r.cacheLength && $0.storage == "float32" && $0.threads == r.threads }
             rows.append([
-                r.model, "\(r.cacheLength)", r.storage, "\(r.threads)", fixed(r.medianSeconds * 1e3, 3), fixed(r.tokensPerSecond, 0),
+                r.model, "\(r.cacheLength)", r.storage, "\(r.threads)", fixed(r.medianSeconds * 1e3, 3),
+                fixed(r.projectionSeconds * 1e3, 3), fixed(r.tokensPerSecond, 0),
                 fixed(Double(r.weightBytes + r.cacheBytes) / 1e6, 1), fixed(r.gbps, 1), fixed(r.roofGbps, 1), fixed(100 * r.roofFraction, 0),
                 single.map { fixed($0.medianSeconds / r.medianSeconds, 2) } ?? "",
                 float32.map { fixed($0.medianSeconds / r.medianSeconds, 2) } ?? "",
