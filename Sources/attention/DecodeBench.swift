@@ -67,7 +67,7 @@ struct DecodeBenchResult: Encodable {
     let medianSeconds, minSeconds: Double
     let tokensPerSecond: Double
     /// Median seconds of the step's four projections alone (W_q, W_k, W_v, W_o on the one token),
-    /// measured right after the step: the rest of the step is the cache append and attention.
+    /// timed in turn with the step: the rest of the step is the cache append and attention.
     let projectionSeconds: Double
     /// Bytes a step must read: the weights and the cached keys and values (after the append).
     let weightBytes, cacheBytes: Int
@@ -113,15 +113,16 @@ struct DecodeBench {
                         progress.show(index, "\(model.rawValue) \(length) \(storage.rawValue) \(count)t")
                         index += 1
                         let layer = layers[count]!
-                        let (median, fastest, runs) = try measure {
+                        let merged = try Tensor<Float>.zeros([1, 1, model.heads * model.headDim])
+                        // The step and its projections alone, timed in turn (so that both
+                        // see the same load on a shared machine).
+                        let ((median, fastest, runs), (projections, _, _)) = try measure({
                             _ = try layer(token, cache: cache)
                             try cache.truncate(toLength: length)  // the next step sees the same length
-                        }
-                        let merged = try Tensor<Float>.zeros([1, 1, model.heads * model.headDim])
-                        let (projections, _, _) = try measure {
+                        }, and: {
                             for projection in [layer.query, layer.key, layer.value] { _ = try projection(token, threads: count) }
                             _ = try layer.outputProjection?(merged, threads: count)
-                        }
+                        })
                         let cacheBytes = (length + 1) * model.kvHeads * model.headDim * 2 * storage.bytesPerElement
                         let bytes = model.weightBytes + cacheBytes
                         let roof = attn_read_bandwidth_gbps(Int32(count), Int64(bytes), 0.3)
@@ -155,25 +156,32 @@ struct DecodeBench {
         try cache.append(keys: keys, values: keys)
     }
 
-    /// Median and fastest seconds of `step` after two warm-up runs: until 10
-    /// runs and 0.5 s (or `repetitions` runs).
-    private func measure(_ step: () throws -> Void) throws -> (Double, Double, Int) {
-        for _ in 0..<2 { try step() }
-        var times: [Double] = []
+    /// Median and fastest seconds of `step` and of `other`, run in turn, after
+    /// two warm-up runs each: until 10 runs and 0.5 s (or `repetitions` runs).
+    private func measure(
+        _ step: () throws -> Void, and other: () throws -> Void
+    ) throws -> ((Double, Double, Int), (Double, Double, Int)) {
+        for _ in 0..<2 { try step(); try other() }
+        var times: [Double] = [], otherTimes: [Double] = []
         let clock = ContinuousClock()
         let start = clock.now
+        func seconds(_ duration: Duration) -> Double {
+            Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
+        }
         while true {
-            let elapsed = try clock.measure(step)
-            times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+            times.append(seconds(try clock.measure(step)))
+            otherTimes.append(seconds(try clock.measure(other)))
             if let repetitions {
                 if times.count >= repetitions { break }
             } else if times.count >= 10, clock.now - start > .milliseconds(500) {
                 break
             }
         }
-        times.sort()
-        let middle = times.count / 2
-        return (times.count % 2 == 1 ? times[middle] : (times[middle - 1] + times[middle]) / 2, times[0], times.count)
+        func summary(_ values: [Double]) -> (Double, Double, Int) {
+            let sorted = values.sorted(), middle = sorted.count / 2
+            return (sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2, sorted[0], sorted.count)
+        }
+        return (summary(times), summary(otherTimes))
     }
 
     private func printJSON(_ result: DecodeBenchResult) throws {
