@@ -946,7 +946,7 @@ int attn_sdpa_splits_keys(const attn_params *params) {
 }
 
 int64_t attn_sdpa_stacked_heads(const attn_params *params) {
-    if (validate(params, 0) != ATTN_OK) return 0;
+    if (validate(params, 1) != ATTN_OK) return 0;  // the output is not needed to tell
     return stacked_heads(params);
 }
 
