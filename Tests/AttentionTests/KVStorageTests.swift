@@ -151,3 +151,64 @@ final class KVStorageTests: XCTestCase {
         XCTAssertEqual(status, ATTN_ERROR_STORAGE)
     }
 }
+
+/// Keys in panels of 16 keys × headDim (ATTN_KEY_LAYOUT_PANELS, what a cache
+/// may store for decoding): the same bits as keys in rows, on every path (the
+/// paths without a panel micro-kernel unpack them), storage, driver, row count
+/// (decode rows, stacked heads, full tiles) and mask; a partial slice that
+/// starts inside a panel too.
+final class KeyPanelTests: XCTestCase {
+    func testKeysInPanelsGiveTheBitsOfKeysInRows() {
+        // (query heads, kv heads, query rows, keys)
+        let shapes = [(2, 2, 1, 1300), (2, 1, 3, 530), (8, 1, 1, 200), (1, 1, 64, 150), (2, 2, 70, 75)]
+        let variants: [(String, (inout StoredCall) -> Void)] = [
+            ("no mask", { _ in }),
+            ("causal, bottom right", { $0.causal = ATTN_CAUSAL_BOTTOM_RIGHT }),
+            ("keep mask", { c in c.keep = (0..<(c.rows * c.keyLength)).map { $0 % 5 == 1 ? 0 : 1 } }),
+            ("dropout 0.2", { c in c.dropout = 0.2; c.seed = 4 }),
+        ]
+        forEachKernelPath { path in
+            for storage in [KernelKVStorage.float32, .float16, .bfloat16] {
+                for (queryHeads, kvHeads, queryLength, keyLength) in shapes {
+                    for (name, change) in variants {
+                        var call = StoredCall.random(
+                            batch: 2, queryHeads: queryHeads, kvHeads: kvHeads, queryLength: queryLength,
+                            keyLength: keyLength, headDim: 40, valueDim: 24, storage: storage, seed: 8)
+                        change(&call)
+                        for (threads, driver) in [(Int32(1), AttentionThreading.Driver.openMP)]
+                            + availableDrivers.map({ (Int32(3), $0) }) {
+                            call.threads = threads
+                            call.driver = driver
+                            var panels = call
+                            panels.keyPanels = true
+                            let context = "\(path) \(storage) \(queryHeads)/\(kvHeads) heads \(queryLength)×\(keyLength) \(name) \(threads)t \(driver)"
+                            let rows = call.run(), paneled = panels.run()
+                            XCTAssertEqual(paneled.status, ATTN_OK, context)
+                            assertBitIdentical(paneled.output, rows.output, "output, \(context)")
+                            assertBitIdentical(paneled.logsumexp, rows.logsumexp, "logsumexp, \(context)")
+                            let (begin, end) = (keyLength / 3 + 1, keyLength)  // not on a panel boundary
+                            let slice = call.runPartial(begin, end).state, panelSlice = panels.runPartial(begin, end).state
+                            assertBitIdentical(panelSlice.accumulator, slice.accumulator, "slice, \(context)")
+                            assertBitIdentical(panelSlice.rowMax, slice.rowMax, "slice max, \(context)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testAPanelStrideBelowSixteenKeysIsATypedError() {
+        var call = StoredCall.random(queryHeads: 1, kvHeads: 1, queryLength: 1, keyLength: 20, headDim: 8,
+                                     valueDim: 4, storage: .float32, seed: 1)
+        call.keyPanels = true
+        let status = call.withParams(output: nil, logsumexp: nil) { params -> attn_status in
+            params.key_strides.2 = 8 * 15
+            var output = [Float](repeating: 0, count: 4)
+            return output.withUnsafeMutableBufferPointer { out in
+                params.output = out.baseAddress
+                return attn_sdpa_forward(&params)
+            }
+        }
+        XCTAssertEqual(status, ATTN_ERROR_KEY_LAYOUT)
+    }
+}

@@ -21,6 +21,25 @@ struct StoredCall {
     var seed: UInt64 = 0
     var threads: Int32 = 1
     var driver: AttentionThreading.Driver = .openMP
+    /// Keys in panels of 16 (ATTN_KEY_LAYOUT_PANELS), made from `key`/`keyBits`
+    /// when the call runs; the last panel's unused slots hold `panelFill`.
+    var keyPanels = false
+    var panelFill: Float = .nan
+
+    /// Elements `[batch·kvHeads, keyLength, headDim]` rearranged into panels
+    /// `[batch·kvHeads, ⌈keyLength/16⌉, headDim, 16]`.
+    func panels<T>(_ rows: [T], fill: T) -> [T] {
+        let panelCount = (keyLength + 15) / 16
+        var out = [T](repeating: fill, count: batch * kvHeads * panelCount * 16 * headDim)
+        for head in 0..<(batch * kvHeads) {
+            for j in 0..<keyLength {
+                for d in 0..<headDim {
+                    out[(head * panelCount + j / 16) * 16 * headDim + d * 16 + j % 16] = rows[(head * keyLength + j) * headDim + d]
+                }
+            }
+        }
+        return out
+    }
 
     struct Result {
         var status: attn_status
@@ -90,6 +109,14 @@ struct StoredCall {
         params.logsumexp = logsumexp
         let maskStrides = KernelCall.strides([batch, queryHeads, queryLength, keyLength])
         let keepBytes = keep ?? [], additiveValues = additive ?? []
+        let key = keyPanels && storage == .float32 ? panels(self.key, fill: panelFill) : self.key
+        let keyBits = keyPanels && storage != .float32 ? panels(self.keyBits, fill: storage.narrow(panelFill)) : self.keyBits
+        if keyPanels {
+            let panelCount = Int64((keyLength + 15) / 16)
+            params.key_layout = ATTN_KEY_LAYOUT_PANELS
+            params.key_strides = (Int64(kvHeads) * panelCount * 16 * Int64(headDim), panelCount * 16 * Int64(headDim),
+                                  16 * Int64(headDim), 1)
+        }
         return query.withUnsafeBufferPointer { q in
             key.withUnsafeBufferPointer { k in
                 value.withUnsafeBufferPointer { v in
