@@ -197,6 +197,45 @@ final class KeyPanelTests: XCTestCase {
         }
     }
 
+    /// Through `ExternalKeyValues` (the cache's path): panels give the bits of rows,
+    /// and the oracle reads the same widened keys from either layout.
+    func testTheSwiftCachePathReadsPanelsAsRows() throws {
+        let storage = KernelKVStorage.float16
+        let queries = try Tensor<Float>.randomNormal([1, 4, 1, 32], seed: 1)
+        var call = StoredCall.random(queryHeads: 4, kvHeads: 2, queryLength: 1, keyLength: 700, headDim: 32,
+                                     valueDim: 16, storage: storage, seed: 2)
+        let keys = Tensor(validShape: [1, 2, 700, 32], scalars: call.keyBits.map(storage.widen))
+        let values = Tensor(validShape: [1, 2, 700, 16], scalars: call.valueBits.map(storage.widen))
+        var problem = try AttentionProblem(queries: queries, keys: keys, values: values, mask: .causal(.bottomRight),
+                                           scale: nil, dropoutProbability: 0, dropoutSeed: 0)
+        call.keyPanels = true
+        let panelBits = call.panels(call.keyBits, fill: 0)
+        try call.keyBits.withUnsafeBytes { rowBytes in
+            try panelBits.withUnsafeBytes { panelBytes in
+                try call.valueBits.withUnsafeBytes { valueBytes in
+                    let valueStrides = [2 * 700 * 16, 700 * 16, 16, 1]
+                    problem.externalKV = ExternalKeyValues(
+                        storage: storage, keys: rowBytes.baseAddress, keyStrides: [2 * 700 * 32, 700 * 32, 32, 1],
+                        values: valueBytes.baseAddress, valueStrides: valueStrides)
+                    let rows = try problem.run(backend: .fused, layout: .headsMajor, threads: 2, wantLogsumexp: true)
+                    let rowsOracle = try problem.run(backend: .reference, layout: .headsMajor, threads: 1, wantLogsumexp: true)
+                    problem.externalKV = ExternalKeyValues(
+                        storage: storage, keys: panelBytes.baseAddress, keyStrides: [2 * 44 * 16 * 32, 44 * 16 * 32, 16 * 32, 1],
+                        values: valueBytes.baseAddress, valueStrides: valueStrides, keyPanels: true)
+                    for driver in availableDrivers {
+                        KernelThreading.override = driver
+                        defer { KernelThreading.override = nil }
+                        let panels = try problem.run(backend: .fused, layout: .headsMajor, threads: 2, wantLogsumexp: true)
+                        assertBitIdentical(panels.output, rows.output, "\(driver)")
+                        assertBitIdentical(panels.logsumexp ?? [], rows.logsumexp ?? [], "\(driver)")
+                    }
+                    let panelOracle = try problem.run(backend: .reference, layout: .headsMajor, threads: 1, wantLogsumexp: true)
+                    assertBitIdentical(panelOracle.output, rowsOracle.output, "the oracle reads the same keys")
+                }
+            }
+        }
+    }
+
     func testAPanelStrideBelowSixteenKeysIsATypedError() {
         var call = StoredCall.random(queryHeads: 1, kvHeads: 1, queryLength: 1, keyLength: 20, headDim: 8,
                                      valueDim: 4, storage: .float32, seed: 1)
