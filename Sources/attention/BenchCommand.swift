@@ -42,6 +42,9 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "float32, float16 or bfloat16; repeatable: time the kernel with keys and values stored that way, in GB/s of K+V bytes and % of a read-bandwidth roof measured in the same run (table or json).")
     var kvStorage: [KVStorageChoice] = []
 
+    @Option(name: .long, help: "With --kv-storage: rows or panels (keys in panels of 16, as a cache may store them); repeatable. Default: rows.")
+    var keyLayout: [KeyLayoutChoice] = []
+
     enum OutputFormat: String, ExpressibleByArgument { case table, json, csv }
 
     func validate() throws {
@@ -59,6 +62,7 @@ struct BenchCommand: ParsableCommand {
             let threadCounts = threads.isEmpty ? Array(1...max(1, Int(attn_default_threads()))) : threads
             return try KVStorageBenchmark(
                 shapes: shape.isEmpty ? BenchmarkShape.decodeGrid : shapes, storages: kvStorage,
+                layouts: keyLayout.isEmpty ? [.rows] : keyLayout,
                 threadCounts: threadCounts, repetitions: repetitions, json: format == .json
             ).run()
         }

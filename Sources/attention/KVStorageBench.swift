@@ -35,9 +35,18 @@ enum KVStorageChoice: String, ExpressibleByArgument, CaseIterable {
 /// keys and values stored as float32, float16 or bfloat16, each case against
 /// a read-bandwidth roof measured in the same run over the same number of
 /// bytes (so from the same level of the memory hierarchy).
+/// The key layout for `attention bench --kv-storage … --key-layout …`.
+enum KeyLayoutChoice: String, ExpressibleByArgument, CaseIterable {
+    /// `[batch, kvHeads, keyLength, headDim]` rows.
+    case rows
+    /// Panels of 16 keys × headDim (ATTN_KEY_LAYOUT_PANELS), what a cache may store.
+    case panels
+}
+
 struct KVStorageBenchmark {
     var shapes: [BenchmarkShape]
     var storages: [KVStorageChoice]
+    var layouts: [KeyLayoutChoice] = [.rows]
     var threadCounts: [Int]
     var repetitions: Int?
     var json: Bool
@@ -45,6 +54,7 @@ struct KVStorageBenchmark {
     struct Row: Encodable {
         let batch, heads, kvHeads, queryLength, keyLength, headDim: Int
         let storage: String
+        let keyLayout: String
         let threads: Int
         let medianSeconds, minSeconds: Double
         /// Unique key and value bytes in their storage type, read once per call.
@@ -64,18 +74,20 @@ struct KVStorageBenchmark {
         for shape in shapes {
             let data = CaseData(shape: shape)
             for storage in storages {
-                let stored = data.stored(storage)
+              for layout in layouts {
+                let stored = data.stored(storage, panels: layout == .panels)
                 for threads in threadCounts {
                     let bytes = Double(shape.batch * shape.kvHeads * shape.keyLength * shape.headDim * 2 * storage.bytesPerElement)
                     let key = "\(threads) \(Int(bytes))"
                     if roofs[key] == nil {
                         roofs[key] = attn_read_bandwidth_gbps(Int32(threads), Int64(max(bytes, 65536)), 0.3)
                     }
-                    let (median, fastest, stacked) = try time(data, stored, storage, threads)
+                    let (median, fastest, stacked) = try time(data, stored, storage, layout, threads)
                     let roof = roofs[key] ?? .nan
                     let row = Row(
                         batch: shape.batch, heads: shape.heads, kvHeads: shape.kvHeads, queryLength: shape.queryLength,
-                        keyLength: shape.keyLength, headDim: shape.headDim, storage: storage.rawValue, threads: threads,
+                        keyLength: shape.keyLength, headDim: shape.headDim, storage: storage.rawValue,
+                        keyLayout: layout.rawValue, threads: threads,
                         medianSeconds: median, minSeconds: fastest, keyValueBytes: bytes, gbps: bytes / median / 1e9,
                         roofGbps: roof, roofFraction: bytes / median / 1e9 / roof, kernelPath: kernelPath,
                         stackedHeads: stacked)
@@ -87,6 +99,7 @@ struct KVStorageBenchmark {
                         fflush(nil)
                     }
                 }
+              }
             }
         }
         if !json { printTable(rows, kernelPath: kernelPath) }
@@ -107,19 +120,27 @@ struct KVStorageBenchmark {
             value = normals(shape.batch * shape.kvHeads * shape.keyLength * shape.headDim)
         }
 
-        /// Keys and values as raw bytes of the storage type.
-        func stored(_ storage: KVStorageChoice) -> (key: [UInt8], value: [UInt8]) {
+        /// Keys and values as raw bytes of the storage type, keys in rows or panels.
+        func stored(_ storage: KVStorageChoice, panels: Bool) -> (key: [UInt8], value: [UInt8]) {
             func bytes(_ values: [Float]) -> [UInt8] {
                 if storage == .float32 { return values.withUnsafeBytes { Array($0) } }
                 return values.map(storage.narrow).withUnsafeBytes { Array($0) }
             }
-            return (bytes(key), bytes(value))
+            guard panels else { return (bytes(key), bytes(value)) }
+            // [heads, length, dim] → [heads, length/16, dim, 16] (length padded to 16).
+            let (heads, length, dim) = (shape.batch * shape.kvHeads, shape.keyLength, shape.headDim)
+            let panelCount = (length + 15) / 16
+            var paneled = [Float](repeating: 0, count: heads * panelCount * 16 * dim)
+            for h in 0..<heads { for j in 0..<length { for d in 0..<dim {
+                paneled[(h * panelCount + j / 16) * 16 * dim + d * 16 + j % 16] = key[(h * length + j) * dim + d]
+            } } }
+            return (bytes(paneled), bytes(value))
         }
     }
 
     /// Median and fastest seconds of attn_sdpa_forward after two warm-up calls.
     func time(_ data: CaseData, _ stored: (key: [UInt8], value: [UInt8]), _ storage: KVStorageChoice,
-              _ threads: Int) throws -> (Double, Double, Int) {
+              _ layout: KeyLayoutChoice, _ threads: Int) throws -> (Double, Double, Int) {
         let s = data.shape
         var output = [Float](repeating: 0, count: s.batch * s.heads * s.queryLength * s.headDim)
         var params = attn_params()
@@ -137,6 +158,11 @@ struct KVStorageBenchmark {
         params.scale = 1 / Float(s.headDim).squareRoot()
         params.num_threads = Int32(threads)
         params.kv_storage = storage.kernelValue
+        if layout == .panels {
+            let panelCount = Int64((s.keyLength + 15) / 16), dim = Int64(s.headDim)
+            params.key_layout = ATTN_KEY_LAYOUT_PANELS
+            params.key_strides = (Int64(s.kvHeads) * panelCount * 16 * dim, panelCount * 16 * dim, 16 * dim, 1)
+        }
         var times: [Double] = []
         var stacked = 1
         let status: attn_status = data.query.withUnsafeBufferPointer { q in
@@ -176,15 +202,15 @@ struct KVStorageBenchmark {
 
     func printTable(_ rows: [Row], kernelPath: String) {
         print("kernel path \(kernelPath); GB/s of unique K+V bytes in their storage type; roof: attn_read_bandwidth_gbps over the same bytes, same threads, this run")
-        let header = ["shape B,H,Lq,Lk,D[,Hkv]", "storage", "thr", "median ms", "GB/s", "roof GB/s", "% roof", "× float32", "heads/tile"]
+        let header = ["shape B,H,Lq,Lk,D[,Hkv]", "storage", "keys", "thr", "median ms", "GB/s", "roof GB/s", "% roof", "× f32 rows", "heads/tile"]
         var lines: [[String]] = []
         for r in rows {
             let shape = "\(r.batch),\(r.heads),\(r.queryLength),\(r.keyLength),\(r.headDim)" + (r.kvHeads != r.heads ? ",\(r.kvHeads)" : "")
             let f32 = rows.first {
-                $0.storage == "float32" && $0.threads == r.threads && ($0.batch, $0.heads, $0.kvHeads, $0.queryLength, $0.keyLength, $0.headDim) == (r.batch, r.heads, r.kvHeads, r.queryLength, r.keyLength, r.headDim)
+                $0.storage == "float32" && $0.keyLayout == "rows" && $0.threads == r.threads && ($0.batch, $0.heads, $0.kvHeads, $0.queryLength, $0.keyLength, $0.headDim) == (r.batch, r.heads, r.kvHeads, r.queryLength, r.keyLength, r.headDim)
             }
             lines.append([
-                shape, r.storage, "\(r.threads)", fixed(r.medianSeconds * 1e3, 3), fixed(r.gbps, 1), fixed(r.roofGbps, 1),
+                shape, r.storage, r.keyLayout, "\(r.threads)", fixed(r.medianSeconds * 1e3, 3), fixed(r.gbps, 1), fixed(r.roofGbps, 1),
                 fixed(100 * r.roofFraction, 0), f32.map { fixed($0.medianSeconds / r.medianSeconds, 2) } ?? "", "\(r.stackedHeads)",
             ])
         }
