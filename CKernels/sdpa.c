@@ -122,6 +122,11 @@ static attn_status validate(const attn_params *p, int partial) {
     if (p->kv_storage != ATTN_STORAGE_F32 && p->kv_storage != ATTN_STORAGE_F16 &&
         p->kv_storage != ATTN_STORAGE_BF16)
         return ATTN_ERROR_STORAGE;
+    if (p->key_layout != ATTN_KEY_LAYOUT_ROWS && p->key_layout != ATTN_KEY_LAYOUT_PANELS)
+        return ATTN_ERROR_KEY_LAYOUT;
+    if (p->key_layout == ATTN_KEY_LAYOUT_PANELS && p->key_length > 0 && p->head_dim > 0 &&
+        p->key_strides[2] < 16 * p->head_dim)
+        return ATTN_ERROR_KEY_LAYOUT;
     if (p->batch < 0 || p->query_heads < 0 || p->kv_heads < 0 || p->query_length < 0 ||
         p->key_length < 0 || p->head_dim < 0 || p->value_dim < 0)
         return ATTN_ERROR_NEGATIVE_SIZE;
@@ -362,6 +367,25 @@ static void pack_task_queries(const attn_params *p, const attn_microkernels *ker
     kernels->pack_query(state->q_rows, width, t->rows, p->head_dim, p->scale, state->qt);
 }
 
+enum { PANEL_KEYS = 16 };  // keys per panel of ATTN_KEY_LAYOUT_PANELS
+
+// Keys [col0, col0 + cols) of a head in panels, as float32 rows [cols, dst_stride]
+// (for the tiles that the panel micro-kernel does not take).
+static void unpack_panel_keys(const attn_params *p, const char *k, int64_t col0, int64_t cols,
+                              float *dst, int64_t dst_stride) {
+    const int64_t panel_stride = p->key_strides[2];
+    for (int64_t j = 0; j < cols; j++) {
+        const int64_t key = col0 + j;
+        const int64_t at = key / PANEL_KEYS * panel_stride + key % PANEL_KEYS;
+        for (int64_t d = 0; d < p->head_dim; d++) {
+            const int64_t index = at + d * PANEL_KEYS;
+            dst[j * dst_stride + d] = p->kv_storage == ATTN_STORAGE_F32
+                                          ? ((const float *)k)[index]
+                                          : attn_widen_one(((const uint16_t *)k)[index], p->kv_storage);
+        }
+    }
+}
+
 // The online softmax of a task's rows over keys [chunk_begin, chunk_end), from a
 // fresh state: leaves m, l and the unnormalised output in state.row_max,
 // state.row_sum and state.acc. key_end bounds the prefetch of the next tile;
@@ -377,6 +401,7 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
     const int64_t bytes = t.kv_element_bytes;
     const int wide = p->kv_storage == ATTN_STORAGE_F32;
     const int64_t head_dim_padded = padded_dim(p->head_dim);
+    const int panels = p->key_layout == ATTN_KEY_LAYOUT_PANELS;
     for (int64_t i = 0; i < QUERY_TILE; i++) {
         state.row_max[i] = -INFINITY;
         state.row_sum[i] = 0.0f;
@@ -395,11 +420,21 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         if (in_place)  // this tile's value rows come in while its keys are multiplied
             attn_prefetch_start_bytes(&state.prefetch, v_rows, p->value_strides[2] * bytes, cols,
                                       p->value_dim * bytes);
-        if (p->head_dim > 0) {
+        int max_taken = 0;  // whether qk_tile took the row max
+        if (p->head_dim > 0 && panels && kernels->qk_panels && col0 % PANEL_KEYS == 0) {
+            // Keys in panels: plain vector loads, no transposes (any rows, 4 at a time).
+            kernels->qk_panels(state.qt, k + col0 / PANEL_KEYS * p->key_strides[2] * bytes,
+                               p->key_strides[2], p->kv_storage, cols, p->head_dim, t.rows, st,
+                               in_place ? &state.prefetch : 0);
+        } else if (p->head_dim > 0) {
             const char *k_rows = k + col0 * p->key_strides[2] * bytes;
             const float *k_tile = (const float *)k_rows;
             int64_t k_stride = p->key_strides[2];
-            if (!wide) {
+            if (panels) {
+                unpack_panel_keys(p, k, col0, cols, state.k_wide, head_dim_padded);
+                k_tile = state.k_wide;
+                k_stride = head_dim_padded;
+            } else if (!wide) {
                 kernels->widen_rows((const uint16_t *)k_rows, k_stride, cols, p->head_dim,
                                     p->kv_storage, state.k_wide, head_dim_padded);
                 k_tile = state.k_wide;
@@ -409,6 +444,7 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
             kernels->qk_tile(state.qt, k_tile, k_stride, cols, p->head_dim, t.rows, visible_limit, st,
                              state.row_max, masked ? 0 : state.row_max_new,
                              in_place ? &state.prefetch : 0);
+            max_taken = !masked;
         } else {
             memset(st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
         }
@@ -418,7 +454,7 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         // (0 when m was −∞); the accumulator's rescale is fused into pv_tile.
         // On a diagonal tile, row_max and exp_row_sum take the cells past each
         // row's visible limit as masked (the causal mask).
-        if (masked || p->head_dim == 0)
+        if (!max_taken)
             kernels->row_max(st, cols, t.rows, state.row_max, state.row_max_new, visible_limit);
         kernels->exp_row_sum(st, cols, t.rows, state.row_max_new, state.tile_sum, visible_limit,
                              explicit_mask || p->head_dim == 0);
@@ -431,19 +467,23 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
             int64_t v_stride = p->value_strides[2];
             if (in_place) {
                 const int64_t next = col0 + KEY_TILE;  // the next tile's keys come in meanwhile
-                attn_prefetch_start_bytes(
-                    &state.prefetch,
-                    next < key_end && k && p->head_dim > 0 ? k + next * p->key_strides[2] * bytes : 0,
-                    p->key_strides[2] * bytes, key_end - next, p->head_dim * bytes);
+                const int fetch = next < key_end && k && p->head_dim > 0;
+                if (panels)  // whole panels: 16 keys' rows of the next tile each
+                    attn_prefetch_start_bytes(
+                        &state.prefetch, fetch ? k + next / PANEL_KEYS * p->key_strides[2] * bytes : 0,
+                        p->key_strides[2] * bytes, ceil_div(key_end - next, PANEL_KEYS),
+                        PANEL_KEYS * p->head_dim * bytes);
+                else
+                    attn_prefetch_start_bytes(&state.prefetch, fetch ? k + next * p->key_strides[2] * bytes : 0,
+                                              p->key_strides[2] * bytes, key_end - next, p->head_dim * bytes);
             }
             int finite;
             if (!wide) {
-                kernels->widen_rows((const uint16_t *)v_rows, v_stride, cols, p->value_dim,
-                                    p->kv_storage, state.v_wide, value_dim_padded);
+                // The widened tile is aligned scratch: read it in place when finite.
+                finite = kernels->widen_rows((const uint16_t *)v_rows, v_stride, cols, p->value_dim,
+                                             p->kv_storage, state.v_wide, value_dim_padded);
                 v_tile = state.v_wide;
                 v_stride = value_dim_padded;
-                // The widened tile is aligned scratch: read it in place when finite.
-                finite = kernels->values_finite(v_tile, v_stride, cols, p->value_dim);
                 if (finite)
                     kernels->pv_tile(st, v_tile, v_stride, t.rows, cols, p->value_dim, state.alpha,
                                      state.acc, value_dim_padded, visible_limit,
@@ -946,7 +986,7 @@ int attn_sdpa_splits_keys(const attn_params *params) {
 }
 
 int64_t attn_sdpa_stacked_heads(const attn_params *params) {
-    if (validate(params, 0) != ATTN_OK) return 0;
+    if (validate(params, 1) != ATTN_OK) return 0;  // the output is not needed to tell
     return stacked_heads(params);
 }
 
@@ -964,6 +1004,7 @@ const char *attn_status_description(attn_status status) {
     case ATTN_ERROR_SIZE_OVERFLOW: return "a product of the sizes overflows int64";
     case ATTN_ERROR_STORAGE: return "unknown key/value storage type";
     case ATTN_ERROR_KEY_RANGE: return "the key range is not within [0, key_length]";
+    case ATTN_ERROR_KEY_LAYOUT: return "unknown key layout, or a panel stride below 16 * head_dim";
     }
     return "unknown status";
 }

@@ -62,6 +62,7 @@ typedef enum attn_status {
     ATTN_ERROR_SIZE_OVERFLOW = 9,     ///< a product of sizes (rows, tasks, scratch) overflows int64
     ATTN_ERROR_STORAGE = 10,          ///< unknown kv_storage
     ATTN_ERROR_KEY_RANGE = 11,        ///< a partial call's key range is not within [0, key_length]
+    ATTN_ERROR_KEY_LAYOUT = 12,       ///< unknown key_layout, or a panel stride below 16·head_dim
 } attn_status;
 
 /// How the key and value elements are stored in memory.
@@ -75,6 +76,21 @@ typedef enum attn_storage {
     /// exactly (a shift).
     ATTN_STORAGE_BF16 = 2,
 } attn_storage;
+
+/// How the key elements are laid out (values are always rows).
+typedef enum attn_key_layout {
+    /// Rows: key (b, h, j, d) at key + b·ks[0] + h·ks[1] + j·ks[2] + d (the default, 0).
+    ATTN_KEY_LAYOUT_ROWS = 0,
+    /// Panels of 16 keys × head_dim, keys innermost: key (b, h, j, d) at
+    /// key + b·ks[0] + h·ks[1] + (j / 16)·ks[2] + d·16 + j % 16, ks[2] being the
+    /// distance between panels (≥ 16·head_dim), ks[3] = 1. Every panel holds 16
+    /// keys' storage, the last one too (slots past key_length are read, never
+    /// used). A decode step (≤ 4 query rows) reads such keys with plain vector
+    /// loads, each lane one key, in the FMA order of the tiled kernel, instead
+    /// of transposing 16 × 16 blocks of rows: same bits, a fifth of the
+    /// instructions per key byte. For a key/value cache, which owns its layout.
+    ATTN_KEY_LAYOUT_PANELS = 1,
+} attn_key_layout;
 
 /// Which causal mask, if any, the kernel applies.
 typedef enum attn_causal {
@@ -125,6 +141,9 @@ typedef struct attn_params {
 
     /// The element type of key and value (0: float32).
     attn_storage kv_storage;
+
+    /// The layout of key (0: rows).
+    attn_key_layout key_layout;
 } attn_params;
 
 /// Computes the fused forward pass described at the top of this file.

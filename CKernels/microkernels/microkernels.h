@@ -39,7 +39,13 @@
 //                (ATTN_STORAGE_F16: IEEE binary16, subnormals included, NaN kept
 //                NaN with its payload and the quiet bit set; ATTN_STORAGE_BF16: the
 //                bits shifted up by 16). Exact: every 16-bit value is a float32.
+//                Returns 1 if no element is NaN or ±∞ (so pv_tile may read dst in place).
 //                Every path may use the portable one (attn_widen_rows_portable).
+//   qk_panels:   qk_tile for attention (any rows, 4 at a time) on keys in panels of
+//                16 (ATTN_KEY_LAYOUT_PANELS; `cols` keys from a panel boundary, in
+//                `storage`): each lane one key, fma(q_d, k_d, ·) over d from 0, the
+//                very operations of qk_tile, so the same bits. No fused row max.
+//                NULL where a path has none: sdpa.c then unpacks the panels into rows.
 //
 // qk_tile and pv_tile take an optional prefetch stream (NULL for none), which
 // they advance as they go; a path may ignore it.
@@ -104,11 +110,18 @@ static inline void attn_prefetch_start(attn_prefetch_stream *s, const float *row
 
 /// Issues the next `lines` cache lines of the stream (into L2: an L1 prefetch
 /// would evict the operand in use); a NULL or finished stream does nothing.
+/// The lines of one row go in a tight loop (a decode step issues one for every
+/// 64 bytes it reads, so the bookkeeping is kept out of the per-line path).
 static inline void attn_prefetch_step(attn_prefetch_stream *s, int lines) {
     if (!s) return;
-    for (; lines > 0 && s->rows_left > 0; lines--) {
-        __builtin_prefetch(s->row + s->line * 64, 0, 2);
-        if (++s->line == s->lines_per_row) {
+    while (lines > 0 && s->rows_left > 0) {
+        int64_t run = s->lines_per_row - s->line;
+        if (run > lines) run = lines;
+        const char *at = s->row + s->line * 64;
+        for (int64_t l = 0; l < run; l++) __builtin_prefetch(at + l * 64, 0, 2);
+        s->line += run;
+        lines -= (int)run;
+        if (s->line == s->lines_per_row) {
             s->line = 0;
             s->row += s->row_bytes;
             s->rows_left--;
@@ -135,12 +148,15 @@ typedef struct attn_microkernels {
     int (*pack_value)(const float *v, int64_t v_row_stride, int64_t cols, int64_t value_dim,
                       float *packed, int64_t packed_row_stride);
     int (*values_finite)(const float *v, int64_t v_row_stride, int64_t cols, int64_t value_dim);
-    void (*widen_rows)(const uint16_t *src, int64_t src_row_stride, int64_t rows, int64_t width,
+    int (*widen_rows)(const uint16_t *src, int64_t src_row_stride, int64_t rows, int64_t width,
                        attn_storage storage, float *dst, int64_t dst_row_stride);
+    void (*qk_panels)(const float *qt, const void *panels, int64_t panel_stride, attn_storage storage,
+                      int64_t cols, int64_t head_dim, int64_t rows, float *st,
+                      attn_prefetch_stream *prefetch);
 } attn_microkernels;
 
 /// The portable widening (any path's table may point at it; neon.c does).
-void attn_widen_rows_portable(const uint16_t *src, int64_t src_row_stride, int64_t rows,
+int attn_widen_rows_portable(const uint16_t *src, int64_t src_row_stride, int64_t rows,
                               int64_t width, attn_storage storage, float *dst,
                               int64_t dst_row_stride);
 

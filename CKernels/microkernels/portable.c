@@ -112,12 +112,19 @@ static int values_finite_portable(const float *v, int64_t v_row_stride, int64_t 
     return finite;
 }
 
-void attn_widen_rows_portable(const uint16_t *src, int64_t src_row_stride, int64_t rows,
-                              int64_t width, attn_storage storage, float *dst,
-                              int64_t dst_row_stride) {
+int attn_widen_rows_portable(const uint16_t *src, int64_t src_row_stride, int64_t rows,
+                             int64_t width, attn_storage storage, float *dst,
+                             int64_t dst_row_stride) {
+    // NaN or ±∞: the exponent field all ones (F16: 5 bits, BF16: 8 bits).
+    const unsigned exponent = storage == ATTN_STORAGE_F16 ? 0x7C00u : 0x7F80u;
+    unsigned special = 0;
     for (int64_t j = 0; j < rows; j++)
-        for (int64_t d = 0; d < width; d++)
-            dst[j * dst_row_stride + d] = attn_widen_one(src[j * src_row_stride + d], storage);
+        for (int64_t d = 0; d < width; d++) {
+            const uint16_t bits = src[j * src_row_stride + d];
+            special |= (bits & exponent) == exponent;
+            dst[j * dst_row_stride + d] = attn_widen_one(bits, storage);
+        }
+    return !special;
 }
 
 const attn_microkernels attn_microkernels_portable = {

@@ -79,16 +79,25 @@ enum KernelKVStorage: Sendable, Equatable {
 /// `keyStrides`, values `[batch, kvHeads, keyLength, valueDim]` at
 /// `valueStrides` (4 strides each, the last 1). The memory must stay valid and
 /// unchanged while a call runs.
+///
+/// With `keyPanels`, keys are in panels of 16 keys × headDim, keys innermost
+/// (`ATTN_KEY_LAYOUT_PANELS`): key `(b, h, j, d)` at
+/// `b·keyStrides[0] + h·keyStrides[1] + (j / 16)·keyStrides[2] + d·16 + j % 16`,
+/// `keyStrides[2] ≥ 16·headDim`, every panel 16 keys long. Decoding reads that
+/// layout without transposes (same bits).
 struct ExternalKeyValues: @unchecked Sendable {
     var storage: KernelKVStorage
     var keys: UnsafeRawPointer?
     var keyStrides: [Int]
     var values: UnsafeRawPointer?
     var valueStrides: [Int]
+    var keyPanels = false
 
     /// The element at a 4-D index of `base` (strides in elements), widened.
-    private func element(_ base: UnsafeRawPointer, _ strides: [Int], _ b: Int, _ h: Int, _ l: Int, _ d: Int) -> Float {
-        let index = b * strides[0] + h * strides[1] + l * strides[2] + d * strides[3]
+    private func element(_ base: UnsafeRawPointer, _ strides: [Int], panels: Bool,
+                         _ b: Int, _ h: Int, _ l: Int, _ d: Int) -> Float {
+        let index = panels ? b * strides[0] + h * strides[1] + l / 16 * strides[2] + d * 16 + l % 16
+                           : b * strides[0] + h * strides[1] + l * strides[2] + d * strides[3]
         if storage == .float32 { return base.load(fromByteOffset: index * 4, as: Float.self) }
         return storage.widen(base.load(fromByteOffset: index * 2, as: UInt16.self))
     }
@@ -97,18 +106,18 @@ struct ExternalKeyValues: @unchecked Sendable {
     func widenedOperands(batch: Int, kvHeads: Int, keyLength: Int, headDim: Int, valueDim: Int)
         -> (key: StridedOperand<Float>, value: StridedOperand<Float>)
     {
-        func widened(_ base: UnsafeRawPointer?, _ strides: [Int], _ dim: Int) -> StridedOperand<Float> {
+        func widened(_ base: UnsafeRawPointer?, _ strides: [Int], _ dim: Int, panels: Bool) -> StridedOperand<Float> {
             var scalars: [Float] = []
             scalars.reserveCapacity(batch * kvHeads * keyLength * dim)
             if let base {
                 for b in 0..<batch { for h in 0..<kvHeads { for l in 0..<keyLength { for d in 0..<dim {
-                    scalars.append(element(base, strides, b, h, l, d))
+                    scalars.append(element(base, strides, panels: panels, b, h, l, d))
                 } } } }
             }
             let shape = [batch, kvHeads, keyLength, dim]
             return StridedOperand(storage: scalars, offset: 0, strides: Tensor<Float>.contiguousStrides(for: shape))
         }
-        return (widened(keys, keyStrides, headDim), widened(values, valueStrides, valueDim))
+        return (widened(keys, keyStrides, headDim, panels: keyPanels), widened(values, valueStrides, valueDim, panels: false))
     }
 }
 
