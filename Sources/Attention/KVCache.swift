@@ -24,7 +24,11 @@ public enum KVCacheError: Error, Equatable, Sendable, CustomStringConvertible {
 ///
 /// Memory is allocated once, at creation: keys `[batch, kvHeads, capacity, headDim]`
 /// and values `[batch, kvHeads, capacity, valueDim]`, 64-byte aligned, in the
-/// element type of ``storage`` (4 or 2 bytes a number). Appending writes the
+/// element type of ``storage`` (4 or 2 bytes a number). Values are stored as
+/// rows; keys in panels of 16 keys × headDim with the keys innermost (capacity
+/// rounded up to a multiple of 16), the layout a decode step reads with plain
+/// vector loads, one key per lane, in the tiled kernel's order (so with the same
+/// bits as rows). The accessors give the usual `[…, length, headDim]` order. Appending writes the
 /// new tokens in place after those already cached, which are never copied or
 /// moved; a cache never grows: an append past ``capacity`` throws
 /// ``KVCacheError/capacityExceeded(sequence:length:appending:capacity:)`` and
@@ -62,6 +66,10 @@ public final class KVCache: @unchecked Sendable {
     /// The element type of the stored keys and values.
     public let storage: KVCacheStorage
 
+    /// Keys per panel of the key storage.
+    static let keyPanel = 16
+    /// `capacity` rounded up to whole key panels.
+    private let paddedCapacity: Int
     private let keyBase: UnsafeMutableRawPointer
     private let valueBase: UnsafeMutableRawPointer
     private var storedLengths: [Int]
@@ -88,10 +96,11 @@ public final class KVCache: @unchecked Sendable {
             throw AttentionError.invalidValue(argument: name, expected: "at least 1", actual: "\(value)")
         }
         var totalBytes = 0
-        var overflow = false
-        for dim in [headDim, valueDim] {
+        var overflow = capacity > Int.max - Self.keyPanel
+        let paddedCapacity = overflow ? capacity : (capacity + Self.keyPanel - 1) / Self.keyPanel * Self.keyPanel
+        for (dim, tokens) in [(headDim, paddedCapacity), (valueDim, capacity)] {
             var bytes = storage.bytesPerElement
-            for factor in [batch, kvHeads, capacity, dim] {
+            for factor in [batch, kvHeads, tokens, dim] {
                 let (product, overflows) = bytes.multipliedReportingOverflow(by: factor)
                 overflow = overflow || overflows
                 bytes = product
@@ -112,9 +121,10 @@ public final class KVCache: @unchecked Sendable {
         self.headDim = headDim
         self.valueDim = valueDim
         self.capacity = capacity
+        self.paddedCapacity = paddedCapacity
         self.storage = storage
         let element = storage.bytesPerElement
-        keyBase = .allocate(byteCount: batch * kvHeads * capacity * headDim * element, alignment: 64)
+        keyBase = .allocate(byteCount: batch * kvHeads * paddedCapacity * headDim * element, alignment: 64)
         valueBase = .allocate(byteCount: batch * kvHeads * capacity * valueDim * element, alignment: 64)
         storedLengths = Array(repeating: 0, count: batch)
     }
@@ -127,8 +137,10 @@ public final class KVCache: @unchecked Sendable {
     /// The number of tokens each sequence holds, `[batch]`, each in `0...capacity`.
     public var lengths: [Int] { locked { storedLengths } }
 
-    /// The bytes the cache allocated for keys and values (fixed at creation).
-    public var byteCount: Int { batch * kvHeads * capacity * (headDim + valueDim) * storage.bytesPerElement }
+    /// The bytes the cache allocated for keys and values (fixed at creation):
+    /// `batch · kvHeads · (paddedCapacity · headDim + capacity · valueDim) · bytesPerElement`,
+    /// `paddedCapacity` being `capacity` rounded up to a multiple of 16 (key panels).
+    public var byteCount: Int { batch * kvHeads * (paddedCapacity * headDim + capacity * valueDim) * storage.bytesPerElement }
 
     /// The number of tokens sequence `sequence` holds.
     ///
@@ -224,7 +236,7 @@ public final class KVCache: @unchecked Sendable {
     /// - Throws: `AttentionError.invalidValue` naming `sequence`.
     public func keys(sequence: Int) throws -> Tensor<Float> {
         try checkSequence(sequence)
-        return locked { tensorLocked(keyBase, dim: headDim, sequences: sequence..<(sequence + 1), length: storedLengths[sequence]) }
+        return locked { keysLocked(sequences: sequence..<(sequence + 1), length: storedLengths[sequence]) }
     }
 
     /// The cached values of one sequence, widened to float32.
@@ -234,7 +246,7 @@ public final class KVCache: @unchecked Sendable {
     /// - Throws: `AttentionError.invalidValue` naming `sequence`.
     public func values(sequence: Int) throws -> Tensor<Float> {
         try checkSequence(sequence)
-        return locked { tensorLocked(valueBase, dim: valueDim, sequences: sequence..<(sequence + 1), length: storedLengths[sequence]) }
+        return locked { valuesLocked(sequences: sequence..<(sequence + 1), length: storedLengths[sequence]) }
     }
 
     /// The cached keys of every sequence, widened to float32.
@@ -243,7 +255,7 @@ public final class KVCache: @unchecked Sendable {
     /// - Throws: `AttentionError.invalidValue` naming `lengths` if the sequences
     ///   have different lengths (read them one by one with ``keys(sequence:)``).
     public func keys() throws -> Tensor<Float> {
-        try locked { tensorLocked(keyBase, dim: headDim, sequences: 0..<batch, length: try commonLengthLocked()) }
+        try locked { keysLocked(sequences: 0..<batch, length: try commonLengthLocked()) }
     }
 
     /// The cached values of every sequence, widened to float32.
@@ -252,7 +264,7 @@ public final class KVCache: @unchecked Sendable {
     /// - Throws: `AttentionError.invalidValue` naming `lengths` if the sequences
     ///   have different lengths (read them one by one with ``values(sequence:)``).
     public func values() throws -> Tensor<Float> {
-        try locked { tensorLocked(valueBase, dim: valueDim, sequences: 0..<batch, length: try commonLengthLocked()) }
+        try locked { valuesLocked(sequences: 0..<batch, length: try commonLengthLocked()) }
     }
 
     // MARK: Forgetting
@@ -339,12 +351,12 @@ public final class KVCache: @unchecked Sendable {
             let start = storedLengths[sequence], count = counts[row]
             for head in 0..<kvHeads {
                 if let keys {
-                    store(keys + row * keyStrides.0 + head * keyStrides.1, tokenStride: keyStrides.2,
-                          into: keyBase, dim: headDim, sequence: sequence, head: head, start: start, count: count)
+                    storeKeys(keys + row * keyStrides.0 + head * keyStrides.1, tokenStride: keyStrides.2,
+                              sequence: sequence, head: head, start: start, count: count)
                 }
                 if let values {
-                    store(values + row * valueStrides.0 + head * valueStrides.1, tokenStride: valueStrides.2,
-                          into: valueBase, dim: valueDim, sequence: sequence, head: head, start: start, count: count)
+                    storeValues(values + row * valueStrides.0 + head * valueStrides.1, tokenStride: valueStrides.2,
+                                sequence: sequence, head: head, start: start, count: count)
                 }
             }
             storedLengths[sequence] = start + count
@@ -352,28 +364,34 @@ public final class KVCache: @unchecked Sendable {
     }
 
     /// Calls `body` with the stored keys and values of `sequences` as the
-    /// kernel reads them: keys `[sequences.count, kvHeads, capacity, headDim]`
-    /// and values `[…, valueDim]` in ``storage``'s element type (`Float` or
-    /// `UInt16` bit patterns), at the given element strides, in place (the
-    /// kernel widens 16-bit elements exactly to float32 itself).
+    /// kernel reads them, in place, in ``storage``'s element type (`Float` or
+    /// `UInt16` bit patterns; the kernel widens 16-bit elements exactly to
+    /// float32 itself), strides in elements: keys in panels (`ATTN_KEY_LAYOUT_PANELS`:
+    /// key (b, h, j, d) at `b·s₀ + h·s₁ + (j/16)·s₂ + d·16 + j%16`), values as rows
+    /// `[sequences.count, kvHeads, capacity, valueDim]`.
     func withStoredOperandsLocked<R>(
         sequences: Range<Int>,
         _ body: (_ keys: UnsafeRawPointer, _ keyStrides: [Int], _ values: UnsafeRawPointer, _ valueStrides: [Int]) throws -> R
     ) rethrows -> R {
         let element = storage.bytesPerElement
         return try body(
-            UnsafeRawPointer(keyBase + sequences.lowerBound * kvHeads * capacity * headDim * element),
-            [kvHeads * capacity * headDim, capacity * headDim, headDim, 1],
+            UnsafeRawPointer(keyBase + sequences.lowerBound * kvHeads * paddedCapacity * headDim * element),
+            [kvHeads * paddedCapacity * headDim, paddedCapacity * headDim, Self.keyPanel * headDim, 1],
             UnsafeRawPointer(valueBase + sequences.lowerBound * kvHeads * capacity * valueDim * element),
             [kvHeads * capacity * valueDim, capacity * valueDim, valueDim, 1])
     }
 
-    /// The float32 value of stored element `index` of `base` (keys or values storage).
-    func widened(_ base: UnsafeRawPointer, _ index: Int) -> Float {
-        switch storage {
-        case .float32: return base.assumingMemoryBound(to: Float.self)[index]
-        case .float16: return HalfPrecision.float(fromFloat16Bits: base.assumingMemoryBound(to: UInt16.self)[index])
-        case .bfloat16: return HalfPrecision.float(fromBFloat16Bits: base.assumingMemoryBound(to: UInt16.self)[index])
+    /// Keys `[sequences.count, kvHeads, length, headDim]` widened to float32 (caller holds the lock).
+    func keysLocked(sequences: Range<Int>, length: Int) -> Tensor<Float> {
+        gatherLocked(keyBase, dim: headDim, sequences: sequences, length: length) { sequence, head, token, d in
+            self.keyOffset(sequence: sequence, head: head, token: token) + d * Self.keyPanel
+        }
+    }
+
+    /// Values `[sequences.count, kvHeads, length, valueDim]` widened to float32 (caller holds the lock).
+    func valuesLocked(sequences: Range<Int>, length: Int) -> Tensor<Float> {
+        gatherLocked(valueBase, dim: valueDim, sequences: sequences, length: length) { sequence, head, token, d in
+            ((sequence * self.kvHeads + head) * self.capacity + token) * self.valueDim + d
         }
     }
 
@@ -395,46 +413,82 @@ public final class KVCache: @unchecked Sendable {
         return first
     }
 
-    /// Writes `count` rows of `dim` numbers (row `t` at `source + t·tokenStride`)
-    /// at tokens `start…` of (sequence, head), rounded to the storage type.
-    private func store(
-        _ source: UnsafePointer<Float>, tokenStride: Int, into base: UnsafeMutableRawPointer, dim: Int,
-        sequence: Int, head: Int, start: Int, count: Int
-    ) {
-        let first = ((sequence * kvHeads + head) * capacity + start) * dim
-        switch storage {
-        case .float32:
-            let target = base.assumingMemoryBound(to: Float.self) + first
-            for token in 0..<count { (target + token * dim).update(from: source + token * tokenStride, count: dim) }
-        case .float16, .bfloat16:
-            let target = base.assumingMemoryBound(to: UInt16.self) + first
-            let toBits = storage == .float16 ? HalfPrecision.float16Bits : HalfPrecision.bfloat16Bits
-            for token in 0..<count {
-                let row = source + token * tokenStride, out = target + token * dim
-                for d in 0..<dim { out[d] = toBits(row[d]) }
+    /// The element offset of key (sequence, head, token, 0) in the panel layout;
+    /// dimension `d` is `d · 16` further.
+    private func keyOffset(sequence: Int, head: Int, token: Int) -> Int {
+        (sequence * kvHeads + head) * paddedCapacity * headDim
+            + token / Self.keyPanel * Self.keyPanel * headDim + token % Self.keyPanel
+    }
+
+    /// Writes `count` keys of headDim numbers (key `t` at `source + t·tokenStride`)
+    /// at tokens `start…` of (sequence, head), into their panels, rounded to the
+    /// storage type. A panel is zeroed when its first key is written, so the
+    /// slots past the length that the kernel reads (and never uses) hold zeros.
+    private func storeKeys(_ source: UnsafePointer<Float>, tokenStride: Int, sequence: Int, head: Int, start: Int, count: Int) {
+        let panelElements = Self.keyPanel * headDim
+        for t in 0..<count {
+            let token = start + t
+            let first = keyOffset(sequence: sequence, head: head, token: token)
+            let row = source + t * tokenStride
+            let zeroPanel = token % Self.keyPanel == 0
+            switch storage {
+            case .float32:
+                let target = keyBase.assumingMemoryBound(to: Float.self)
+                if zeroPanel { (target + first).update(repeating: 0, count: panelElements) }
+                for d in 0..<headDim { target[first + d * Self.keyPanel] = row[d] }
+            case .float16, .bfloat16:
+                let target = keyBase.assumingMemoryBound(to: UInt16.self)
+                if zeroPanel { (target + first).update(repeating: 0, count: panelElements) }
+                let toBits = storage == .float16 ? HalfPrecision.float16Bits : HalfPrecision.bfloat16Bits
+                for d in 0..<headDim { target[first + d * Self.keyPanel] = toBits(row[d]) }
             }
         }
     }
 
-    /// `[sequences.count, kvHeads, length, dim]` as float32 from keys or values storage.
-    private func tensorLocked(_ base: UnsafeMutableRawPointer, dim: Int, sequences: Range<Int>, length: Int) -> Tensor<Float> {
+    /// Writes `count` value rows of valueDim numbers (row `t` at `source + t·tokenStride`)
+    /// at tokens `start…` of (sequence, head), rounded to the storage type.
+    private func storeValues(_ source: UnsafePointer<Float>, tokenStride: Int, sequence: Int, head: Int, start: Int, count: Int) {
+        let first = ((sequence * kvHeads + head) * capacity + start) * valueDim
+        switch storage {
+        case .float32:
+            let target = valueBase.assumingMemoryBound(to: Float.self) + first
+            for token in 0..<count { (target + token * valueDim).update(from: source + token * tokenStride, count: valueDim) }
+        case .float16, .bfloat16:
+            let target = valueBase.assumingMemoryBound(to: UInt16.self) + first
+            let toBits = storage == .float16 ? HalfPrecision.float16Bits : HalfPrecision.bfloat16Bits
+            for token in 0..<count {
+                let row = source + token * tokenStride, out = target + token * valueDim
+                for d in 0..<valueDim { out[d] = toBits(row[d]) }
+            }
+        }
+    }
+
+    /// The float32 value of stored element `index` of `base` (keys or values storage).
+    private func widened(_ base: UnsafeRawPointer, _ index: Int) -> Float {
+        switch storage {
+        case .float32: return base.assumingMemoryBound(to: Float.self)[index]
+        case .float16: return HalfPrecision.float(fromFloat16Bits: base.assumingMemoryBound(to: UInt16.self)[index])
+        case .bfloat16: return HalfPrecision.float(fromBFloat16Bits: base.assumingMemoryBound(to: UInt16.self)[index])
+        }
+    }
+
+    /// `[sequences.count, kvHeads, length, dim]` as float32, element (b, h, t, d)
+    /// read at `offset(b, h, t, d)` of `base`.
+    private func gatherLocked(
+        _ base: UnsafeMutableRawPointer, dim: Int, sequences: Range<Int>, length: Int,
+        offset: (Int, Int, Int, Int) -> Int
+    ) -> Tensor<Float> {
         var scalars = [Float](repeating: 0, count: sequences.count * kvHeads * length * dim)
+        let source = UnsafeRawPointer(base)
         scalars.withUnsafeMutableBufferPointer { out in
-            for (row, sequence) in sequences.enumerated() {
+            var index = 0
+            for sequence in sequences {
                 for head in 0..<kvHeads {
-                    let first = ((sequence * kvHeads + head) * capacity) * dim
-                    let target = (row * kvHeads + head) * length * dim
-                    let n = length * dim
-                    switch storage {
-                    case .float32:
-                        let source = base.assumingMemoryBound(to: Float.self) + first
-                        for i in 0..<n { out[target + i] = source[i] }
-                    case .float16:
-                        let source = base.assumingMemoryBound(to: UInt16.self) + first
-                        for i in 0..<n { out[target + i] = HalfPrecision.float(fromFloat16Bits: source[i]) }
-                    case .bfloat16:
-                        let source = base.assumingMemoryBound(to: UInt16.self) + first
-                        for i in 0..<n { out[target + i] = HalfPrecision.float(fromBFloat16Bits: source[i]) }
+                    for token in 0..<length {
+                        for d in 0..<dim {
+                            out[index] = widened(source, offset(sequence, head, token, d))
+                            index += 1
+                        }
                     }
                 }
             }

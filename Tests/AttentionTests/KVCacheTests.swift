@@ -15,15 +15,18 @@ final class KVCacheTests: XCTestCase {
         let (keyAddress, valueAddress) = (cache.keyStorageAddress, cache.valueStorageAddress)
         let firstKeys = numbered(2, 3, 1, 4), firstValues = numbered(2, 3, 1, 5, sign: -1)
         try cache.append(keys: firstKeys, values: firstValues)
-        // Key (b=1, h=2, t=0) sits at ((1·3 + 2)·10 + 0)·4 in the storage.
+        // Key (b=1, h=2, t=0) starts at (1·3 + 2)·16·4 in the storage (capacity 10
+        // rounded up to a panel of 16 keys), its dims 16 apart (keys innermost).
         let stored = cache.keyStorageAddress.assumingMemoryBound(to: Float.self)
-        XCTAssertEqual(Array(UnsafeBufferPointer(start: stored + 5 * 10 * 4, count: 4)), [20, 21, 22, 23])
+        func firstKey() -> [Float] { (0..<4).map { stored[5 * 16 * 4 + $0 * 16] } }
+        XCTAssertEqual(firstKey(), [20, 21, 22, 23])
         for step in 1..<10 {
             try cache.append(keys: numbered(2, 3, 1, 4, from: 1000 * step), values: numbered(2, 3, 1, 5, from: 1000 * step))
             XCTAssertEqual(cache.keyStorageAddress, keyAddress, "keys moved at step \(step)")
             XCTAssertEqual(cache.valueStorageAddress, valueAddress, "values moved at step \(step)")
         }
-        XCTAssertEqual(Array(UnsafeBufferPointer(start: stored + 5 * 10 * 4, count: 4)), [20, 21, 22, 23], "first token rewritten")
+        XCTAssertEqual(firstKey(), [20, 21, 22, 23], "first token rewritten")
+        XCTAssertEqual(stored[5 * 16 * 4 + 10], 0, "an unused slot of a started panel holds zero")
         XCTAssertEqual(cache.lengths, [10, 10])
         let keys = try cache.keys()
         XCTAssertEqual(keys.shape, [2, 3, 10, 4])
@@ -175,8 +178,8 @@ final class KVCacheTests: XCTestCase {
         assertThrowsInvalidValue(argument: "length", actual: "-1", try cache.truncate(toLength: -1))
         assertThrowsInvalidValue(argument: "length", actual: "-2", try cache.truncate(sequence: 0, toLength: -2))
         XCTAssertEqual(cache.lengths, [0, 0], "nothing was appended by a failed call")
-        XCTAssertEqual(cache.byteCount, 2 * 2 * 5 * (3 + 4) * 4)
-        XCTAssertEqual(try KVCache(batch: 1, kvHeads: 1, headDim: 8, capacity: 2, storage: .bfloat16).byteCount, 64)
+        XCTAssertEqual(cache.byteCount, 2 * 2 * (16 * 3 + 5 * 4) * 4, "keys in whole panels of 16")
+        XCTAssertEqual(try KVCache(batch: 1, kvHeads: 1, headDim: 8, capacity: 32, storage: .bfloat16).byteCount, 32 * 16 * 2)
     }
 
     /// Every call takes the lock: appends to their own rows from many threads

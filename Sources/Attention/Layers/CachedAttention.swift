@@ -133,6 +133,7 @@ private struct CachedStep {
             // 16-bit storage: the kernel reads the UInt16 elements through these
             // pointers (strides in elements) and widens them exactly to float32.
             params.key = keys.assumingMemoryBound(to: Float.self)
+            params.key_layout = ATTN_KEY_LAYOUT_PANELS  // the cache's key panels (see KVCache)
             params.value = values.assumingMemoryBound(to: Float.self)
             switch cache.storage {
             case .float32: params.kv_storage = ATTN_STORAGE_F32
@@ -168,8 +169,8 @@ private struct CachedStep {
                 return Tensor(validShape: [count, heads, length, dim], scalars: scalars)
             }
             let q = gather({ queries.scalars[first * queryStrides[0] + $0] }, queryStrides, heads: heads, length: queryLength, dim: headDim)
-            let keys = gather({ cache.widened(keys, $0) }, keyStrides, heads: kvHeads, length: keyLength, dim: headDim)
-            let values = gather({ cache.widened(values, $0) }, valueStrides, heads: kvHeads, length: keyLength, dim: valueDim)
+            let keys = cache.keysLocked(sequences: sequences, length: keyLength)
+            let values = cache.valuesLocked(sequences: sequences, length: keyLength)
             var problem = try AttentionProblem(
                 queries: q, keys: keys, values: values,
                 mask: .causal(.bottomRight), scale: scale, dropoutProbability: 0, dropoutSeed: 0)
