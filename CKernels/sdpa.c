@@ -367,7 +367,13 @@ static void pack_task_queries(const attn_params *p, const attn_microkernels *ker
     kernels->pack_query(state->q_rows, width, t->rows, p->head_dim, p->scale, state->qt);
 }
 
-enum { PANEL_KEYS = 16 };  // keys per panel of ATTN_KEY_LAYOUT_PANELS
+enum {
+    PANEL_KEYS = 16,  // keys per panel of ATTN_KEY_LAYOUT_PANELS
+    // Tiles of at most this many rows multiply keys in panels as they are
+    // (qk_panels, 4 rows at a time); tiles of more unpack them into rows and
+    // take the row-in-lanes product, which does fewer operations per key there.
+    PANEL_PRODUCT_ROWS = 8,
+};
 
 // Keys [col0, col0 + cols) of a head in panels, as float32 rows [cols, dst_stride]
 // (for the tiles that the panel micro-kernel does not take).
@@ -421,8 +427,9 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
             attn_prefetch_start_bytes(&state.prefetch, v_rows, p->value_strides[2] * bytes, cols,
                                       p->value_dim * bytes);
         int max_taken = 0;  // whether qk_tile took the row max
-        if (p->head_dim > 0 && panels && kernels->qk_panels && col0 % PANEL_KEYS == 0) {
-            // Keys in panels: plain vector loads, no transposes (any rows, 4 at a time).
+        if (p->head_dim > 0 && panels && kernels->qk_panels && col0 % PANEL_KEYS == 0 &&
+            (t.rows <= PANEL_PRODUCT_ROWS || !kernels->unpack_panels)) {
+            // Keys in panels, few rows: plain vector loads, no transposes (4 rows at a time).
             kernels->qk_panels(state.qt, k + col0 / PANEL_KEYS * p->key_strides[2] * bytes,
                                p->key_strides[2], p->kv_storage, cols, p->head_dim, t.rows, st,
                                in_place ? &state.prefetch : 0);
@@ -430,7 +437,12 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
             const char *k_rows = k + col0 * p->key_strides[2] * bytes;
             const float *k_tile = (const float *)k_rows;
             int64_t k_stride = p->key_strides[2];
-            if (panels) {
+            if (panels && kernels->unpack_panels && col0 % PANEL_KEYS == 0) {
+                kernels->unpack_panels(k + col0 / PANEL_KEYS * p->key_strides[2] * bytes, p->key_strides[2],
+                                       p->kv_storage, cols, p->head_dim, state.k_wide, head_dim_padded);
+                k_tile = state.k_wide;
+                k_stride = head_dim_padded;
+            } else if (panels) {
                 unpack_panel_keys(p, k, col0, cols, state.k_wide, head_dim_padded);
                 k_tile = state.k_wide;
                 k_stride = head_dim_padded;

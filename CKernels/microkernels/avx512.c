@@ -401,6 +401,32 @@ AVX512 static void qk_panels_avx512(const float *qt, const void *panels, int64_t
 #undef PANEL_CASES
 }
 
+// Panels back to rows: each 16 × 16 block of a panel (16 dims × 16 keys) is
+// transposed in registers into 16 keys × 16 dims.
+AVX512 static void unpack_panels_avx512(const void *panels, int64_t panel_stride, attn_storage storage,
+                                        int64_t cols, int64_t head_dim, float *dst, int64_t dst_row_stride) {
+    const int64_t bytes = panel_stride * (storage == ATTN_STORAGE_F32 ? 4 : 2);
+    for (int64_t j0 = 0; j0 < cols; j0 += LANES) {
+        const char *panel = (const char *)panels + j0 / LANES * bytes;
+        const int64_t keys = cols - j0 < LANES ? cols - j0 : LANES;
+        for (int64_t d0 = 0; d0 < head_dim; d0 += LANES) {
+            const int64_t dims = head_dim - d0 < LANES ? head_dim - d0 : LANES;
+            const __mmask16 dim_lanes = (__mmask16)((1u << dims) - 1u);
+            __m512 block[LANES];
+            _Pragma("clang loop unroll(full)")
+            for (int dd = 0; dd < LANES; dd++)
+                block[dd] = dd < dims ? (storage == ATTN_STORAGE_F32 ? panel_keys(panel, d0 + dd, ATTN_STORAGE_F32)
+                                         : storage == ATTN_STORAGE_F16 ? panel_keys(panel, d0 + dd, ATTN_STORAGE_F16)
+                                                                       : panel_keys(panel, d0 + dd, ATTN_STORAGE_BF16))
+                                      : _mm512_setzero_ps();
+            transpose16(block);  // block[j]: dims d0 … d0 + 15 of key j0 + j
+            _Pragma("clang loop unroll(full)")
+            for (int j = 0; j < LANES; j++)
+                if (j < keys) _mm512_mask_storeu_ps(dst + (j0 + j) * dst_row_stride + d0, dim_lanes, block[j]);
+        }
+    }
+}
+
 // Only the row vectors that hold query rows are computed: a decode step (one
 // query row) costs one vector per key instead of four. Lanes are independent,
 // so a row's bits do not depend on how many other rows there are.
@@ -757,6 +783,7 @@ const attn_microkernels attn_microkernels_avx512 = {
     .values_finite = values_finite_avx512,
     .widen_rows = widen_rows_avx512,
     .qk_panels = qk_panels_avx512,
+    .unpack_panels = unpack_panels_avx512,
 };
 
 #endif  // x86

@@ -46,6 +46,9 @@
 //                `storage`): each lane one key, fma(q_d, k_d, ·) over d from 0, the
 //                very operations of qk_tile, so the same bits. No fused row max.
 //                NULL where a path has none: sdpa.c then unpacks the panels into rows.
+//   unpack_panels: keys in panels (from a panel boundary, `cols` keys) as float32
+//                rows [cols, dst_row_stride], widened: for tiles of many rows, whose
+//                row-in-lanes product beats qk_panels. NULL: sdpa.c's scalar loop.
 //
 // qk_tile and pv_tile take an optional prefetch stream (NULL for none), which
 // they advance as they go; a path may ignore it.
@@ -153,6 +156,8 @@ typedef struct attn_microkernels {
     void (*qk_panels)(const float *qt, const void *panels, int64_t panel_stride, attn_storage storage,
                       int64_t cols, int64_t head_dim, int64_t rows, float *st,
                       attn_prefetch_stream *prefetch);
+    void (*unpack_panels)(const void *panels, int64_t panel_stride, attn_storage storage, int64_t cols,
+                          int64_t head_dim, float *dst, int64_t dst_row_stride);
 } attn_microkernels;
 
 /// The portable widening (any path's table may point at it; neon.c does).
