@@ -16,6 +16,11 @@
 // a plan of rounds of independent tasks (plan.h): an optional value check (one
 // task per value tile), then either one task per (batch, head, query tile), or,
 // split-KV, one task per (head, 512-key chunk) and a round of merges per head.
+// Grouped-query decoding stacks the query heads of a kv head in one tile (row
+// i of the tile: head head0 + i / Lq, query row i % Lq), so that the head's
+// keys and values stream once for all of them. Keys and values stored as
+// float16 or bfloat16 are widened tile by tile into scratch (widen_rows) and
+// then take the float32 passes, so they give the bits of float32 storage.
 // Tasks are handed out by an atomic counter (dynamic balance for causal
 // triangles), by whichever driver runs the plan: OpenMP (attn_plan_run) or
 // Swift's Dispatch. Each task computes whole rows in a fixed key order, so a
@@ -60,6 +65,9 @@ typedef struct row_state {
     float *merged_max;   // the chunks so far, merged: M [QUERY_TILE]
     float *merged_sum;   // L [QUERY_TILE]
     float *merged_acc;   // O [QUERY_TILE, value_dim_padded]
+    float *k_wide;       // 16-bit storage: the key tile widened [KEY_TILE, head_dim_padded]
+    float *v_wide;       // 16-bit storage: the value tile widened [KEY_TILE, value_dim_padded]
+    float *q_rows;       // stacked heads: the tile's query rows gathered [QUERY_TILE, head_dim_padded]
     attn_prefetch_stream prefetch;  // decoding: the operand of the next pass
 } row_state;
 
@@ -73,9 +81,15 @@ static int64_t round_up(int64_t value, int64_t multiple) {
     return (value + multiple - 1) / multiple * multiple;
 }
 
+// Floats to a multiple of one cache line.
+static int64_t padded_dim(int64_t dim) {
+    return round_up(dim > 0 ? dim : 1, SCRATCH_ALIGNMENT / (int64_t)sizeof(float));
+}
+
 static int64_t scratch_floats_per_thread(int64_t head_dim, int64_t value_dim_padded) {
     return 7 * QUERY_TILE + head_dim * QUERY_TILE + KEY_TILE * QUERY_TILE +
-           (2 * QUERY_TILE + KEY_TILE) * value_dim_padded;
+           (2 * QUERY_TILE + 2 * KEY_TILE) * value_dim_padded +
+           (KEY_TILE + QUERY_TILE) * padded_dim(head_dim);
 }
 
 static row_state row_state_at(float *scratch, int64_t head_dim, int64_t value_dim_padded) {
@@ -92,6 +106,9 @@ static row_state row_state_at(float *scratch, int64_t head_dim, int64_t value_di
     state.merged_max = state.v_packed + KEY_TILE * value_dim_padded;
     state.merged_sum = state.merged_max + QUERY_TILE;
     state.merged_acc = state.merged_sum + QUERY_TILE;
+    state.v_wide = state.merged_acc + QUERY_TILE * value_dim_padded;
+    state.k_wide = state.v_wide + KEY_TILE * value_dim_padded;
+    state.q_rows = state.k_wide + KEY_TILE * padded_dim(head_dim);
     attn_prefetch_start(&state.prefetch, 0, 0, 0, 0);  // nothing to fetch yet
     return state;
 }
@@ -99,8 +116,17 @@ static row_state row_state_at(float *scratch, int64_t head_dim, int64_t value_di
 // ---------------------------------------------------------------------------
 // Validation: the only place that checks; the loops below assume valid input.
 
-static attn_status validate(const attn_params *p) {
+// `partial`: the call writes a partial state, not params->output.
+static attn_status validate(const attn_params *p, int partial) {
     if (!p) return ATTN_ERROR_NULL_POINTER;
+    if (p->kv_storage != ATTN_STORAGE_F32 && p->kv_storage != ATTN_STORAGE_F16 &&
+        p->kv_storage != ATTN_STORAGE_BF16)
+        return ATTN_ERROR_STORAGE;
+    if (p->key_layout != ATTN_KEY_LAYOUT_ROWS && p->key_layout != ATTN_KEY_LAYOUT_PANELS)
+        return ATTN_ERROR_KEY_LAYOUT;
+    if (p->key_layout == ATTN_KEY_LAYOUT_PANELS && p->key_length > 0 && p->head_dim > 0 &&
+        p->key_strides[2] < 16 * p->head_dim)
+        return ATTN_ERROR_KEY_LAYOUT;
     if (p->batch < 0 || p->query_heads < 0 || p->kv_heads < 0 || p->query_length < 0 ||
         p->key_length < 0 || p->head_dim < 0 || p->value_dim < 0)
         return ATTN_ERROR_NEGATIVE_SIZE;
@@ -126,8 +152,8 @@ static attn_status validate(const attn_params *p) {
         return ATTN_ERROR_SIZE_OVERFLOW;
     if (rows == 0) return ATTN_OK;  // nothing to read or write
     if (p->kv_heads == 0 || p->query_heads % p->kv_heads != 0) return ATTN_ERROR_GROUPED_QUERY;
-    if (p->value_dim > 0 && !p->output) return ATTN_ERROR_NULL_POINTER;
-    if (p->value_dim > 0 && p->output_strides[3] != 1) return ATTN_ERROR_INNER_STRIDE;
+    if (!partial && p->value_dim > 0 && !p->output) return ATTN_ERROR_NULL_POINTER;
+    if (!partial && p->value_dim > 0 && p->output_strides[3] != 1) return ATTN_ERROR_INNER_STRIDE;
     if (p->key_length > 0) {
         if (p->head_dim > 0 && (!p->query || !p->key)) return ATTN_ERROR_NULL_POINTER;
         if (p->value_dim > 0 && !p->value) return ATTN_ERROR_NULL_POINTER;
@@ -140,30 +166,44 @@ static attn_status validate(const attn_params *p) {
 }
 
 // ---------------------------------------------------------------------------
-// One task: rows [row0, row0 + rows) of one (batch, head).
+// One task: rows [row0, row0 + rows) of one unit: a (batch, head), or with
+// stacked heads a (batch, group of `stacked` query heads of one kv head).
 
 typedef struct task_view {
     const attn_params *p;
-    int64_t batch, head, kv_head;
-    int64_t row0, rows;       // query rows [row0, row0 + rows)
-    int64_t causal_offset;    // row i sees keys j <= i + causal_offset (when causal)
-    const unsigned char *keep_mask;  // mask at (batch, head, row0, 0), or NULL
+    int64_t batch, head, kv_head;  // head: the unit's first query head
+    int64_t row0, rows;       // unit rows [row0, row0 + rows): head head + r / Lq, query row r % Lq
+    int64_t stacked;          // query heads in the unit (1: the rows of one head)
+    int64_t first_row, last_row;  // the tile's smallest and largest query row
+    int64_t causal_offset;    // query row r sees keys j <= r + causal_offset (when causal)
+    const unsigned char *keep_mask;  // mask at (batch, 0, 0, 0), or NULL
     const float *additive_mask;
     const unsigned char *key_keep;   // key padding at (batch, 0), or NULL
+    int64_t kv_element_bytes;        // 4, or 2 for 16-bit storage
 } task_view;
+
+// The query head and query row of tile row i.
+static int64_t head_of(const task_view *t, int64_t i) {
+    return t->head + (t->row0 + i) / t->p->query_length;
+}
+
+static int64_t query_row_of(const task_view *t, int64_t i) {
+    return (t->row0 + i) % t->p->query_length;
+}
 
 // Explicit masks on st[j][i]: a kept-out cell becomes −∞, an additive one is
 // added (an additive −∞ overwrites, so NaN·K at a masked key has no effect),
-// and a padded key is −∞ for every row.
+// and a padded key is −∞ for every row. Each row reads its own (head, row) of the mask.
 static void apply_explicit_mask(const task_view *t, int64_t col0, int64_t cols, float *st) {
     const int64_t *ms = t->p->mask_strides;
     for (int64_t i = 0; i < t->rows; i++) {
+        const int64_t row_offset = head_of(t, i) * ms[1] + query_row_of(t, i) * ms[2] + col0 * ms[3];
         if (t->keep_mask) {
-            const unsigned char *mask_row = t->keep_mask + i * ms[2] + col0 * ms[3];
+            const unsigned char *mask_row = t->keep_mask + row_offset;
             for (int64_t j = 0; j < cols; j++)
                 if (!mask_row[j * ms[3]]) st[j * QUERY_TILE + i] = -INFINITY;
         } else if (t->additive_mask) {
-            const float *mask_row = t->additive_mask + i * ms[2] + col0 * ms[3];
+            const float *mask_row = t->additive_mask + row_offset;
             for (int64_t j = 0; j < cols; j++) {
                 const float bias = mask_row[j * ms[3]];
                 float *s = st + j * QUERY_TILE + i;
@@ -180,14 +220,15 @@ static void apply_explicit_mask(const task_view *t, int64_t col0, int64_t cols, 
 }
 
 // Dropout on the weights: a dropped cell is scaled by 0, which keeps a masked
-// cell's −0 sign and a NaN a NaN.
+// cell's −0 sign and a NaN a NaN. The cell is (batch, head, row, column) of the row's own head.
 static void apply_dropout(const task_view *t, int64_t col0, int64_t cols, float *pt) {
     const attn_params *p = t->p;
-    for (int64_t i = 0; i < t->rows; i++)
+    for (int64_t i = 0; i < t->rows; i++) {
+        const int64_t head = head_of(t, i), row = query_row_of(t, i);
         for (int64_t j = 0; j < cols; j++)
-            if (!attn_philox_keep(p->dropout_seed, t->batch, t->head, t->row0 + i, col0 + j,
-                                  p->dropout_p))
+            if (!attn_philox_keep(p->dropout_seed, t->batch, head, row, col0 + j, p->dropout_p))
                 pt[j * QUERY_TILE + i] *= 0.0f;
+    }
 }
 
 // A value tile with NaN or ±∞ went through pv_tile with those values as 0 (the
@@ -211,9 +252,9 @@ static void add_nonfinite_values(const float *pt, const float *v, int64_t v_row_
 
 // P·V through pack_value's aligned copy, NaN and ±∞ zeroed; returns its flag.
 static int pv_packed(const attn_params *p, const attn_microkernels *kernels, const task_view *t,
-                     const float *pt, const float *v_tile, int64_t cols, int64_t visible_limit,
-                     row_state *state, int64_t value_dim_padded) {
-    const int finite = kernels->pack_value(v_tile, p->value_strides[2], cols, p->value_dim,
+                     const float *pt, const float *v_tile, int64_t v_stride, int64_t cols,
+                     int64_t visible_limit, row_state *state, int64_t value_dim_padded) {
+    const int finite = kernels->pack_value(v_tile, v_stride, cols, p->value_dim,
                                            state->v_packed, value_dim_padded);
     kernels->pv_tile(pt, state->v_packed, value_dim_padded, t->rows, cols, p->value_dim,
                      state->alpha, state->acc, value_dim_padded, visible_limit, 0);
@@ -230,8 +271,8 @@ static int pv_packed(const attn_params *p, const attn_microkernels *kernels, con
 // weight), they are restored from a copy and the tile goes the packed way,
 // which gives such values their defined meaning. Returns pack_value's flag.
 static int pv_in_place(const attn_params *p, const attn_microkernels *kernels, const task_view *t,
-                       const float *pt, const float *v_tile, int64_t cols, int64_t visible_limit,
-                       row_state *state, int64_t value_dim_padded) {
+                       const float *pt, const float *v_tile, int64_t v_stride, int64_t cols,
+                       int64_t visible_limit, row_state *state, int64_t value_dim_padded) {
     const int64_t count = t->rows * value_dim_padded;
     float *saved = state->v_packed;  // unused by this path until the fallback, which restores first
     int finite_before = 1;
@@ -240,30 +281,38 @@ static int pv_in_place(const attn_params *p, const attn_microkernels *kernels, c
         finite_before &= isfinite(state->acc[e]) != 0;
     }
     if (finite_before) {
-        kernels->pv_tile(pt, v_tile, p->value_strides[2], t->rows, cols, p->value_dim, state->alpha,
+        kernels->pv_tile(pt, v_tile, v_stride, t->rows, cols, p->value_dim, state->alpha,
                          state->acc, value_dim_padded, visible_limit, &state->prefetch);
         int finite_after = 1;
         for (int64_t e = 0; e < count; e++) finite_after &= isfinite(state->acc[e]) != 0;
         if (finite_after) return 1;
         memcpy(state->acc, saved, sizeof(float) * (size_t)count);
     }
-    return pv_packed(p, kernels, t, pt, v_tile, cols, visible_limit, state, value_dim_padded);
+    return pv_packed(p, kernels, t, pt, v_tile, v_stride, cols, visible_limit, state, value_dim_padded);
 }
 
-// The rows of one task and what they read: rows [row0, row0 + rows) of one (batch, head).
-static task_view task_at(const attn_params *p, int64_t batch, int64_t head, int64_t row0,
-                         const float **q_out, const float **k_out, const float **v_out,
-                         int64_t *key_end_out) {
+// The rows of one task and what they read: rows [row0, row0 + rows) of the
+// unit of `stacked` query heads from `head` (1: one head). k and v come back
+// as bytes: kv_element_bytes per element.
+static task_view task_at(const attn_params *p, int64_t batch, int64_t head, int64_t stacked,
+                         int64_t row0, const float **q_out, const char **k_out,
+                         const char **v_out, int64_t *key_end_out) {
     task_view t;
     t.p = p;
     t.batch = batch;
     t.head = head;
     t.kv_head = head / (p->query_heads / p->kv_heads);
+    t.stacked = stacked;
     t.row0 = row0;
-    t.rows = p->query_length - row0 < QUERY_TILE ? p->query_length - row0 : QUERY_TILE;
+    const int64_t unit_rows = stacked * p->query_length;
+    t.rows = unit_rows - row0 < QUERY_TILE ? unit_rows - row0 : QUERY_TILE;
+    // Stacked tiles hold every query row of their heads, so the smallest and
+    // largest query row are those of the head.
+    t.first_row = stacked > 1 ? 0 : row0;
+    t.last_row = stacked > 1 ? p->query_length - 1 : row0 + t.rows - 1;
     t.causal_offset = p->causal == ATTN_CAUSAL_BOTTOM_RIGHT ? p->key_length - p->query_length : 0;
-    const int64_t mask_offset = batch * p->mask_strides[0] + head * p->mask_strides[1] +
-                                row0 * p->mask_strides[2];
+    t.kv_element_bytes = p->kv_storage == ATTN_STORAGE_F32 ? 4 : 2;
+    const int64_t mask_offset = batch * p->mask_strides[0];
     // validate() lets query, key, value and mask be NULL when there is no key:
     // no pointer arithmetic on NULL, and nothing read through them below.
     t.keep_mask = p->mask_kind == ATTN_MASK_KEEP && p->mask
@@ -278,16 +327,18 @@ static task_view task_at(const attn_params *p, int64_t batch, int64_t head, int6
     const float *q = p->query ? p->query + batch * p->query_strides[0] +
                                     head * p->query_strides[1] + row0 * p->query_strides[2]
                               : 0;
-    const float *k = p->key ? p->key + batch * p->key_strides[0] + t.kv_head * p->key_strides[1] : 0;
-    const float *v = p->value ? p->value + batch * p->value_strides[0] +
-                                    t.kv_head * p->value_strides[1]
-                              : 0;
+    const char *k = p->key ? (const char *)p->key + (batch * p->key_strides[0] +
+                                                     t.kv_head * p->key_strides[1]) * t.kv_element_bytes
+                           : 0;
+    const char *v = p->value ? (const char *)p->value + (batch * p->value_strides[0] +
+                                                         t.kv_head * p->value_strides[1]) * t.kv_element_bytes
+                             : 0;
 
     // Keys past the tile's last visible one are skipped whole (causal block skipping);
     // only tiles that cross the diagonal need the per-cell causal mask.
     int64_t key_end = p->key_length;
     if (p->causal != ATTN_CAUSAL_NONE) {
-        const int64_t last_visible = row0 + t.rows - 1 + t.causal_offset;
+        const int64_t last_visible = t.last_row + t.causal_offset;
         key_end = last_visible + 1 < key_end ? last_visible + 1 : key_end;
     }
     *q_out = q;
@@ -297,18 +348,66 @@ static task_view task_at(const attn_params *p, int64_t batch, int64_t head, int6
     return t;
 }
 
+// scale·Qᵀ of the task's rows into state->qt. Rows of one head are `query
+// stride[2]` apart; stacked rows of several heads are gathered first unless
+// they are evenly spaced too (one query row a head: the head stride).
+static void pack_task_queries(const attn_params *p, const attn_microkernels *kernels,
+                              const task_view *t, const float *q, row_state *state) {
+    if (t->stacked == 1 || p->query_length == 1) {
+        const int64_t stride = t->stacked == 1 ? p->query_strides[2] : p->query_strides[1];
+        kernels->pack_query(q, stride, t->rows, p->head_dim, p->scale, state->qt);
+        return;
+    }
+    const int64_t width = padded_dim(p->head_dim);
+    const float *base = p->query + t->batch * p->query_strides[0];
+    for (int64_t i = 0; i < t->rows; i++)
+        memcpy(state->q_rows + i * width,
+               base + head_of(t, i) * p->query_strides[1] + query_row_of(t, i) * p->query_strides[2],
+               sizeof(float) * (size_t)p->head_dim);
+    kernels->pack_query(state->q_rows, width, t->rows, p->head_dim, p->scale, state->qt);
+}
+
+enum {
+    PANEL_KEYS = 16,  // keys per panel of ATTN_KEY_LAYOUT_PANELS
+    // Tiles of at most this many rows multiply keys in panels as they are
+    // (qk_panels, 4 rows at a time); tiles of more unpack them into rows and
+    // take the row-in-lanes product, which does fewer operations per key there.
+    PANEL_PRODUCT_ROWS = 8,
+};
+
+// Keys [col0, col0 + cols) of a head in panels, as float32 rows [cols, dst_stride]
+// (for the tiles that the panel micro-kernel does not take).
+static void unpack_panel_keys(const attn_params *p, const char *k, int64_t col0, int64_t cols,
+                              float *dst, int64_t dst_stride) {
+    const int64_t panel_stride = p->key_strides[2];
+    for (int64_t j = 0; j < cols; j++) {
+        const int64_t key = col0 + j;
+        const int64_t at = key / PANEL_KEYS * panel_stride + key % PANEL_KEYS;
+        for (int64_t d = 0; d < p->head_dim; d++) {
+            const int64_t index = at + d * PANEL_KEYS;
+            dst[j * dst_stride + d] = p->kv_storage == ATTN_STORAGE_F32
+                                          ? ((const float *)k)[index]
+                                          : attn_widen_one(((const uint16_t *)k)[index], p->kv_storage);
+        }
+    }
+}
+
 // The online softmax of a task's rows over keys [chunk_begin, chunk_end), from a
 // fresh state: leaves m, l and the unnormalised output in state.row_max,
 // state.row_sum and state.acc. key_end bounds the prefetch of the next tile;
 // finite_value_tiles (or NULL: unknown) says which of the head's value tiles
-// hold no NaN or ±∞, and so may be read in place rather than packed.
+// hold no NaN or ±∞, and so may be read in place rather than packed. Keys and
+// values in 16-bit storage are widened a tile at a time into scratch first.
 static void attend_chunk(const attn_params *p, const attn_microkernels *kernels, const task_view *task,
-                         const float *k, const float *v, const unsigned char *finite_value_tiles,
+                         const char *k, const char *v, const unsigned char *finite_value_tiles,
                          int64_t chunk_begin, int64_t chunk_end, int64_t key_end,
                          row_state *state_in, int64_t value_dim_padded) {
     const task_view t = *task;
     row_state state = *state_in;
-    const int64_t row0 = t.row0;
+    const int64_t bytes = t.kv_element_bytes;
+    const int wide = p->kv_storage == ATTN_STORAGE_F32;
+    const int64_t head_dim_padded = padded_dim(p->head_dim);
+    const int panels = p->key_layout == ATTN_KEY_LAYOUT_PANELS;
     for (int64_t i = 0; i < QUERY_TILE; i++) {
         state.row_max[i] = -INFINITY;
         state.row_sum[i] = 0.0f;
@@ -318,19 +417,46 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         const int64_t cols = chunk_end - col0 < KEY_TILE ? chunk_end - col0 : KEY_TILE;
         float *st = state.scores;
         // Row i sees keys j < i + visible_limit of this tile (all of them off the diagonal).
-        const int diagonal = p->causal != ATTN_CAUSAL_NONE && col0 + cols - 1 > row0 + t.causal_offset;
-        const int64_t visible_limit = diagonal ? row0 + t.causal_offset - col0 + 1 : cols;
+        const int diagonal = p->causal != ATTN_CAUSAL_NONE && col0 + cols - 1 > t.first_row + t.causal_offset;
+        const int64_t visible_limit = diagonal ? t.first_row + t.causal_offset - col0 + 1 : cols;
         const int explicit_mask = t.keep_mask || t.additive_mask || t.key_keep;
         const int masked = diagonal || explicit_mask;
         const int in_place = t.rows <= IN_PLACE_VALUE_ROWS && p->value_dim > 0;
+        const char *v_rows = v ? v + col0 * p->value_strides[2] * bytes : 0;
         if (in_place)  // this tile's value rows come in while its keys are multiplied
-            attn_prefetch_start(&state.prefetch, v + col0 * p->value_strides[2], p->value_strides[2],
-                                cols, p->value_dim);
-        if (p->head_dim > 0) {
+            attn_prefetch_start_bytes(&state.prefetch, v_rows, p->value_strides[2] * bytes, cols,
+                                      p->value_dim * bytes);
+        int max_taken = 0;  // whether qk_tile took the row max
+        if (p->head_dim > 0 && panels && kernels->qk_panels && col0 % PANEL_KEYS == 0 &&
+            (t.rows <= PANEL_PRODUCT_ROWS || !kernels->unpack_panels)) {
+            // Keys in panels, few rows: plain vector loads, no transposes (4 rows at a time).
+            kernels->qk_panels(state.qt, k + col0 / PANEL_KEYS * p->key_strides[2] * bytes,
+                               p->key_strides[2], p->kv_storage, cols, p->head_dim, t.rows, st,
+                               in_place ? &state.prefetch : 0);
+        } else if (p->head_dim > 0) {
+            const char *k_rows = k + col0 * p->key_strides[2] * bytes;
+            const float *k_tile = (const float *)k_rows;
+            int64_t k_stride = p->key_strides[2];
+            if (panels && kernels->unpack_panels && col0 % PANEL_KEYS == 0) {
+                kernels->unpack_panels(k + col0 / PANEL_KEYS * p->key_strides[2] * bytes, p->key_strides[2],
+                                       p->kv_storage, cols, p->head_dim, state.k_wide, head_dim_padded);
+                k_tile = state.k_wide;
+                k_stride = head_dim_padded;
+            } else if (panels) {
+                unpack_panel_keys(p, k, col0, cols, state.k_wide, head_dim_padded);
+                k_tile = state.k_wide;
+                k_stride = head_dim_padded;
+            } else if (!wide) {
+                kernels->widen_rows((const uint16_t *)k_rows, k_stride, cols, p->head_dim,
+                                    p->kv_storage, state.k_wide, head_dim_padded);
+                k_tile = state.k_wide;
+                k_stride = head_dim_padded;
+            }
             // Unmasked tiles take the row max from the micro-kernel, while the scores are in registers.
-            kernels->qk_tile(state.qt, k + col0 * p->key_strides[2], p->key_strides[2], cols,
-                             p->head_dim, t.rows, visible_limit, st, state.row_max,
-                             masked ? 0 : state.row_max_new, in_place ? &state.prefetch : 0);
+            kernels->qk_tile(state.qt, k_tile, k_stride, cols, p->head_dim, t.rows, visible_limit, st,
+                             state.row_max, masked ? 0 : state.row_max_new,
+                             in_place ? &state.prefetch : 0);
+            max_taken = !masked;
         } else {
             memset(st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
         }
@@ -340,7 +466,7 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         // (0 when m was −∞); the accumulator's rescale is fused into pv_tile.
         // On a diagonal tile, row_max and exp_row_sum take the cells past each
         // row's visible limit as masked (the causal mask).
-        if (masked || p->head_dim == 0)
+        if (!max_taken)
             kernels->row_max(st, cols, t.rows, state.row_max, state.row_max_new, visible_limit);
         kernels->exp_row_sum(st, cols, t.rows, state.row_max_new, state.tile_sum, visible_limit,
                              explicit_mask || p->head_dim == 0);
@@ -349,26 +475,48 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         if (p->dropout_p > 0.0f) apply_dropout(&t, col0, cols, st);
 
         if (p->value_dim > 0) {
-            const float *v_tile = v + col0 * p->value_strides[2];
-            int finite;
+            const float *v_tile = (const float *)v_rows;
+            int64_t v_stride = p->value_strides[2];
             if (in_place) {
                 const int64_t next = col0 + KEY_TILE;  // the next tile's keys come in meanwhile
-                attn_prefetch_start(&state.prefetch,
-                                    next < key_end && k && p->head_dim > 0 ? k + next * p->key_strides[2] : 0,
-                                    p->key_strides[2], key_end - next, p->head_dim);
-                finite = pv_in_place(p, kernels, &t, st, v_tile, cols, visible_limit, &state,
+                const int fetch = next < key_end && k && p->head_dim > 0;
+                if (panels)  // whole panels: 16 keys' rows of the next tile each
+                    attn_prefetch_start_bytes(
+                        &state.prefetch, fetch ? k + next / PANEL_KEYS * p->key_strides[2] * bytes : 0,
+                        p->key_strides[2] * bytes, ceil_div(key_end - next, PANEL_KEYS),
+                        PANEL_KEYS * p->head_dim * bytes);
+                else
+                    attn_prefetch_start_bytes(&state.prefetch, fetch ? k + next * p->key_strides[2] * bytes : 0,
+                                              p->key_strides[2] * bytes, key_end - next, p->head_dim * bytes);
+            }
+            int finite;
+            if (!wide) {
+                // The widened tile is aligned scratch: read it in place when finite.
+                finite = kernels->widen_rows((const uint16_t *)v_rows, v_stride, cols, p->value_dim,
+                                             p->kv_storage, state.v_wide, value_dim_padded);
+                v_tile = state.v_wide;
+                v_stride = value_dim_padded;
+                if (finite)
+                    kernels->pv_tile(st, v_tile, v_stride, t.rows, cols, p->value_dim, state.alpha,
+                                     state.acc, value_dim_padded, visible_limit,
+                                     in_place ? &state.prefetch : 0);
+                else
+                    finite = pv_packed(p, kernels, &t, st, v_tile, v_stride, cols, visible_limit,
+                                       &state, value_dim_padded);
+            } else if (in_place) {
+                finite = pv_in_place(p, kernels, &t, st, v_tile, v_stride, cols, visible_limit, &state,
                                      value_dim_padded);
             } else if (finite_value_tiles && finite_value_tiles[col0 / KEY_TILE]) {
                 // Checked once per call: the copy would hold the very same bits.
-                kernels->pv_tile(st, v_tile, p->value_strides[2], t.rows, cols, p->value_dim,
+                kernels->pv_tile(st, v_tile, v_stride, t.rows, cols, p->value_dim,
                                  state.alpha, state.acc, value_dim_padded, visible_limit, 0);
                 finite = 1;
             } else {
-                finite = pv_packed(p, kernels, &t, st, v_tile, cols, visible_limit, &state,
+                finite = pv_packed(p, kernels, &t, st, v_tile, v_stride, cols, visible_limit, &state,
                                    value_dim_padded);
             }
             if (!finite)
-                add_nonfinite_values(st, v_tile, p->value_strides[2], t.rows, cols, p->value_dim,
+                add_nonfinite_values(st, v_tile, v_stride, t.rows, cols, p->value_dim,
                                      state.acc, value_dim_padded);
         }
     }
@@ -418,18 +566,30 @@ static void start_merge(int64_t rows, row_state *state) {
     }
 }
 
-// Writes the merged rows: out = O / L / (1 − dropout_p), logsumexp = M + log L;
-// a row that saw no key is 0 (logsumexp −∞).
-static void write_rows(const attn_params *p, const task_view *t, const row_state *state,
-                       int64_t value_dim_padded) {
+// Where a call's rows go: the output and logsumexp of params (out = O / L /
+// (1 − dropout_p), logsumexp = M + log L; a row that saw no key is 0, −∞), or
+// a partial state (M, L, O as they are; a row that saw no key: −∞, 0, 0).
+static void write_rows(const attn_params *p, const attn_partial *partial, const task_view *t,
+                       const row_state *state, int64_t value_dim_padded) {
     const float keep_scale = 1.0f / (1.0f - p->dropout_p);
     for (int64_t i = 0; i < t->rows; i++) {
-        const int64_t row = t->row0 + i;
+        const int64_t head = head_of(t, i), row = query_row_of(t, i);
         const int dead = state->merged_max[i] == -INFINITY;
+        const float *restrict acc_row = state->merged_acc + i * value_dim_padded;
+        if (partial) {
+            const int64_t index = (t->batch * p->query_heads + head) * p->query_length + row;
+            partial->row_max[index] = state->merged_max[i];
+            partial->row_sum[index] = dead ? 0.0f : state->merged_sum[i];
+            if (p->value_dim > 0) {
+                float *restrict out = partial->accumulator + index * p->value_dim;
+                if (dead) memset(out, 0, sizeof(float) * (size_t)p->value_dim);
+                else memcpy(out, acc_row, sizeof(float) * (size_t)p->value_dim);
+            }
+            continue;
+        }
         if (p->value_dim > 0) {
             float *restrict out = p->output + t->batch * p->output_strides[0] +
-                                  t->head * p->output_strides[1] + row * p->output_strides[2];
-            const float *restrict acc_row = state->merged_acc + i * value_dim_padded;
+                                  head * p->output_strides[1] + row * p->output_strides[2];
             if (dead) {
                 memset(out, 0, sizeof(float) * (size_t)p->value_dim);
             } else {
@@ -439,42 +599,10 @@ static void write_rows(const attn_params *p, const task_view *t, const row_state
         }
         if (p->logsumexp) {
             float *lse = p->logsumexp + t->batch * p->logsumexp_strides[0] +
-                         t->head * p->logsumexp_strides[1] + row * p->logsumexp_strides[2];
+                         head * p->logsumexp_strides[1] + row * p->logsumexp_strides[2];
             *lse = dead ? -INFINITY : state->merged_max[i] + logf(state->merged_sum[i]);
         }
     }
-}
-
-
-// One task: all of a query tile's chunks in key order, merged, then written.
-static void run_task(const attn_params *p, const attn_microkernels *kernels, int64_t batch,
-                     int64_t head, int64_t row0, row_state *state, int64_t value_dim_padded,
-                     const unsigned char *finite_value_tiles) {
-    const float *q, *k, *v;
-    int64_t key_end;
-    const task_view t = task_at(p, batch, head, row0, &q, &k, &v, &key_end);
-    const int64_t key_tiles = ceil_div(p->key_length, KEY_TILE);
-    const unsigned char *finite_tiles =
-        finite_value_tiles ? finite_value_tiles + (batch * p->kv_heads + t.kv_head) * key_tiles : 0;
-    if (p->head_dim > 0 && p->key_length > 0)
-        kernels->pack_query(q, p->query_strides[2], t.rows, p->head_dim, p->scale, state->qt);
-    start_merge(t.rows, state);
-    for (int64_t begin = 0; begin < key_end; begin += KV_CHUNK) {
-        const int64_t end = key_end - begin < KV_CHUNK ? key_end : begin + KV_CHUNK;
-        attend_chunk(p, kernels, &t, k, v, finite_tiles, begin, end, key_end, state, value_dim_padded);
-        if (begin == 0) {
-            // Merging the first chunk into the empty state copies the rows that
-            // saw a key and leaves the others empty (M = −∞, L = 0), which is
-            // what the chunk holds for them: swap the buffers instead.
-            swap_pointers(&state->row_max, &state->merged_max);
-            swap_pointers(&state->row_sum, &state->merged_sum);
-            swap_pointers(&state->acc, &state->merged_acc);
-        } else {
-            merge_chunk(t.rows, p->value_dim, value_dim_padded, state->merged_max, state->merged_sum,
-                        state->merged_acc, state->row_max, state->row_sum, state->acc);
-        }
-    }
-    write_rows(p, &t, state, value_dim_padded);
 }
 
 // ---------------------------------------------------------------------------
@@ -483,14 +611,21 @@ static void run_task(const attn_params *p, const attn_microkernels *kernels, int
 // What every task of one call shares.
 typedef struct call_plan {
     const attn_microkernels *kernels;
-    int64_t query_tiles, heads_total, tasks;
+    // A unit is one (batch, head), or with stacked heads one (batch, group of
+    // `stacked` query heads of one kv head): its rows are stacked · query_length.
+    int64_t stacked, units, unit_rows;
+    int64_t query_tiles, tasks;  // query tiles per unit; units · query_tiles
     int64_t value_dim_padded, per_thread;
+    // The keys the call attends to, [key_begin, key_end): all of them, or a
+    // partial call's slice; chunks start at key_begin.
+    int64_t key_begin, key_end;
+    const attn_partial *partial;  // NULL: write params->output and logsumexp
     // Split-KV: with too few query tiles to keep the threads busy (decoding), a
-    // task is one chunk of one head's keys; its state goes to `partials`, and a
-    // second round of tasks, one per head, merges them (split = 0: not split).
+    // task is one chunk of one unit's keys; its state goes to `partials`, and a
+    // second round of tasks, one per unit, merges them (split = 0: not split).
     int split;
     int64_t chunks;          // KV_CHUNK chunks of the keys
-    int64_t partial_floats;  // per (head, chunk): m, l [rows], o [rows, value_dim_padded]
+    int64_t partial_floats;  // per (unit, chunk): m, l [rows], o [rows, value_dim_padded]
     float *partials;
     // Which value tiles hold no NaN or ±∞, [batch, kv_heads, key tiles], found in
     // a first round, so that P·V reads them in place instead of packing each one
@@ -505,18 +640,37 @@ static int requested_threads(const attn_params *p) {
     return p->num_threads > 0 ? p->num_threads : attn_default_threads();
 }
 
-static call_plan plan_call(const attn_params *p, int threads) {
+// Query heads a tile stacks: the most of a kv head's group (a divisor of it)
+// whose rows fit one tile, when no row of the tile has a causal diagonal of
+// its own: without a causal mask, or with one query row a head (which sees
+// the same keys in every head). Per-row masks, dropout cells and outputs are
+// indexed by each row's own head, so stacking changes no bit.
+static int64_t stacked_heads(const attn_params *p) {
+    if (p->kv_heads == 0 || p->query_length == 0) return 1;
+    const int64_t group = p->query_heads / p->kv_heads;
+    if (group < 2 || (p->causal != ATTN_CAUSAL_NONE && p->query_length != 1)) return 1;
+    for (int64_t heads = group; heads > 1; heads--)
+        if (group % heads == 0 && heads * p->query_length <= QUERY_TILE) return heads;
+    return 1;
+}
+
+static call_plan plan_call(const attn_params *p, int threads, int64_t key_begin, int64_t key_end,
+                           const attn_partial *partial) {
     call_plan plan;
     plan.kernels = attn_selected_microkernels();
-    plan.query_tiles = ceil_div(p->query_length, QUERY_TILE);
-    plan.heads_total = p->batch * p->query_heads;
-    plan.tasks = plan.heads_total * plan.query_tiles;
-    plan.value_dim_padded = round_up(p->value_dim > 0 ? p->value_dim : 1,
-                                     SCRATCH_ALIGNMENT / (int64_t)sizeof(float));
+    plan.stacked = stacked_heads(p);
+    plan.units = p->batch * (p->query_heads / plan.stacked);
+    plan.unit_rows = plan.stacked * p->query_length;
+    plan.query_tiles = ceil_div(plan.unit_rows, QUERY_TILE);
+    plan.tasks = plan.units * plan.query_tiles;
+    plan.value_dim_padded = padded_dim(p->value_dim);
     plan.per_thread = scratch_floats_per_thread(p->head_dim, plan.value_dim_padded);
-    plan.chunks = ceil_div(p->key_length, KV_CHUNK);
+    plan.key_begin = key_begin;
+    plan.key_end = key_end;
+    plan.partial = partial;
+    plan.chunks = ceil_div(key_end - key_begin, KV_CHUNK);
     // Only a single query tile is ever split, so this product stays small.
-    plan.partial_floats = plan.query_tiles != 1 ? 0 : round_up(p->query_length * (2 + plan.value_dim_padded),
+    plan.partial_floats = plan.query_tiles != 1 ? 0 : round_up(plan.unit_rows * (2 + plan.value_dim_padded),
                                    SCRATCH_ALIGNMENT / (int64_t)sizeof(float));
     plan.partials = 0;
     plan.finite_value_tiles = 0;
@@ -526,48 +680,98 @@ static call_plan plan_call(const attn_params *p, int threads) {
     const int64_t partial_bytes_limit = (int64_t)1 << 28;
     plan.split = threads > 1 && plan.query_tiles == 1 && plan.chunks > 1 &&
                  plan.tasks < 2 * (int64_t)threads &&
-                 plan.heads_total * plan.chunks <= partial_bytes_limit / 4 / plan.partial_floats;
+                 plan.units * plan.chunks <= partial_bytes_limit / 4 / plan.partial_floats;
     return plan;
 }
 
-// Chunk `chunk` of one head's keys, its state stored for the merge round.
-static void run_chunk_task(const attn_params *p, const call_plan *plan, int64_t batch_head,
+// The unit's first query head.
+static int64_t unit_head(const attn_params *p, const call_plan *plan, int64_t unit) {
+    return unit % (p->query_heads / plan->stacked) * plan->stacked;
+}
+
+static int64_t unit_batch(const attn_params *p, const call_plan *plan, int64_t unit) {
+    return unit / (p->query_heads / plan->stacked);
+}
+
+// The end of the keys a task attends to: the slice's, or the causal limit before it.
+static int64_t task_key_end(const call_plan *plan, int64_t causal_end) {
+    return causal_end < plan->key_end ? causal_end : plan->key_end;
+}
+
+// One task: all of a query tile's chunks in key order, merged, then written.
+static void run_task(const attn_params *p, const call_plan *plan, int64_t unit, int64_t row0,
+                     row_state *state) {
+    const attn_microkernels *kernels = plan->kernels;
+    const int64_t value_dim_padded = plan->value_dim_padded;
+    const float *q;
+    const char *k, *v;
+    int64_t causal_end;
+    const task_view t = task_at(p, unit_batch(p, plan, unit), unit_head(p, plan, unit), plan->stacked,
+                                row0, &q, &k, &v, &causal_end);
+    const int64_t key_end = task_key_end(plan, causal_end);
+    const unsigned char *finite_tiles =
+        plan->finite_value_tiles ? plan->finite_value_tiles + (t.batch * p->kv_heads + t.kv_head) * plan->key_tiles
+                                 : 0;
+    if (p->head_dim > 0 && key_end > plan->key_begin) pack_task_queries(p, kernels, &t, q, state);
+    start_merge(t.rows, state);
+    for (int64_t begin = plan->key_begin; begin < key_end; begin += KV_CHUNK) {
+        const int64_t end = key_end - begin < KV_CHUNK ? key_end : begin + KV_CHUNK;
+        attend_chunk(p, kernels, &t, k, v, finite_tiles, begin, end, key_end, state, value_dim_padded);
+        if (begin == plan->key_begin) {
+            // Merging the first chunk into the empty state copies the rows that
+            // saw a key and leaves the others empty (M = −∞, L = 0), which is
+            // what the chunk holds for them: swap the buffers instead.
+            swap_pointers(&state->row_max, &state->merged_max);
+            swap_pointers(&state->row_sum, &state->merged_sum);
+            swap_pointers(&state->acc, &state->merged_acc);
+        } else {
+            merge_chunk(t.rows, p->value_dim, value_dim_padded, state->merged_max, state->merged_sum,
+                        state->merged_acc, state->row_max, state->row_sum, state->acc);
+        }
+    }
+    write_rows(p, plan->partial, &t, state, value_dim_padded);
+}
+
+// Chunk `chunk` of one unit's keys, its state stored for the merge round.
+static void run_chunk_task(const attn_params *p, const call_plan *plan, int64_t unit,
                            int64_t chunk, row_state *state) {
-    const float *q, *k, *v;
-    int64_t key_end;
-    const task_view t = task_at(p, batch_head / p->query_heads, batch_head % p->query_heads, 0,
-                                &q, &k, &v, &key_end);
-    float *partial = plan->partials + (batch_head * plan->chunks + chunk) * plan->partial_floats;
+    const float *q;
+    const char *k, *v;
+    int64_t causal_end;
+    const task_view t = task_at(p, unit_batch(p, plan, unit), unit_head(p, plan, unit), plan->stacked,
+                                0, &q, &k, &v, &causal_end);
+    const int64_t key_end = task_key_end(plan, causal_end);
+    float *partial = plan->partials + (unit * plan->chunks + chunk) * plan->partial_floats;
     float *row_max = partial, *row_sum = partial + t.rows, *acc = partial + 2 * t.rows;
-    const int64_t begin = chunk * KV_CHUNK;
+    const int64_t begin = plan->key_begin + chunk * KV_CHUNK;
     if (begin >= key_end) {  // causal: nothing visible in this chunk
         for (int64_t i = 0; i < t.rows; i++) row_max[i] = -INFINITY;
         return;
     }
     const int64_t end = key_end - begin < KV_CHUNK ? key_end : begin + KV_CHUNK;
-    if (p->head_dim > 0)
-        plan->kernels->pack_query(q, p->query_strides[2], t.rows, p->head_dim, p->scale, state->qt);
+    if (p->head_dim > 0) pack_task_queries(p, plan->kernels, &t, q, state);
     attend_chunk(p, plan->kernels, &t, k, v, 0, begin, end, end, state, plan->value_dim_padded);
     memcpy(row_max, state->row_max, sizeof(float) * (size_t)t.rows);
     memcpy(row_sum, state->row_sum, sizeof(float) * (size_t)t.rows);
     memcpy(acc, state->acc, sizeof(float) * (size_t)(t.rows * plan->value_dim_padded));
 }
 
-// The merge round of a split call: one head's chunk states, in key order.
-static void run_merge_task(const attn_params *p, const call_plan *plan, int64_t batch_head,
+// The merge round of a split call: one unit's chunk states, in key order.
+static void run_merge_task(const attn_params *p, const call_plan *plan, int64_t unit,
                            row_state *state) {
-    const float *q, *k, *v;
-    int64_t key_end;
-    const task_view t = task_at(p, batch_head / p->query_heads, batch_head % p->query_heads, 0,
-                                &q, &k, &v, &key_end);
+    const float *q;
+    const char *k, *v;
+    int64_t causal_end;
+    const task_view t = task_at(p, unit_batch(p, plan, unit), unit_head(p, plan, unit), plan->stacked,
+                                0, &q, &k, &v, &causal_end);
     start_merge(t.rows, state);
     for (int64_t chunk = 0; chunk < plan->chunks; chunk++) {
-        const float *partial = plan->partials + (batch_head * plan->chunks + chunk) * plan->partial_floats;
+        const float *partial = plan->partials + (unit * plan->chunks + chunk) * plan->partial_floats;
         merge_chunk(t.rows, p->value_dim, plan->value_dim_padded, state->merged_max,
                     state->merged_sum, state->merged_acc, partial, partial + t.rows,
                     partial + 2 * t.rows);
     }
-    write_rows(p, &t, state, plan->value_dim_padded);
+    write_rows(p, plan->partial, &t, state, plan->value_dim_padded);
 }
 
 // The value check: whether value tile `task` ([batch, kv_heads, key tiles]) is finite.
@@ -583,22 +787,23 @@ static void check_value_tile(const attn_params *p, const call_plan *plan, int64_
 // The rounds a call may have.
 typedef enum sdpa_round {
     ROUND_VALUE_CHECK,  // one task per value tile: is it finite?
-    ROUND_ROW_TILES,    // one task per (batch, head, query tile): its rows, every chunk
-    ROUND_KEY_CHUNKS,   // split-KV: one task per (head, chunk) of the single query tile
-    ROUND_MERGES,       // split-KV: one task per head, merging its chunks in key order
+    ROUND_ROW_TILES,    // one task per (unit, query tile): its rows, every chunk
+    ROUND_KEY_CHUNKS,   // split-KV: one task per (unit, chunk) of the single query tile
+    ROUND_MERGES,       // split-KV: one task per unit, merging its chunks in key order
 } sdpa_round;
 
 typedef struct sdpa_plan {
     attn_plan base;      // first: the drivers see only this
     attn_params params;  // the caller's, copied (its pointers must stay valid while the plan runs)
+    attn_partial partial;  // a partial call's state buffers (copied), else unused
     call_plan call;
     sdpa_round kind[PLAN_MAX_ROUNDS];
     float *scratch;      // per worker: call.per_thread floats
 } sdpa_plan;
 
-// Runs one task. Row tiles go head by head, so that a head's keys and values
+// Runs one task. Row tiles go unit by unit, so that a head's keys and values
 // stay in L2 while its query tiles pass (one head of 1024 × 64 keys and values
-// is 512 KiB), and within a head from the last query tile to the first: under a
+// is 512 KiB), and within a unit from the last query tile to the first: under a
 // causal mask the last tiles cost most, and the cheap first tiles of the last
 // head fill the tail.
 static void run_sdpa_task(attn_plan *base, int32_t round, int64_t task, int32_t worker) {
@@ -613,13 +818,11 @@ static void run_sdpa_task(attn_plan *base, int32_t round, int64_t task, int32_t 
         break;
     case ROUND_ROW_TILES: {
         const int64_t query_tile = call->query_tiles - 1 - task % call->query_tiles;
-        const int64_t batch_head = task / call->query_tiles;
-        run_task(p, call->kernels, batch_head / p->query_heads, batch_head % p->query_heads,
-                 query_tile * QUERY_TILE, &state, call->value_dim_padded, call->finite_value_tiles);
+        run_task(p, call, task / call->query_tiles, query_tile * QUERY_TILE, &state);
         break;
     }
     case ROUND_KEY_CHUNKS:
-        run_chunk_task(p, call, task % call->heads_total, task / call->heads_total, &state);
+        run_chunk_task(p, call, task % call->units, task / call->units, &state);
         break;
     case ROUND_MERGES:
         run_merge_task(p, call, task, &state);
@@ -641,35 +844,36 @@ static void add_sdpa_round(sdpa_plan *plan, sdpa_round kind, int64_t tasks) {
     if (plan->base.rounds > before) plan->kind[before] = kind;
 }
 
-attn_status attn_sdpa_plan_create(const attn_params *params, attn_plan **plan_out) {
-    if (!plan_out) return ATTN_ERROR_NULL_POINTER;
-    *plan_out = 0;
-    const attn_status status = validate(params);
-    if (status != ATTN_OK) return status;
+// The plan of a whole call (partial NULL) or of a partial one over [key_begin, key_end).
+static attn_status create_plan(const attn_params *params, int64_t key_begin, int64_t key_end,
+                               const attn_partial *partial, attn_plan **plan_out) {
     sdpa_plan *plan = calloc(1, sizeof(sdpa_plan));
     if (!plan) return ATTN_ERROR_OUT_OF_MEMORY;
     plan->base.run_task = run_sdpa_task;
     plan->base.release = release_sdpa_plan;
     plan->params = *params;
+    if (partial) plan->partial = *partial;
     const attn_params *p = &plan->params;
     const int threads = requested_threads(p);
     call_plan *call = &plan->call;
-    *call = plan_call(p, threads);
+    *call = plan_call(p, threads, key_begin, key_end, partial ? &plan->partial : 0);
     if (call->tasks > 0) {
         if (call->split) {
             call->partials = attn_aligned_alloc(
-                sizeof(float) * (size_t)(call->heads_total * call->chunks * call->partial_floats));
+                sizeof(float) * (size_t)(call->units * call->chunks * call->partial_floats));
             if (!call->partials) call->split = 0;  // the unsplit way needs no more memory, and gives the same bits
         }
         // Tiles of more rows than decoding's pack their value tiles, once per query
         // tile: when there are several query tiles, check the values once instead.
-        if (!call->split && call->query_tiles > 1 && p->value_dim > 0 && p->key_length > 0)
+        // (16-bit values are widened into aligned scratch, which needs no check.)
+        if (!call->split && call->query_tiles > 1 && p->value_dim > 0 && p->key_length > 0 &&
+            p->kv_storage == ATTN_STORAGE_F32)
             call->finite_value_tiles = malloc((size_t)(p->batch * p->kv_heads * call->key_tiles));
         if (call->finite_value_tiles)
             add_sdpa_round(plan, ROUND_VALUE_CHECK, p->batch * p->kv_heads * call->key_tiles);
         if (call->split) {
-            add_sdpa_round(plan, ROUND_KEY_CHUNKS, call->heads_total * call->chunks);
-            add_sdpa_round(plan, ROUND_MERGES, call->heads_total);
+            add_sdpa_round(plan, ROUND_KEY_CHUNKS, call->units * call->chunks);
+            add_sdpa_round(plan, ROUND_MERGES, call->units);
         } else {
             add_sdpa_round(plan, ROUND_ROW_TILES, call->tasks);
         }
@@ -687,18 +891,28 @@ attn_status attn_sdpa_plan_create(const attn_params *params, attn_plan **plan_ou
     return ATTN_OK;
 }
 
+attn_status attn_sdpa_plan_create(const attn_params *params, attn_plan **plan_out) {
+    if (!plan_out) return ATTN_ERROR_NULL_POINTER;
+    *plan_out = 0;
+    const attn_status status = validate(params, 0);
+    if (status != ATTN_OK) return status;
+    return create_plan(params, 0, params->key_length, 0, plan_out);
+}
+
+// Without OpenMP the C driver runs a plan serially: plan it for one worker.
+static attn_params for_c_driver(const attn_params *params) {
+    attn_params p = *params;
+#ifndef _OPENMP
+    p.num_threads = 1;
+#endif
+    return p;
+}
+
 attn_status attn_sdpa_forward(const attn_params *params) {
     if (!params) return ATTN_ERROR_NULL_POINTER;
-#ifdef _OPENMP
-    const attn_params *p = params;
-#else
-    // Without OpenMP this driver runs the plan serially: plan for one worker.
-    attn_params serial = *params;
-    serial.num_threads = 1;
-    const attn_params *p = &serial;
-#endif
+    const attn_params p = for_c_driver(params);
     attn_plan *plan;
-    const attn_status status = attn_sdpa_plan_create(p, &plan);
+    const attn_status status = attn_sdpa_plan_create(&p, &plan);
     if (status != ATTN_OK) return status;
     const attn_status ran = attn_plan_run(plan);
     attn_plan_destroy(plan);
@@ -706,12 +920,86 @@ attn_status attn_sdpa_forward(const attn_params *params) {
 }
 
 // ---------------------------------------------------------------------------
+// Partial calls and their merge.
+
+attn_status attn_sdpa_partial_plan_create(const attn_params *params, int64_t key_begin,
+                                          int64_t key_end, const attn_partial *partial,
+                                          attn_plan **plan_out) {
+    if (!plan_out) return ATTN_ERROR_NULL_POINTER;
+    *plan_out = 0;
+    const attn_status status = validate(params, 1);
+    if (status != ATTN_OK) return status;
+    if (key_begin < 0 || key_end < key_begin || key_end > params->key_length) return ATTN_ERROR_KEY_RANGE;
+    const int64_t rows = params->batch * params->query_heads * params->query_length;
+    if (!partial || (rows > 0 && (!partial->row_max || !partial->row_sum ||
+                                  (params->value_dim > 0 && !partial->accumulator))))
+        return ATTN_ERROR_NULL_POINTER;
+    return create_plan(params, key_begin, key_end, partial, plan_out);
+}
+
+attn_status attn_sdpa_partial_forward(const attn_params *params, int64_t key_begin,
+                                      int64_t key_end, const attn_partial *partial) {
+    if (!params) return ATTN_ERROR_NULL_POINTER;
+    const attn_params p = for_c_driver(params);
+    attn_plan *plan;
+    const attn_status status = attn_sdpa_partial_plan_create(&p, key_begin, key_end, partial, &plan);
+    if (status != ATTN_OK) return status;
+    const attn_status ran = attn_plan_run(plan);
+    attn_plan_destroy(plan);
+    return ran;
+}
+
+attn_status attn_partial_merge(const attn_partial *merged, const attn_partial *next, int64_t rows,
+                               int64_t value_dim) {
+    if (rows < 0 || value_dim < 0) return ATTN_ERROR_NEGATIVE_SIZE;
+    if (rows == 0) return ATTN_OK;
+    if (!merged || !next || !merged->row_max || !merged->row_sum || !next->row_max || !next->row_sum ||
+        (value_dim > 0 && (!merged->accumulator || !next->accumulator)))
+        return ATTN_ERROR_NULL_POINTER;
+    // The kernel's own chunk merge, with the rows value_dim apart.
+    merge_chunk(rows, value_dim, value_dim, merged->row_max, merged->row_sum, merged->accumulator,
+                next->row_max, next->row_sum, next->accumulator);
+    return ATTN_OK;
+}
+
+attn_status attn_partial_finish(const attn_partial *state, int64_t rows, int64_t value_dim,
+                                float dropout_p, float *output, float *logsumexp) {
+    if (rows < 0 || value_dim < 0) return ATTN_ERROR_NEGATIVE_SIZE;
+    if (!(dropout_p >= 0.0f && dropout_p < 1.0f)) return ATTN_ERROR_DROPOUT;
+    if (rows == 0) return ATTN_OK;
+    if (!state || !state->row_max || !state->row_sum || (value_dim > 0 && output && !state->accumulator))
+        return ATTN_ERROR_NULL_POINTER;
+    // write_rows's arithmetic, so that a finished state has the bits of the full call.
+    const float keep_scale = 1.0f / (1.0f - dropout_p);
+    for (int64_t i = 0; i < rows; i++) {
+        const int dead = state->row_max[i] == -INFINITY;
+        if (output && value_dim > 0) {
+            float *out = output + i * value_dim;
+            const float *acc = state->accumulator + i * value_dim;
+            if (dead) {
+                memset(out, 0, sizeof(float) * (size_t)value_dim);
+            } else {
+                const float inverse = keep_scale / state->row_sum[i];
+                for (int64_t d = 0; d < value_dim; d++) out[d] = acc[d] * inverse;
+            }
+        }
+        if (logsumexp) logsumexp[i] = dead ? -INFINITY : state->row_max[i] + logf(state->row_sum[i]);
+    }
+    return ATTN_OK;
+}
+
+// ---------------------------------------------------------------------------
 // Introspection.
 
 int attn_sdpa_splits_keys(const attn_params *params) {
-    if (validate(params) != ATTN_OK) return 0;
-    const call_plan plan = plan_call(params, requested_threads(params));
+    if (validate(params, 0) != ATTN_OK) return 0;
+    const call_plan plan = plan_call(params, requested_threads(params), 0, params->key_length, 0);
     return plan.tasks > 0 && plan.split;
+}
+
+int64_t attn_sdpa_stacked_heads(const attn_params *params) {
+    if (validate(params, 1) != ATTN_OK) return 0;  // the output is not needed to tell
+    return stacked_heads(params);
 }
 
 const char *attn_status_description(attn_status status) {
@@ -726,6 +1014,9 @@ const char *attn_status_description(attn_status status) {
     case ATTN_ERROR_MASK_KIND: return "unknown mask kind or causal alignment";
     case ATTN_ERROR_OUT_OF_MEMORY: return "scratch memory could not be allocated";
     case ATTN_ERROR_SIZE_OVERFLOW: return "a product of the sizes overflows int64";
+    case ATTN_ERROR_STORAGE: return "unknown key/value storage type";
+    case ATTN_ERROR_KEY_RANGE: return "the key range is not within [0, key_length]";
+    case ATTN_ERROR_KEY_LAYOUT: return "unknown key layout, or a panel stride below 16 * head_dim";
     }
     return "unknown status";
 }

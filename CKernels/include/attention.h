@@ -18,6 +18,9 @@
 //   logsumexp [batch, query_heads, query_length]              (optional)
 //   mask      [batch, query_heads, query_length, key_length]  (optional; stride 0 broadcasts)
 //   key_padding_keep [batch, key_length]                      (optional)
+// Keys and values may be stored as float32, float16 or bfloat16 (kv_storage):
+// the kernel widens each element exactly to float32 and computes in float32, so
+// a call with 16-bit storage gives the bits of a float32 call on the widened values.
 // The innermost dimension of query, key, value and output must be contiguous
 // (stride 1). Strides and sizes are int64 element counts throughout.
 //
@@ -57,7 +60,37 @@ typedef enum attn_status {
     ATTN_ERROR_MASK_KIND = 7,         ///< unknown mask kind or causal value
     ATTN_ERROR_OUT_OF_MEMORY = 8,     ///< per-thread scratch could not be allocated
     ATTN_ERROR_SIZE_OVERFLOW = 9,     ///< a product of sizes (rows, tasks, scratch) overflows int64
+    ATTN_ERROR_STORAGE = 10,          ///< unknown kv_storage
+    ATTN_ERROR_KEY_RANGE = 11,        ///< a partial call's key range is not within [0, key_length]
+    ATTN_ERROR_KEY_LAYOUT = 12,       ///< unknown key_layout, or a panel stride below 16·head_dim
 } attn_status;
+
+/// How the key and value elements are stored in memory.
+typedef enum attn_storage {
+    /// float32: `key` and `value` point at floats (the default, 0).
+    ATTN_STORAGE_F32 = 0,
+    /// IEEE 754 binary16: `key` and `value` point at uint16_t bit patterns
+    /// (cast to const float *); strides stay in elements. Widened exactly to float32.
+    ATTN_STORAGE_F16 = 1,
+    /// bfloat16, the high 16 bits of a float32: as ATTN_STORAGE_F16, widened
+    /// exactly (a shift).
+    ATTN_STORAGE_BF16 = 2,
+} attn_storage;
+
+/// How the key elements are laid out (values are always rows).
+typedef enum attn_key_layout {
+    /// Rows: key (b, h, j, d) at key + b·ks[0] + h·ks[1] + j·ks[2] + d (the default, 0).
+    ATTN_KEY_LAYOUT_ROWS = 0,
+    /// Panels of 16 keys × head_dim, keys innermost: key (b, h, j, d) at
+    /// key + b·ks[0] + h·ks[1] + (j / 16)·ks[2] + d·16 + j % 16, ks[2] being the
+    /// distance between panels (≥ 16·head_dim), ks[3] = 1. Every panel holds 16
+    /// keys' storage, the last one too (slots past key_length are read, never
+    /// used). A decode step (≤ 4 query rows) reads such keys with plain vector
+    /// loads, each lane one key, in the FMA order of the tiled kernel, instead
+    /// of transposing 16 × 16 blocks of rows: same bits, a fifth of the
+    /// instructions per key byte. For a key/value cache, which owns its layout.
+    ATTN_KEY_LAYOUT_PANELS = 1,
+} attn_key_layout;
 
 /// Which causal mask, if any, the kernel applies.
 typedef enum attn_causal {
@@ -80,6 +113,8 @@ typedef struct attn_params {
     int64_t head_dim, value_dim;
 
     const float *query;   int64_t query_strides[4];
+    /// Keys and values, in kv_storage's element type: with 16-bit storage these
+    /// point at uint16_t elements (pass them cast), strides still in elements.
     const float *key;     int64_t key_strides[4];
     const float *value;   int64_t value_strides[4];
     float *output;        int64_t output_strides[4];
@@ -103,6 +138,12 @@ typedef struct attn_params {
     /// driver (attn_sdpa_forward) runs them as OpenMP threads, or serially
     /// without OpenMP; another driver runs them as it likes (see attn_plan).
     int32_t num_threads;
+
+    /// The element type of key and value (0: float32).
+    attn_storage kv_storage;
+
+    /// The layout of key (0: rows).
+    attn_key_layout key_layout;
 } attn_params;
 
 /// Computes the fused forward pass described at the top of this file.
@@ -224,6 +265,77 @@ attn_status attn_sdpa_scores(const attn_params *params, float *scores);
 
 /// The plan of attn_sdpa_scores, for params->num_threads workers.
 attn_status attn_sdpa_scores_plan_create(const attn_params *params, float *scores, attn_plan **plan);
+
+// ---------------------------------------------------------------------------
+// Partial results over a slice of the keys, and their exact merge.
+//
+// Attention over keys [key_begin, key_end) of a call gives, per query row, the
+// online-softmax state of that slice (Dao et al. 2023, "Flash-Decoding"):
+//   M = the largest scaled logit seen (−∞ if the row saw no key of the slice),
+//   L = Σ_j e^(s_j − M),  O = Σ_j e^(s_j − M)·v_j (dropout applied, not divided by L),
+// and states merge in key order: M' = max(M, m), L' = L·e^(M − M') + l·e^(m − M'),
+// O' = O·e^(M − M') + o·e^(m − M'); the result is out = O / L / (1 − dropout_p)
+// and logsumexp = M + log L. Masks, the causal alignment and dropout's cell
+// indices are those of the whole call (columns are absolute key indices), so a
+// slice is attention over the whole call's keys restricted to the slice.
+//
+// Bits: the kernel computes every call as chunks of 512 keys from key 0, merged
+// in key order with this very arithmetic (attn_partial_merge). A slice whose
+// key_begin is a multiple of 512 computes those same chunks; so merging, in key
+// order, a first slice [0, b) with slices of at most one chunk each that start
+// on a multiple of 512 gives the unsliced call's bits. Merging two slices of
+// several chunks each groups the floating-point sums differently (the merge is
+// not associative) and agrees to rounding.
+
+/// The per-row state of a slice, rows = batch · query_heads · query_length in
+/// [batch, head, row] order, all contiguous.
+typedef struct attn_partial {
+    float *row_max;      ///< M [rows]
+    float *row_sum;      ///< L [rows]
+    float *accumulator;  ///< O [rows, value_dim]
+} attn_partial;
+
+/// Attention over keys [key_begin, key_end) of `params` (0 ≤ key_begin ≤ key_end ≤
+/// key_length), written to `partial` (params->output and logsumexp are not
+/// used and may be NULL). Returns what attn_sdpa_forward would for bad params,
+/// ATTN_ERROR_KEY_RANGE for a bad range, ATTN_ERROR_NULL_POINTER for a missing
+/// partial buffer. Runs on the C driver.
+attn_status attn_sdpa_partial_forward(const attn_params *params, int64_t key_begin,
+                                      int64_t key_end, const attn_partial *partial);
+
+/// The plan of attn_sdpa_partial_forward, for any driver (see attn_plan).
+attn_status attn_sdpa_partial_plan_create(const attn_params *params, int64_t key_begin,
+                                          int64_t key_end, const attn_partial *partial,
+                                          attn_plan **plan);
+
+/// merged ⊕= next, row by row in place (next holds the later keys): `rows` rows
+/// of `value_dim` values. A row of next with M = −∞ changes nothing; NaN wins.
+attn_status attn_partial_merge(const attn_partial *merged, const attn_partial *next, int64_t rows,
+                               int64_t value_dim);
+
+/// The result of a (merged) state: output [rows, value_dim] = O / L / (1 −
+/// dropout_p), logsumexp [rows] = M + log L (either may be NULL); a row with
+/// M = −∞ gives zeros and −∞, as the full call does.
+attn_status attn_partial_finish(const attn_partial *state, int64_t rows, int64_t value_dim,
+                                float dropout_p, float *output, float *logsumexp);
+
+// ---------------------------------------------------------------------------
+// Roofs.
+
+/// The read bandwidth of this machine in GB/s (10^9 bytes per second): `threads`
+/// threads each run a two-array float32 dot product (what a decode step does
+/// with keys and values) over its share of `bytes` of data, in the widest
+/// vectors of the selected path; the best of several runs of about `seconds`
+/// in all. OpenMP threads where compiled in, else POSIX threads. For the
+/// benchmarks' "% of roof": `bytes` sets where the data lives (above the
+/// last-level cache: DRAM).
+double attn_read_bandwidth_gbps(int32_t threads, int64_t bytes, double seconds);
+
+/// The number of query heads the plan of this call puts in one tile
+/// (grouped-query decoding: the query heads of a kv head share its key and
+/// value stream); 1 when heads are not stacked, 0 for invalid params.
+/// For tests and diagnostics: stacking changes no bit of the result.
+int64_t attn_sdpa_stacked_heads(const attn_params *params);
 
 /// A static, human-readable description of a status code.
 const char *attn_status_description(attn_status status);

@@ -273,6 +273,35 @@ AVX2 static int values_finite_avx2(const float *v, int64_t v_row_stride, int64_t
     return _mm256_testz_si256(special, special);
 }
 
+// 8 elements a step: F16C's conversion (every AVX2 CPU has F16C; dispatch.c
+// checks it) or, for bfloat16, a zero-extension and a shift. NaN and ±∞
+// (exponent field all ones) are looked for on the 16-bit bits.
+__attribute__((target("avx2,fma,f16c"))) static int widen_rows_avx2(
+    const uint16_t *src, int64_t src_row_stride, int64_t rows, int64_t width,
+    attn_storage storage, float *dst, int64_t dst_row_stride) {
+    const int64_t full = width / LANES * LANES;
+    const uint16_t exponent_bits = storage == ATTN_STORAGE_F16 ? 0x7C00u : 0x7F80u;
+    const __m128i exponent = _mm_set1_epi16((short)exponent_bits);
+    __m128i special = _mm_setzero_si128();
+    int tail_special = 0;
+    for (int64_t j = 0; j < rows; j++) {
+        const uint16_t *in = src + j * src_row_stride;
+        float *out = dst + j * dst_row_stride;
+        for (int64_t d = 0; d < full; d += LANES) {
+            const __m128i bits = _mm_loadu_si128((const __m128i *)(in + d));
+            special = _mm_or_si128(special, _mm_cmpeq_epi16(_mm_and_si128(bits, exponent), exponent));
+            _mm256_storeu_ps(out + d, storage == ATTN_STORAGE_F16
+                                          ? _mm256_cvtph_ps(bits)
+                                          : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16)));
+        }
+        for (int64_t d = full; d < width; d++) {
+            tail_special |= (in[d] & exponent_bits) == exponent_bits;
+            out[d] = attn_widen_one(in[d], storage);
+        }
+    }
+    return !tail_special && _mm_testz_si128(special, special);
+}
+
 const attn_microkernels attn_microkernels_avx2 = {
     .name = "avx2",
     .pack_query = pack_query_avx2,
@@ -283,6 +312,7 @@ const attn_microkernels attn_microkernels_avx2 = {
     .update_rows = update_rows_avx2,
     .pack_value = pack_value_avx2,
     .values_finite = values_finite_avx2,
+    .widen_rows = widen_rows_avx2,
 };
 
 #endif  // x86

@@ -18,7 +18,7 @@
 // every accumulator of a block in a register.
 #define INLINE __attribute__((always_inline)) inline
 
-#define AVX512 __attribute__((target("avx512f")))
+#define AVX512 __attribute__((target("avx512f,avx2")))
 
 enum {
     LANES = 16,
@@ -114,11 +114,12 @@ AVX512 INLINE static void transpose16(__m512 r[16]) {
 
 // Qᵀ through in-register transposes of 16 rows × 16 dims (gathers cost twice
 // as much: a tenth of a 128 × 128 causal call went to them). Rows past `rows`
-// are 0.
+// are 0 up to the last row vector that holds a row; later vectors are not
+// written (every pass of this path reads only row_vectors(rows) of them).
 AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64_t rows,
                                      int64_t head_dim, float scale, float *qt) {
     const __m512 scale_vector = _mm512_set1_ps(scale);
-    for (int c = 0; c < ROW_VECTORS; c++) {
+    for (int c = 0; c < row_vectors(rows); c++) {
         const int64_t first = c * LANES;
         const int64_t left = rows - first;
         const int block_rows = left >= LANES ? LANES : left <= 0 ? 0 : (int)left;
@@ -220,14 +221,14 @@ AVX512 INLINE static void qk_keys(const float *qt, const float *k, int64_t k_row
 // One query row has one FMA chain per 16 keys, 4 cycles a link: DECODE_GROUPS
 // groups of 16 keys go through the head dims together, so that their chains
 // interleave; their transposed blocks wait in `kt` (L1) for the FMAs.
-enum { DECODE_GROUPS = 4 };
+enum { DECODE_GROUPS = 4, MAX_LANE_ROWS = 8 };
 
 AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t k_row_stride,
                                         int64_t keys, int64_t head_dim, float *st,
                                         attn_prefetch_stream *prefetch, const int rows,
-                                        const int groups) {
+                                        const int groups, const int attention) {
     _Alignas(64) float kt[DECODE_GROUPS][LANES * LANES];
-    __m512 acc[DECODE_GROUPS][4];
+    __m512 acc[DECODE_GROUPS][MAX_LANE_ROWS];
     _Pragma("clang loop unroll(full)")
     for (int g = 0; g < groups; g++)
         _Pragma("clang loop unroll(full)")
@@ -250,7 +251,7 @@ AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t
             for (int dd = 0; dd < LANES; dd++) _mm512_store_ps(kt[g] + dd * LANES, block[dd]);
         }
         for (int64_t dd = 0; dd < dims; dd++) {
-            __m512 q[4];
+            __m512 q[MAX_LANE_ROWS];
             _Pragma("clang loop unroll(full)")
             for (int r = 0; r < rows; r++) q[r] = _mm512_set1_ps(qt[(d0 + dd) * QUERY_TILE + r]);
             _Pragma("clang loop unroll(full)")
@@ -271,32 +272,159 @@ AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) {
             // As in qk_block: an overflowed or infinite score becomes NaN.
-            const __m512 score = _mm512_fmadd_ps(acc[g][r], _mm512_setzero_ps(), acc[g][r]);
+            const __m512 score = attention ? _mm512_fmadd_ps(acc[g][r], _mm512_setzero_ps(), acc[g][r]) : acc[g][r];
             _mm512_mask_i32scatter_ps(st + g * LANES * QUERY_TILE + r, key_lanes, lines, score, 4);
         }
     }
 }
 
-// Rows 1 and 2 take four groups at a time; rows 3 and 4 already have that many
-// chains per group and would run out of registers with more.
+// Rows 1 and 2 take four groups at a time, rows 3 and 4 two, rows 5 to 8 one:
+// enough FMA chains to hide the latency, few enough to stay in registers.
+// (The group count changes no bit: each lane is its own chain.)
 AVX512 INLINE static void qk_keys_in_lanes(const float *qt, const float *k, int64_t k_row_stride,
                                            int64_t cols, int64_t head_dim, float *st,
-                                           attn_prefetch_stream *prefetch, const int rows) {
+                                           attn_prefetch_stream *prefetch, const int rows,
+                                           const int attention) {
     // The stream is kept in registers meanwhile (stores to st could alias it).
     attn_prefetch_stream stream = *prefetch, *local = &stream;
-    const int64_t step = rows <= 2 ? DECODE_GROUPS * LANES : LANES;
+    const int most = rows <= 2 ? DECODE_GROUPS : rows <= 4 ? 2 : 1;
+    const int64_t step = most * LANES;
     for (int64_t j0 = 0; j0 < cols; j0 += step) {
         const int64_t keys = cols - j0 < step ? cols - j0 : step;
         const float *k_block = k + j0 * k_row_stride;
         float *st_block = st + j0 * QUERY_TILE;
         switch ((keys + LANES - 1) / LANES) {
-        case 4: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 4); break;
-        case 3: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 3); break;
-        case 2: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 2); break;
-        default: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 1); break;
+        case 4: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 4, attention); break;
+        case 3: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 3, attention); break;
+        case 2: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 2, attention); break;
+        default: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 1, attention); break;
         }
     }
     *prefetch = stream;
+}
+
+// Keys in panels of 16 (ATTN_KEY_LAYOUT_PANELS): the 16 keys of a panel at
+// head dim d are one vector, so a decode step needs no transposes: per 16 keys
+// and dim, one load (and a widening for 16-bit storage) and one FMA per query
+// row. Each lane computes fma(q_d, k_d, ·) over d from 0, as qk_key_groups does.
+AVX512 INLINE static __m512 panel_keys(const char *panel, int64_t d, const attn_storage storage) {
+    if (storage == ATTN_STORAGE_F32) return _mm512_loadu_ps((const float *)panel + d * LANES);
+    const __m256i bits = _mm256_loadu_si256((const __m256i *)((const uint16_t *)panel + d * LANES));
+    if (storage == ATTN_STORAGE_F16) return _mm512_cvtph_ps(bits);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+AVX512 INLINE static void qk_panel_groups(const float *qt, const char *panels, int64_t panel_bytes,
+                                          int64_t keys, int64_t head_dim, float *st,
+                                          attn_prefetch_stream *prefetch, const attn_storage storage,
+                                          const int rows, const int groups) {
+    __m512 acc[DECODE_GROUPS][4];
+    _Pragma("clang loop unroll(full)")
+    for (int g = 0; g < groups; g++)
+        _Pragma("clang loop unroll(full)")
+        for (int r = 0; r < rows; r++) acc[g][r] = _mm512_setzero_ps();
+    // Lines of the other operand to fetch per 16 dims: as many as this reads.
+    const int lines = groups * (storage == ATTN_STORAGE_F32 ? 16 : 8);
+    for (int64_t d = 0; d < head_dim; d++) {
+        if ((d & (LANES - 1)) == 0) attn_prefetch_step(prefetch, lines);
+        __m512 q[4];
+        _Pragma("clang loop unroll(full)")
+        for (int r = 0; r < rows; r++) q[r] = _mm512_set1_ps(qt[d * QUERY_TILE + r]);
+        _Pragma("clang loop unroll(full)")
+        for (int g = 0; g < groups; g++) {
+            const __m512 key = panel_keys(panels + g * panel_bytes, d, storage);
+            _Pragma("clang loop unroll(full)")
+            for (int r = 0; r < rows; r++) acc[g][r] = _mm512_fmadd_ps(q[r], key, acc[g][r]);
+        }
+    }
+    const __m512i lines_of_st = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(QUERY_TILE));
+    _Pragma("clang loop unroll(full)")
+    for (int g = 0; g < groups; g++) {
+        const int64_t group_keys = keys - g * LANES < LANES ? keys - g * LANES : LANES;
+        const __mmask16 key_lanes = (__mmask16)((1u << group_keys) - 1u);
+        _Pragma("clang loop unroll(full)")
+        for (int r = 0; r < rows; r++) {
+            // As in qk_block: an overflowed or infinite score becomes NaN.
+            const __m512 score = _mm512_fmadd_ps(acc[g][r], _mm512_setzero_ps(), acc[g][r]);
+            _mm512_mask_i32scatter_ps(st + g * LANES * QUERY_TILE + r, key_lanes, lines_of_st, score, 4);
+        }
+    }
+}
+
+AVX512 INLINE static void qk_panel_keys(const float *qt, const char *panels, int64_t panel_bytes,
+                                        int64_t cols, int64_t head_dim, float *st,
+                                        attn_prefetch_stream *prefetch, const attn_storage storage,
+                                        const int rows) {
+    attn_prefetch_stream stream = *prefetch, *local = &stream;
+    const int most = rows <= 2 ? DECODE_GROUPS : 2;
+    for (int64_t j0 = 0; j0 < cols; j0 += most * LANES) {
+        const int64_t keys = cols - j0 < most * LANES ? cols - j0 : most * LANES;
+        const char *block = panels + j0 / LANES * panel_bytes;
+        float *st_block = st + j0 * QUERY_TILE;
+        switch ((keys + LANES - 1) / LANES) {
+        case 4: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, local, storage, rows, 4); break;
+        case 3: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, local, storage, rows, 3); break;
+        case 2: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, local, storage, rows, 2); break;
+        default: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, local, storage, rows, 1); break;
+        }
+    }
+    *prefetch = stream;
+}
+
+AVX512 static void qk_panels_avx512(const float *qt, const void *panels, int64_t panel_stride,
+                                    attn_storage storage, int64_t cols, int64_t head_dim, int64_t rows,
+                                    float *st, attn_prefetch_stream *prefetch) {
+    attn_prefetch_stream no_stream;
+    attn_prefetch_start(&no_stream, 0, 0, 0, 0);
+    if (!prefetch) prefetch = &no_stream;
+    const char *base = panels;
+    const int64_t bytes = panel_stride * (storage == ATTN_STORAGE_F32 ? 4 : 2);
+#define PANEL_CASES(STORAGE, ROWS)                                                                         \
+    switch (ROWS) {                                                                                        \
+    case 1: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, prefetch, STORAGE, 1); break;     \
+    case 2: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, prefetch, STORAGE, 2); break;     \
+    case 3: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, prefetch, STORAGE, 3); break;     \
+    default: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, prefetch, STORAGE, 4); break;    \
+    }
+    // Four rows at a time (more would not stay in registers); each row's lanes
+    // are computed alone, so the split changes no bit.
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+        const int64_t left = rows - r0;
+        const float *qt_rows = qt + r0;
+        float *st_rows = st + r0;
+        if (storage == ATTN_STORAGE_F32) { PANEL_CASES(ATTN_STORAGE_F32, left) }
+        else if (storage == ATTN_STORAGE_F16) { PANEL_CASES(ATTN_STORAGE_F16, left) }
+        else { PANEL_CASES(ATTN_STORAGE_BF16, left) }
+    }
+#undef PANEL_CASES
+}
+
+// Panels back to rows: each 16 × 16 block of a panel (16 dims × 16 keys) is
+// transposed in registers into 16 keys × 16 dims.
+AVX512 static void unpack_panels_avx512(const void *panels, int64_t panel_stride, attn_storage storage,
+                                        int64_t cols, int64_t head_dim, float *dst, int64_t dst_row_stride) {
+    const int64_t bytes = panel_stride * (storage == ATTN_STORAGE_F32 ? 4 : 2);
+    for (int64_t j0 = 0; j0 < cols; j0 += LANES) {
+        const char *panel = (const char *)panels + j0 / LANES * bytes;
+        const int64_t keys = cols - j0 < LANES ? cols - j0 : LANES;
+        for (int64_t d0 = 0; d0 < head_dim; d0 += LANES) {
+            const int64_t dims = head_dim - d0 < LANES ? head_dim - d0 : LANES;
+            const __mmask16 dim_lanes = (__mmask16)((1u << dims) - 1u);
+            __m512 block[LANES];
+            _Pragma("clang loop unroll(full)")
+            for (int dd = 0; dd < LANES; dd++)
+                block[dd] = dd < dims ? (storage == ATTN_STORAGE_F32 ? panel_keys(panel, d0 + dd, ATTN_STORAGE_F32)
+                                         : storage == ATTN_STORAGE_F16 ? panel_keys(panel, d0 + dd, ATTN_STORAGE_F16)
+                                                                       : panel_keys(panel, d0 + dd, ATTN_STORAGE_BF16))
+                                      : _mm512_setzero_ps();
+            transpose16(block);  // block[j]: dims d0 … d0 + 15 of key j0 + j
+            _Pragma("clang loop unroll(full)")
+            for (int j = 0; j < LANES; j++)
+                if (j < keys) _mm512_mask_storeu_ps(dst + (j0 + j) * dst_row_stride + d0, dim_lanes, block[j]);
+        }
+    }
 }
 
 // Only the row vectors that hold query rows are computed: a decode step (one
@@ -313,12 +441,18 @@ AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row
     attn_prefetch_stream no_stream;
     attn_prefetch_start(&no_stream, 0, 0, 0, 0);
     if (!prefetch) prefetch = &no_stream;
-    if (row_max && rows >= 1 && rows <= 4) {  // attention with a few query rows: decoding
+    // A few query rows (decoding; a projection of up to 8 rows): keys in lanes.
+    if (rows >= 1 && rows <= (row_max ? 4 : MAX_LANE_ROWS)) {
+        const int attention = row_max != 0;
         switch (rows) {
-        case 1: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 1); break;
-        case 2: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 2); break;
-        case 3: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 3); break;
-        default: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 4); break;
+        case 1: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 1, attention); break;
+        case 2: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 2, attention); break;
+        case 3: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 3, attention); break;
+        case 4: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 4, attention); break;
+        case 5: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 5, 0); break;
+        case 6: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 6, 0); break;
+        case 7: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 7, 0); break;
+        default: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 8, 0); break;
         }
         if (row_max_new) row_max_avx512(st, cols, rows, row_max, row_max_new, visible_limit);
         return;
@@ -602,6 +736,41 @@ AVX512 static int values_finite_avx512(const float *v, int64_t v_row_stride, int
     return special == 0;
 }
 
+// 16 elements a step: F16C's conversion (exact, subnormals included) or, for
+// bfloat16, a zero-extension and a shift; the tail of a row in scalar code.
+// NaN and ±∞ (exponent field all ones) are looked for on the 16-bit bits.
+AVX512 static int widen_rows_avx512(const uint16_t *src, int64_t src_row_stride, int64_t rows,
+                                    int64_t width, attn_storage storage, float *dst,
+                                    int64_t dst_row_stride) {
+    const int64_t full = width / LANES * LANES;
+    const uint16_t exponent_bits = storage == ATTN_STORAGE_F16 ? 0x7C00u : 0x7F80u;
+    const __m256i exponent = _mm256_set1_epi16((short)exponent_bits);
+    __m256i special = _mm256_setzero_si256();
+    int tail_special = 0;
+    for (int64_t j = 0; j < rows; j++) {
+        const uint16_t *in = src + j * src_row_stride;
+        float *out = dst + j * dst_row_stride;
+        if (storage == ATTN_STORAGE_F16) {
+            for (int64_t d = 0; d < full; d += LANES) {
+                const __m256i bits = _mm256_loadu_si256((const __m256i *)(in + d));
+                special = _mm256_or_si256(special, _mm256_cmpeq_epi16(_mm256_and_si256(bits, exponent), exponent));
+                _mm512_storeu_ps(out + d, _mm512_cvtph_ps(bits));
+            }
+        } else {
+            for (int64_t d = 0; d < full; d += LANES) {
+                const __m256i bits = _mm256_loadu_si256((const __m256i *)(in + d));
+                special = _mm256_or_si256(special, _mm256_cmpeq_epi16(_mm256_and_si256(bits, exponent), exponent));
+                _mm512_storeu_ps(out + d, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16)));
+            }
+        }
+        for (int64_t d = full; d < width; d++) {
+            tail_special |= (in[d] & exponent_bits) == exponent_bits;
+            out[d] = attn_widen_one(in[d], storage);
+        }
+    }
+    return !tail_special && _mm256_testz_si256(special, special);
+}
+
 const attn_microkernels attn_microkernels_avx512 = {
     .name = "avx512",
     .pack_query = pack_query_avx512,
@@ -612,6 +781,9 @@ const attn_microkernels attn_microkernels_avx512 = {
     .update_rows = update_rows_avx512,
     .pack_value = pack_value_avx512,
     .values_finite = values_finite_avx512,
+    .widen_rows = widen_rows_avx512,
+    .qk_panels = qk_panels_avx512,
+    .unpack_panels = unpack_panels_avx512,
 };
 
 #endif  // x86

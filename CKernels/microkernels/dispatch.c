@@ -26,7 +26,8 @@ int attn_microkernels_supported(const attn_microkernels *table) {
     __builtin_cpu_init();
     if (table == &attn_microkernels_avx512) return __builtin_cpu_supports("avx512f");
     if (table == &attn_microkernels_avx2)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");  // widen_rows
 #elif defined(__aarch64__)
     if (table != &attn_microkernels_neon && table != &attn_microkernels_portable) return 0;
 #else

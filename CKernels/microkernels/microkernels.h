@@ -35,6 +35,20 @@
 //                by 0; returns 1 if there were none
 //   values_finite: 1 if a value tile holds no NaN or ±∞ (then pv_tile may read it
 //                in place: the bits are those of pack_value's copy)
+//   widen_rows:  dst[j][d] = float32(src[j][d]) for 16-bit keys or values
+//                (ATTN_STORAGE_F16: IEEE binary16, subnormals included, NaN kept
+//                NaN with its payload and the quiet bit set; ATTN_STORAGE_BF16: the
+//                bits shifted up by 16). Exact: every 16-bit value is a float32.
+//                Returns 1 if no element is NaN or ±∞ (so pv_tile may read dst in place).
+//                Every path may use the portable one (attn_widen_rows_portable).
+//   qk_panels:   qk_tile for attention (any rows, 4 at a time) on keys in panels of
+//                16 (ATTN_KEY_LAYOUT_PANELS; `cols` keys from a panel boundary, in
+//                `storage`): each lane one key, fma(q_d, k_d, ·) over d from 0, the
+//                very operations of qk_tile, so the same bits. No fused row max.
+//                NULL where a path has none: sdpa.c then unpacks the panels into rows.
+//   unpack_panels: keys in panels (from a panel boundary, `cols` keys) as float32
+//                rows [cols, dst_row_stride], widened: for tiles of many rows, whose
+//                row-in-lanes product beats qk_panels. NULL: sdpa.c's scalar loop.
 //
 // qk_tile and pv_tile take an optional prefetch stream (NULL for none), which
 // they advance as they go; a path may ignore it.
@@ -47,6 +61,8 @@
 // dispatch.c) and can be forced with ATTENTION_KERNEL_PATH.
 #ifndef CATTENTION_MICROKERNELS_H
 #define CATTENTION_MICROKERNELS_H
+
+#include "../include/attention.h"
 
 #include <stdint.h>
 
@@ -74,27 +90,41 @@ typedef struct attn_prefetch_stream {
     int64_t line, lines_per_row;
 } attn_prefetch_stream;
 
-/// Starts a stream over `count` rows of `width` floats, `stride` floats apart.
-static inline void attn_prefetch_start(attn_prefetch_stream *s, const float *rows, int64_t stride,
-                                       int64_t count, int64_t width) {
+/// Starts a stream over `count` rows of `width_bytes` bytes, `stride_bytes` apart.
+static inline void attn_prefetch_start_bytes(attn_prefetch_stream *s, const void *rows,
+                                             int64_t stride_bytes, int64_t count, int64_t width_bytes) {
     s->row = (const char *)rows;
-    s->row_bytes = stride * (int64_t)sizeof(float);
-    s->rows_left = rows && width > 0 ? count : 0;
+    s->row_bytes = stride_bytes;
+    s->rows_left = rows && width_bytes > 0 ? count : 0;
     s->line = 0;
-    s->lines_per_row = (width * (int64_t)sizeof(float) + 63) / 64;
+    s->lines_per_row = (width_bytes + 63) / 64;
     if (s->rows_left > 0 && s->row_bytes == s->lines_per_row * 64) {  // contiguous: one long row
         s->lines_per_row *= s->rows_left;
         s->rows_left = 1;
     }
 }
 
+/// Starts a stream over `count` rows of `width` floats, `stride` floats apart.
+static inline void attn_prefetch_start(attn_prefetch_stream *s, const float *rows, int64_t stride,
+                                       int64_t count, int64_t width) {
+    attn_prefetch_start_bytes(s, rows, stride * (int64_t)sizeof(float), count,
+                              width * (int64_t)sizeof(float));
+}
+
 /// Issues the next `lines` cache lines of the stream (into L2: an L1 prefetch
 /// would evict the operand in use); a NULL or finished stream does nothing.
+/// The lines of one row go in a tight loop (a decode step issues one for every
+/// 64 bytes it reads, so the bookkeeping is kept out of the per-line path).
 static inline void attn_prefetch_step(attn_prefetch_stream *s, int lines) {
     if (!s) return;
-    for (; lines > 0 && s->rows_left > 0; lines--) {
-        __builtin_prefetch(s->row + s->line * 64, 0, 2);
-        if (++s->line == s->lines_per_row) {
+    while (lines > 0 && s->rows_left > 0) {
+        int64_t run = s->lines_per_row - s->line;
+        if (run > lines) run = lines;
+        const char *at = s->row + s->line * 64;
+        for (int64_t l = 0; l < run; l++) __builtin_prefetch(at + l * 64, 0, 2);
+        s->line += run;
+        lines -= (int)run;
+        if (s->line == s->lines_per_row) {
             s->line = 0;
             s->row += s->row_bytes;
             s->rows_left--;
@@ -121,7 +151,39 @@ typedef struct attn_microkernels {
     int (*pack_value)(const float *v, int64_t v_row_stride, int64_t cols, int64_t value_dim,
                       float *packed, int64_t packed_row_stride);
     int (*values_finite)(const float *v, int64_t v_row_stride, int64_t cols, int64_t value_dim);
+    int (*widen_rows)(const uint16_t *src, int64_t src_row_stride, int64_t rows, int64_t width,
+                       attn_storage storage, float *dst, int64_t dst_row_stride);
+    void (*qk_panels)(const float *qt, const void *panels, int64_t panel_stride, attn_storage storage,
+                      int64_t cols, int64_t head_dim, int64_t rows, float *st,
+                      attn_prefetch_stream *prefetch);
+    void (*unpack_panels)(const void *panels, int64_t panel_stride, attn_storage storage, int64_t cols,
+                          int64_t head_dim, float *dst, int64_t dst_row_stride);
 } attn_microkernels;
+
+/// The portable widening (any path's table may point at it; neon.c does).
+int attn_widen_rows_portable(const uint16_t *src, int64_t src_row_stride, int64_t rows,
+                              int64_t width, attn_storage storage, float *dst,
+                              int64_t dst_row_stride);
+
+/// One 16-bit element widened exactly (the scalar tail of every path).
+static inline float attn_widen_one(uint16_t bits, attn_storage storage) {
+    union { uint32_t u; float f; } out;
+    if (storage == ATTN_STORAGE_BF16) {
+        out.u = (uint32_t)bits << 16;
+        return out.f;
+    }
+    const uint32_t sign = (uint32_t)(bits & 0x8000u) << 16;
+    const uint32_t exponent = (bits >> 10) & 0x1Fu, mantissa = bits & 0x3FFu;
+    if (exponent == 0x1Fu) {  // ±∞, or NaN made quiet (what F16C's vcvtph2ps gives)
+        out.u = sign | 0x7F800000u | (mantissa ? 0x400000u | (mantissa << 13) : 0u);
+    } else if (exponent == 0) {  // ±0 or subnormal: mantissa · 2^−24, exact in float32
+        out.f = (float)mantissa * 0x1p-24f;
+        out.u |= sign;
+    } else {
+        out.u = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+    }
+    return out.f;
+}
 
 extern const attn_microkernels attn_microkernels_portable;
 #if defined(__x86_64__) || defined(__i386__)

@@ -492,6 +492,7 @@ const attn_microkernels attn_microkernels_neon = {
     .update_rows = update_rows_neon,
     .pack_value = pack_value_neon,
     .values_finite = values_finite_neon,
+    .widen_rows = attn_widen_rows_portable,  // 16-bit keys and values: the portable widening (microkernels.h)
 };
 
 #endif  // aarch64

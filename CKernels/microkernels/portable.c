@@ -112,6 +112,21 @@ static int values_finite_portable(const float *v, int64_t v_row_stride, int64_t 
     return finite;
 }
 
+int attn_widen_rows_portable(const uint16_t *src, int64_t src_row_stride, int64_t rows,
+                             int64_t width, attn_storage storage, float *dst,
+                             int64_t dst_row_stride) {
+    // NaN or ±∞: the exponent field all ones (F16: 5 bits, BF16: 8 bits).
+    const unsigned exponent = storage == ATTN_STORAGE_F16 ? 0x7C00u : 0x7F80u;
+    unsigned special = 0;
+    for (int64_t j = 0; j < rows; j++)
+        for (int64_t d = 0; d < width; d++) {
+            const uint16_t bits = src[j * src_row_stride + d];
+            special |= (bits & exponent) == exponent;
+            dst[j * dst_row_stride + d] = attn_widen_one(bits, storage);
+        }
+    return !special;
+}
+
 const attn_microkernels attn_microkernels_portable = {
     .name = "portable",
     .pack_query = pack_query_portable,
@@ -122,4 +137,5 @@ const attn_microkernels attn_microkernels_portable = {
     .update_rows = update_rows_portable,
     .pack_value = pack_value_portable,
     .values_finite = values_finite_portable,
+    .widen_rows = attn_widen_rows_portable,
 };

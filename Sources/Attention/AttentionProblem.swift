@@ -25,6 +25,10 @@ struct AttentionProblem: Sendable {
     var keyPaddingKeep: [Bool]?
     var dropoutProbability: Float
     var dropoutSeed: UInt64
+    /// Keys and values read in place from caller-owned memory (a key/value
+    /// cache, possibly 16-bit) instead of `key` and `value`, which are then
+    /// ignored by the fused kernel; `nil`: read `key` and `value`.
+    var externalKV: ExternalKeyValues? = nil
 
     /// Query heads that share one key/value head (grouped-query attention).
     var groupSize: Int { kvHeads == 0 ? 1 : queryHeads / kvHeads }

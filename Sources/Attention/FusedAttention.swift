@@ -27,7 +27,8 @@ struct BackendResult: Sendable {
 }
 
 extension AttentionProblem {
-    /// Runs the fused C kernel (`attn_sdpa_forward`).
+    /// Runs the fused C kernel (`attn_sdpa_forward`); keys and values come from
+    /// `externalKV` when it is set (any storage type), else from `key` and `value`.
     ///
     /// - Parameter threads: OpenMP threads; `nil` uses OpenMP's default
     ///   (`OMP_NUM_THREADS` or the core count).
@@ -41,23 +42,12 @@ extension AttentionProblem {
             of: [batch, queryHeads, queryLength, valueDim], argument: "values", tensor: "output"))
         var logsumexp = [Float](repeating: 0, count: wantLogsumexp ? batch * queryHeads * queryLength : 0)
 
-        var params = kernelParameters(outputStrides: outputStrides, threads: threads)
-        let status: attn_status = query.storage.withUnsafeBufferPointer { q in
-            key.storage.withUnsafeBufferPointer { k in
-                value.storage.withUnsafeBufferPointer { v in
-                    output.withUnsafeMutableBufferPointer { out in
-                        logsumexp.withUnsafeMutableBufferPointer { lse in
-                            params.query = q.baseAddress.map { UnsafePointer($0 + query.offset) }
-                            params.key = k.baseAddress.map { UnsafePointer($0 + key.offset) }
-                            params.value = v.baseAddress.map { UnsafePointer($0 + value.offset) }
-                            params.output = out.baseAddress
-                            params.logsumexp = wantLogsumexp ? lse.baseAddress : nil
-                            return withMask(&params) { params in
-                                withKeyPadding(&params) { KernelThreading.run(&$0, threads: threads, driver: driver) }
-                            }
-                        }
-                    }
-                }
+        let status: attn_status = output.withUnsafeMutableBufferPointer { out in
+            logsumexp.withUnsafeMutableBufferPointer { lse in
+                withKernelParams(
+                    output: out.baseAddress, outputStrides: outputStrides,
+                    logsumexp: wantLogsumexp ? lse.baseAddress : nil
+                ) { KernelThreading.run(&$0, threads: threads, driver: driver) }
             }
         }
         guard status == ATTN_OK else {
@@ -67,8 +57,10 @@ extension AttentionProblem {
         return BackendResult(output: output, logsumexp: wantLogsumexp ? logsumexp : nil, weights: nil)
     }
 
-    /// The kernel's parameters for this problem, without the operand pointers
-    /// (set inside `withUnsafeBufferPointer` scopes by the caller).
+    /// The kernel's parameters for this problem without the operand pointers
+    /// (sizes, strides, causal alignment, dropout, and a cache's storage type and
+    /// layout when `externalKV` is set); the caller sets the pointers inside
+    /// `withUnsafeBufferPointer` scopes, as ``withKernelParams`` does.
     func kernelParameters(outputStrides: [Int], threads: Int?) -> attn_params {
         var params = attn_params()
         params.batch = Int64(batch)
@@ -91,9 +83,46 @@ extension AttentionProblem {
         }
         params.dropout_p = dropoutProbability
         params.dropout_seed = dropoutSeed
-        params.num_threads = Int32(clamping: threads ?? 0)
 
+        if let external = externalKV {
+            // A cache's memory, in its storage type: the kernel widens it.
+            params.kv_storage = external.storage.kernelValue
+            params.key_layout = external.keyPanels ? ATTN_KEY_LAYOUT_PANELS : ATTN_KEY_LAYOUT_ROWS
+            params.key_strides = Self.tuple(external.keyStrides)
+            params.value_strides = Self.tuple(external.valueStrides)
+        }
+        params.num_threads = Int32(clamping: threads ?? 0)
         return params
+    }
+
+    /// Fills the kernel's parameters for this problem (sizes, operands, masks,
+    /// key padding, storage) and calls `body` with them while every pointer in
+    /// them is valid. `output` may be NULL for a partial call.
+    func withKernelParams(
+        output: UnsafeMutablePointer<Float>?, outputStrides: [Int], logsumexp: UnsafeMutablePointer<Float>?,
+        _ body: (inout attn_params) -> attn_status
+    ) -> attn_status {
+        var params = kernelParameters(outputStrides: outputStrides, threads: nil)
+        return query.storage.withUnsafeBufferPointer { q in
+            key.storage.withUnsafeBufferPointer { k in
+                value.storage.withUnsafeBufferPointer { v in
+                    params.query = q.baseAddress.map { UnsafePointer($0 + query.offset) }
+                    if let external = externalKV {
+                        // 16-bit elements travel as `const float *` (attention.h, kv_storage).
+                        params.key = external.keys.map { UnsafePointer(OpaquePointer($0)) }
+                        params.value = external.values.map { UnsafePointer(OpaquePointer($0)) }
+                    } else {
+                        params.key = k.baseAddress.map { UnsafePointer($0 + key.offset) }
+                        params.value = v.baseAddress.map { UnsafePointer($0 + value.offset) }
+                    }
+                    params.output = output
+                    params.logsumexp = logsumexp
+                    return withMask(&params) { params in
+                        withKeyPadding(&params) { body(&$0) }
+                    }
+                }
+            }
+        }
     }
 
     /// Fills the mask fields of `params` for the duration of `body`.

@@ -115,7 +115,7 @@ extension AttentionProblem {
                 throw AttentionError.invalidValue(argument: "threads", expected: "at least 1", actual: "\(threads)")
             }
             try checkReferenceScratch()
-            return runReference(layout: layout, wantWeights: false)
+            return withWidenedKeyValues().runReference(layout: layout, wantWeights: false)
         }
     }
 }

@@ -56,6 +56,15 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "JSON lines from PyTorch's torch_sdpa_bench.py, plotted dashed beside ours (with --svg).")
     var compare: String?
 
+    @Option(name: .long, help: "float32, float16 or bfloat16; repeatable: time the kernel with keys and values stored that way, in GB/s of K+V bytes and % of a read-bandwidth roof measured in the same run (table or json).")
+    var kvStorage: [KVStorageChoice] = []
+
+    @Option(name: .long, help: "With --kv-storage: rows or panels (keys in panels of 16, as a cache may store them); repeatable. Default: rows.")
+    var keyLayout: [KeyLayoutChoice] = []
+
+    @OptionGroup(title: "Decode steps (--decode)")
+    var decodeOptions: DecodeBenchOptions
+
     func validate() throws {
         for text in shape where BenchmarkShape(parsing: text) == nil {
             throw ValidationError("--shape \(text): expected B,H,Lq,Lk,D[,Hkv], non-negative, with Hkv dividing H")
@@ -70,8 +79,19 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        if decodeOptions.decode {
+            return try DecodeBench(options: decodeOptions, threads: threads, repetitions: repetitions, json: format == .json).run()
+        }
         let peerRows = try compare.map(BenchPlot.loadPeerRows) ?? []  // a bad file fails before the long run
         let shapes = shape.isEmpty ? BenchmarkShape.defaultGrid : shape.compactMap(BenchmarkShape.init(parsing:))
+        if !kvStorage.isEmpty {
+            let threadCounts = threads.isEmpty ? Array(1...max(1, Int(attn_default_threads()))) : threads
+            return try KVStorageBenchmark(
+                shapes: shape.isEmpty ? BenchmarkShape.decodeGrid : shapes, storages: kvStorage,
+                layouts: keyLayout.isEmpty ? [.rows] : keyLayout,
+                threadCounts: threadCounts, repetitions: repetitions, json: format == .json
+            ).run()
+        }
         let causalModes = causal ? [true] : nonCausal ? [false] : [false, true]
         let threadCounts = threads.isEmpty ? Array(1...max(1, Int(attn_default_threads()))) : threads
         let kernelPath = String(cString: attn_kernel_path())

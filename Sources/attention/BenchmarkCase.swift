@@ -11,6 +11,12 @@ struct BenchmarkShape: Hashable, CustomStringConvertible {
         "4,12,512,512,64", "1,8,4096,4096,64", "1,32,256,256,128", "1,32,1,2048,128",
     ].map { BenchmarkShape(parsing: $0)! }
 
+    /// The decode shapes of issue 9 (`--kv-storage` without `--shape`): DRAM-
+    /// and L3-sized caches, multi-query and grouped-query.
+    static let decodeGrid: [BenchmarkShape] = [
+        "1,32,1,16384,128", "1,32,1,2048,128", "1,16,1,4096,64,4", "1,32,1,8192,128,1", "1,1,32,8192,128",
+    ].map { BenchmarkShape(parsing: $0)! }
+
     /// Non-negative sizes (a zero-length case is measured like any other);
     /// `Hkv` divides `H` (both 0 is allowed).
     init?(parsing text: String) {

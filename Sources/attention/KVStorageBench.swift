@@ -1,0 +1,226 @@
+import ArgumentParser
+import CAttention
+import Foundation
+
+/// The element type of keys and values for `attention bench --kv-storage`.
+enum KVStorageChoice: String, ExpressibleByArgument, CaseIterable {
+    case float32, float16, bfloat16
+
+    var kernelValue: attn_storage {
+        switch self {
+        case .float32: return ATTN_STORAGE_F32
+        case .float16: return ATTN_STORAGE_F16
+        case .bfloat16: return ATTN_STORAGE_BF16
+        }
+    }
+
+    var bytesPerElement: Int { self == .float32 ? 4 : 2 }
+
+    /// The nearest 16-bit element (round to nearest, ties to even).
+    func narrow(_ value: Float) -> UInt16 {
+        let bits = value.bitPattern
+        if self != .float16 { return UInt16((bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16) }
+        let sign = UInt16((bits >> 16) & 0x8000)
+        let magnitude = abs(value)
+        if magnitude >= 65520 { return sign | 0x7C00 }
+        if magnitude < 0x1p-14 { return sign | UInt16((magnitude * 0x1p24).rounded(.toNearestOrEven)) }
+        var result = UInt32(Int((bits >> 23) & 0xFF) - 112) << 10 | (bits & 0x7F_FFFF) >> 13
+        let rest = bits & 0x1FFF
+        if rest > 0x1000 || (rest == 0x1000 && result & 1 == 1) { result += 1 }
+        return sign | UInt16(result)
+    }
+}
+
+/// `attention bench --kv-storage …`: the kernel called directly (C driver) on
+/// keys and values stored as float32, float16 or bfloat16, each case against
+/// a read-bandwidth roof measured in the same run over the same number of
+/// bytes (so from the same level of the memory hierarchy).
+/// The key layout for `attention bench --kv-storage … --key-layout …`.
+enum KeyLayoutChoice: String, ExpressibleByArgument, CaseIterable {
+    /// `[batch, kvHeads, keyLength, headDim]` rows.
+    case rows
+    /// Panels of 16 keys × headDim (ATTN_KEY_LAYOUT_PANELS), what a cache may store.
+    case panels
+}
+
+struct KVStorageBenchmark {
+    var shapes: [BenchmarkShape]
+    var storages: [KVStorageChoice]
+    var layouts: [KeyLayoutChoice] = [.rows]
+    var threadCounts: [Int]
+    var repetitions: Int?
+    var json: Bool
+
+    struct Row: Encodable {
+        let batch, heads, kvHeads, queryLength, keyLength, headDim: Int
+        let storage: String
+        let keyLayout: String
+        let threads: Int
+        let medianSeconds, minSeconds: Double
+        /// Unique key and value bytes in their storage type, read once per call.
+        let keyValueBytes: Double
+        let gbps: Double
+        /// attn_read_bandwidth_gbps over the same bytes with the same threads.
+        let roofGbps: Double
+        let roofFraction: Double
+        let kernelPath: String
+        let stackedHeads: Int
+    }
+
+    func run() throws {
+        var roofs: [String: Double] = [:]
+        var rows: [Row] = []
+        let kernelPath = String(cString: attn_kernel_path())
+        for shape in shapes {
+            let data = CaseData(shape: shape)
+            for storage in storages {
+              for layout in layouts {
+                let stored = data.stored(storage, panels: layout == .panels)
+                for threads in threadCounts {
+                    let bytes = Double(shape.batch * shape.kvHeads * shape.keyLength * shape.headDim * 2 * storage.bytesPerElement)
+                    let key = "\(threads) \(Int(bytes))"
+                    if roofs[key] == nil {
+                        roofs[key] = attn_read_bandwidth_gbps(Int32(threads), Int64(max(bytes, 65536)), 0.3)
+                    }
+                    let (median, fastest, stacked) = try time(data, stored, storage, layout, threads)
+                    let roof = roofs[key] ?? .nan
+                    let row = Row(
+                        batch: shape.batch, heads: shape.heads, kvHeads: shape.kvHeads, queryLength: shape.queryLength,
+                        keyLength: shape.keyLength, headDim: shape.headDim, storage: storage.rawValue,
+                        keyLayout: layout.rawValue, threads: threads,
+                        medianSeconds: median, minSeconds: fastest, keyValueBytes: bytes, gbps: bytes / median / 1e9,
+                        roofGbps: roof, roofFraction: bytes / median / 1e9 / roof, kernelPath: kernelPath,
+                        stackedHeads: stacked)
+                    rows.append(row)
+                    if json {
+                        let encoder = JSONEncoder()
+                        encoder.outputFormatting = [.sortedKeys]
+                        print(String(decoding: try encoder.encode(row), as: UTF8.self))
+                        fflush(nil)
+                    }
+                }
+              }
+            }
+        }
+        if !json { printTable(rows, kernelPath: kernelPath) }
+    }
+
+    /// Queries, keys and values of one shape, float32.
+    struct CaseData {
+        let shape: BenchmarkShape
+        let query: [Float], key: [Float], value: [Float]
+        init(shape: BenchmarkShape) {
+            self.shape = shape
+            var generator = SystemRandomNumberGenerator()
+            func normals(_ count: Int) -> [Float] {
+                (0..<count).map { _ in Float.random(in: -1.7...1.7, using: &generator) }
+            }
+            query = normals(shape.batch * shape.heads * shape.queryLength * shape.headDim)
+            key = normals(shape.batch * shape.kvHeads * shape.keyLength * shape.headDim)
+            value = normals(shape.batch * shape.kvHeads * shape.keyLength * shape.headDim)
+        }
+
+        /// Keys and values as raw bytes of the storage type, keys in rows or panels.
+        func stored(_ storage: KVStorageChoice, panels: Bool) -> (key: [UInt8], value: [UInt8]) {
+            func bytes(_ values: [Float]) -> [UInt8] {
+                if storage == .float32 { return values.withUnsafeBytes { Array($0) } }
+                return values.map(storage.narrow).withUnsafeBytes { Array($0) }
+            }
+            guard panels else { return (bytes(key), bytes(value)) }
+            // [heads, length, dim] → [heads, length/16, dim, 16] (length padded to 16).
+            let (heads, length, dim) = (shape.batch * shape.kvHeads, shape.keyLength, shape.headDim)
+            let panelCount = (length + 15) / 16
+            var paneled = [Float](repeating: 0, count: heads * panelCount * 16 * dim)
+            for h in 0..<heads { for j in 0..<length { for d in 0..<dim {
+                paneled[(h * panelCount + j / 16) * 16 * dim + d * 16 + j % 16] = key[(h * length + j) * dim + d]
+            } } }
+            return (bytes(paneled), bytes(value))
+        }
+    }
+
+    /// Median and fastest seconds of attn_sdpa_forward after two warm-up calls.
+    func time(_ data: CaseData, _ stored: (key: [UInt8], value: [UInt8]), _ storage: KVStorageChoice,
+              _ layout: KeyLayoutChoice, _ threads: Int) throws -> (Double, Double, Int) {
+        let s = data.shape
+        var output = [Float](repeating: 0, count: s.batch * s.heads * s.queryLength * s.headDim)
+        var params = attn_params()
+        params.batch = Int64(s.batch)
+        params.query_heads = Int64(s.heads)
+        params.kv_heads = Int64(s.kvHeads)
+        params.query_length = Int64(s.queryLength)
+        params.key_length = Int64(s.keyLength)
+        params.head_dim = Int64(s.headDim)
+        params.value_dim = Int64(s.headDim)
+        params.query_strides = (Int64(s.heads * s.queryLength * s.headDim), Int64(s.queryLength * s.headDim), Int64(s.headDim), 1)
+        params.key_strides = (Int64(s.kvHeads * s.keyLength * s.headDim), Int64(s.keyLength * s.headDim), Int64(s.headDim), 1)
+        params.value_strides = params.key_strides
+        params.output_strides = params.query_strides
+        params.scale = 1 / Float(s.headDim).squareRoot()
+        params.num_threads = Int32(threads)
+        params.kv_storage = storage.kernelValue
+        if layout == .panels {
+            let panelCount = Int64((s.keyLength + 15) / 16), dim = Int64(s.headDim)
+            params.key_layout = ATTN_KEY_LAYOUT_PANELS
+            params.key_strides = (Int64(s.kvHeads) * panelCount * 16 * dim, panelCount * 16 * dim, 16 * dim, 1)
+        }
+        var times: [Double] = []
+        var stacked = 1
+        let status: attn_status = data.query.withUnsafeBufferPointer { q in
+            stored.key.withUnsafeBytes { k in
+                stored.value.withUnsafeBytes { v in
+                    output.withUnsafeMutableBufferPointer { out in
+                        params.query = q.baseAddress
+                        params.key = k.baseAddress.map { UnsafePointer(OpaquePointer($0)) }
+                        params.value = v.baseAddress.map { UnsafePointer(OpaquePointer($0)) }
+                        params.output = out.baseAddress
+                        stacked = Int(attn_sdpa_stacked_heads(&params))
+                        for _ in 0..<2 {
+                            let status = attn_sdpa_forward(&params)
+                            if status != ATTN_OK { return status }
+                        }
+                        let clock = ContinuousClock()
+                        let start = clock.now
+                        while true {
+                            let elapsed = clock.measure { _ = attn_sdpa_forward(&params) }
+                            times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+                            if let repetitions { if times.count >= repetitions { break } } else if times.count >= 5,
+                                clock.now - start > .seconds(1) { break }
+                        }
+                        return ATTN_OK
+                    }
+                }
+            }
+        }
+        guard status == ATTN_OK else {
+            throw ValidationError("kernel failed: \(String(cString: attn_status_description(status)))")
+        }
+        times.sort()
+        let middle = times.count / 2
+        let median = times.count % 2 == 1 ? times[middle] : (times[middle - 1] + times[middle]) / 2
+        return (median, times[0], stacked)
+    }
+
+    func printTable(_ rows: [Row], kernelPath: String) {
+        print("kernel path \(kernelPath); GB/s of unique K+V bytes in their storage type; roof: attn_read_bandwidth_gbps over the same bytes, same threads, this run")
+        let header = ["shape B,H,Lq,Lk,D[,Hkv]", "storage", "keys", "thr", "median ms", "GB/s", "roof GB/s", "% roof", "× f32 rows", "heads/tile"]
+        var lines: [[String]] = []
+        for r in rows {
+            let shape = "\(r.batch),\(r.heads),\(r.queryLength),\(r.keyLength),\(r.headDim)" + (r.kvHeads != r.heads ? ",\(r.kvHeads)" : "")
+            let f32 = rows.first {
+                $0.storage == "float32" && $0.keyLayout == "rows" && $0.threads == r.threads && ($0.batch, $0.heads, $0.kvHeads, $0.queryLength, $0.keyLength, $0.headDim) == (r.batch, r.heads, r.kvHeads, r.queryLength, r.keyLength, r.headDim)
+            }
+            lines.append([
+                shape, r.storage, r.keyLayout, "\(r.threads)", fixed(r.medianSeconds * 1e3, 3), fixed(r.gbps, 1), fixed(r.roofGbps, 1),
+                fixed(100 * r.roofFraction, 0), f32.map { fixed($0.medianSeconds / r.medianSeconds, 2) } ?? "", "\(r.stackedHeads)",
+            ])
+        }
+        let widths = header.indices.map { column in ([header] + lines).map { $0[column].count }.max() ?? 0 }
+        for line in [header] + lines {
+            print(line.enumerated().map { String(repeating: " ", count: widths[$0] - $1.count) + $1 }.joined(separator: "  "))
+        }
+    }
+
+    private func fixed(_ value: Double, _ decimals: Int) -> String {
+        value.isFinite ? String(format: "%.\(decimals)f", value) : "-"
+    }
+}
