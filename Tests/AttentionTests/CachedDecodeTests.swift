@@ -205,7 +205,7 @@ final class CachedDecodeTests: XCTestCase {
             for count in [8, 1, 1, 2] {
                 let end = start + count
                 let mask = Tensor<Bool>(validShape: [2, end], scalars: (0..<2).flatMap { b in padding.scalars[(b * 12)..<(b * 12 + end)] })
-                pieces.append(try layer(rows(input, start..<end), cache: cache, keyPaddingMask: mask))
+                pieces.append(try layer(rows(input, start..<end), cache: cache, keyPadding: .padding(mask)))
                 start = end
             }
             var scalars: [Float] = []
@@ -238,7 +238,7 @@ final class CachedDecodeTests: XCTestCase {
         assertThrows(.sequenceTooLong(argument: "cache", contextLength: 6, actual: 7), try layer(try Tensor<Float>.randomNormal([2, 4, 8], seed: 2), cache: cache, newTokens: [1, 4]))
         assertThrowsInvalidValue(argument: "newTokens", actual: "[1]", try layer(input, cache: cache, newTokens: [1]))
         assertThrowsInvalidValue(argument: "newTokens", actual: "[4, 0]", try layer(input, cache: cache, newTokens: [4, 0]))
-        assertThrowsInvalidShape(argument: "keyPaddingMask", actual: [2, 5], try layer(rows(input, 0..<1), cache: cache, keyPaddingMask: Tensor(shape: [2, 5], repeating: false)))
+        assertThrowsInvalidShape(argument: "keyPadding", actual: [2, 5], try layer(rows(input, 0..<1), cache: cache, keyPadding: .padding(Tensor(shape: [2, 5], repeating: false))))
         assertThrowsInvalidShape(argument: "input", actual: [2, 1, 7], try layer(Tensor.zeros([2, 1, 7]), cache: cache))
         layer.isTraining = true
         assertThrowsInvalidValue(argument: "isTraining", actual: "true with dropoutProbability 0.1", try layer(rows(input, 0..<1), cache: cache))
