@@ -89,7 +89,7 @@ extension AttentionProblem {
     }
 
     /// Fills the mask fields of `params` for the duration of `body`.
-    private func withMask(_ params: inout attn_params, _ body: (inout attn_params) -> attn_status) -> attn_status {
+    func withMask(_ params: inout attn_params, _ body: (inout attn_params) -> attn_status) -> attn_status {
         switch mask {
         case .none:
             params.mask_kind = ATTN_MASK_NONE
@@ -113,7 +113,7 @@ extension AttentionProblem {
     }
 
     /// Fills the key padding fields of `params` for the duration of `body`.
-    private func withKeyPadding(_ params: inout attn_params, _ body: (inout attn_params) -> attn_status) -> attn_status {
+    func withKeyPadding(_ params: inout attn_params, _ body: (inout attn_params) -> attn_status) -> attn_status {
         guard let keyPaddingKeep else { return body(&params) }
         params.key_padding_strides = (Int64(keyLength), 1)
         return keyPaddingKeep.withUnsafeBytes { bytes in
@@ -123,7 +123,7 @@ extension AttentionProblem {
         }
     }
 
-    private static func tuple(_ strides: [Int]) -> (Int64, Int64, Int64, Int64) {
+    static func tuple(_ strides: [Int]) -> (Int64, Int64, Int64, Int64) {
         (Int64(strides[0]), Int64(strides[1]), Int64(strides[2]), Int64(strides[3]))
     }
 }
