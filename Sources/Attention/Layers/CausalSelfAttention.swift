@@ -75,7 +75,7 @@ public struct CausalSelfAttention: Sendable {
         return try sequence.singleHeadWeights(of: problem)
     }
 
-    private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
+    func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
         let sequence = try SequenceBatch(input, argument: "input", features: projections.query.inFeatures)
         try checkContextLength(sequence.length, contextLength: contextLength, argument: "input")
         let problem = try projections.problem(

@@ -12,7 +12,7 @@
 public struct MultiHeadAttention: Sendable {
     var projections: QKVProjections
     /// The output projection `weight [dOut, heads · valueDim]`, or `nil` for none.
-    public let outputProjection: Linear?
+    public internal(set) var outputProjection: Linear?
     /// The causal mask applied to every call, or `nil` (PyTorch's default).
     public let causal: CausalAlignment?
     /// If set, inputs longer than this throw `AttentionError.sequenceTooLong`.
@@ -189,7 +189,7 @@ public struct MultiHeadAttention: Sendable {
         return sequence.wasUnbatched ? Tensor(validShape: Array(weights.shape.dropFirst()), scalars: weights.scalars) : weights
     }
 
-    private func prepare(
+    func prepare(
         query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,
         keyPaddingMask: Tensor<Bool>?, mask: AttentionMask
     ) throws -> (SequenceBatch, AttentionProblem) {

@@ -56,7 +56,7 @@ public struct SelfAttention: Sendable {
         return try sequence.singleHeadWeights(of: problem)
     }
 
-    private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
+    func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
         let sequence = try SequenceBatch(input, argument: "input", features: projections.query.inFeatures)
         let problem = try projections.problem(
             queryInput: sequence, keyInput: sequence, valueInput: sequence, causal: nil,
