@@ -30,6 +30,7 @@
 //   qk_tile: Sᵀ = K (scale·Q)ᵀ and dPᵀ = V dOᵀ;  exp_row_sum: Pᵀ = exp(Sᵀ − lse)
 //   pv_tile: dV += (P∘Z)ᵀ dO, dK += dSᵀ Q, dQ += dS K.
 #include "attention.h"
+#include "microkernels/backward.h"
 #include "microkernels/microkernels.h"
 #include "plan.h"
 
@@ -119,7 +120,6 @@ typedef struct grad_scratch {
     float *dst;       // dPᵀ, then dSᵀ (scale included) [KEY_TILE, QUERY_TILE]
     float *p_rows;    // P ∘ Z, query-major [QUERY_TILE, KEY_TILE]
     float *ds_rows;   // dS, query-major [QUERY_TILE, KEY_TILE]
-    float *mask_rows; // P, query-major [QUERY_TILE, KEY_TILE]: which cells are masked
     float *lse;       // logsumexp of the tile's rows [QUERY_TILE], 0 past the last row
     float *delta;     // D of the tile's rows [QUERY_TILE]
     float *ones;      // alpha = 1 for pv_tile [QUERY_TILE]
@@ -139,7 +139,7 @@ static grad_layout layout_for(const attn_params *p) {
     l.head_dim_padded = round_up(p->head_dim > 0 ? p->head_dim : 1, FLOATS_PER_LINE);
     l.value_dim_padded = round_up(p->value_dim > 0 ? p->value_dim : 1, FLOATS_PER_LINE);
     l.wide_padded = l.head_dim_padded > l.value_dim_padded ? l.head_dim_padded : l.value_dim_padded;
-    l.per_worker = (l.head_dim_padded + l.value_dim_padded) * QUERY_TILE + 5 * TILE_FLOATS +
+    l.per_worker = (l.head_dim_padded + l.value_dim_padded) * QUERY_TILE + 4 * TILE_FLOATS +
                    4 * QUERY_TILE + (l.head_dim_padded + l.value_dim_padded + l.wide_padded) * 64;
     return l;
 }
@@ -152,8 +152,7 @@ static grad_scratch scratch_at(float *base, const grad_layout *l) {
     s.dst = s.pt + TILE_FLOATS;
     s.p_rows = s.dst + TILE_FLOATS;
     s.ds_rows = s.p_rows + TILE_FLOATS;
-    s.mask_rows = s.ds_rows + TILE_FLOATS;
-    s.lse = s.mask_rows + TILE_FLOATS;
+    s.lse = s.ds_rows + TILE_FLOATS;
     s.delta = s.lse + QUERY_TILE;
     s.ones = s.delta + QUERY_TILE;
     s.junk = s.ones + QUERY_TILE;
@@ -171,6 +170,7 @@ typedef struct backward_plan {
     attn_plan base;  // first: the drivers see only this
     attn_backward_params params;
     const attn_microkernels *kernels;
+    const attn_backward_kernels *elementwise;  // transposes and dS, per ISA (microkernels/backward.h)
     grad_layout layout;
     int64_t query_tiles, key_tiles;
     int64_t row_tile_tasks;  // B · Hq · query tiles (the D round and the dQ tasks)
@@ -257,7 +257,7 @@ static void apply_explicit_mask(const attn_params *p, const row_tile *t, int64_t
 }
 
 // One (query tile, key tile) pair: Pᵀ into s->pt, dSᵀ (scale included) into
-// s->dst and, if `query_major`, P ∘ Z, dS and P query-major for the key-side
+// s->dst and, if `query_major`, P ∘ Z and dS query-major for the key-side
 // products. Returns the tile's causal visible limit (row i sees keys j < i + limit).
 //   pt  [cols][QUERY_TILE] = exp(scale·K Qᵀ + mask − lse)
 //   dst [cols][QUERY_TILE] = scale · P ∘ ((V dOᵀ) ∘ Z − D)
@@ -293,45 +293,38 @@ static int64_t tile_gradients(const backward_plan *plan, const row_tile *t, int6
     const float scale = p->scale;
     const float keep_scale = 1.0f / (1.0f - p->dropout_p);
     const int dropout = p->dropout_p > 0.0f;
-    for (int64_t j = 0; j < cols; j++) {
-        float *restrict pt = s->pt + j * QUERY_TILE;
-        float *restrict dst = s->dst + j * QUERY_TILE;
-        if (!dropout) {
-            for (int64_t i = 0; i < t->rows; i++) {
-                const float ds = pt[i] * (dst[i] - s->delta[i]) * scale;
-                dst[i] = is_masked(pt[i]) ? -0.0f : ds;
-            }
-        } else {
+    if (!dropout) {
+        plan->elementwise->score_gradient(s->pt, s->dst, s->delta, cols, t->rows, scale);
+    } else {
+        for (int64_t j = 0; j < cols; j++) {
+            const float *restrict pt = s->pt + j * QUERY_TILE;
+            float *restrict dst = s->dst + j * QUERY_TILE;
             for (int64_t i = 0; i < t->rows; i++) {
                 const int kept = attn_philox_keep(p->dropout_seed, t->batch, t->head, t->row0 + i,
                                                   col0 + j, p->dropout_p);
                 const float z = kept ? keep_scale : 0.0f;
-                const float ds = pt[i] * (dst[i] * z - s->delta[i]) * scale;
+                const float product = pt[i] * (dst[i] * z - s->delta[i]);
+                const float ds = product * scale;
                 dst[i] = is_masked(pt[i]) ? -0.0f : ds;
                 if (query_major) s->p_rows[i * KEY_TILE + j] = pt[i] * z;
             }
         }
     }
     if (query_major) {
-        for (int64_t i = 0; i < t->rows; i++)
-            for (int64_t j = 0; j < cols; j++) {
-                const float weight = s->pt[j * QUERY_TILE + i];
-                s->mask_rows[i * KEY_TILE + j] = weight;
-                s->ds_rows[i * KEY_TILE + j] = s->dst[j * QUERY_TILE + i];
-                if (!dropout) s->p_rows[i * KEY_TILE + j] = weight;
-            }
+        if (!dropout) plan->elementwise->transpose_tile(s->pt, cols, t->rows, s->p_rows);
+        plan->elementwise->transpose_tile(s->dst, cols, t->rows, s->ds_rows);
     }
     return visible_limit;
 }
 
 // acc[r][:] += Σ_c w[c][r] · x[c][:] for r < out_rows, c < in_cols (pv_tile with
-// alpha = 1), where mark[c][r] = −0 flags a masked cell: its weight is ±0 and a
+// alpha = 1), where mark[c·col_stride + r·row_stride] = −0 flags a masked cell: its weight is ±0 and a
 // NaN or ±∞ in its operand row has no effect, as in the forward. A non-finite
 // operand tile goes through a zeroed copy, and its specials are added back for
 // the cells that are not masked (so NaN elsewhere propagates).
 //   w, mark [in_cols][64]   x [in_cols][width] (row stride x_stride)   acc [out_rows][acc_stride]
 static void masked_product(const attn_microkernels *kr, const float *w, const float *mark,
-                           const float *x, int64_t x_stride, int64_t out_rows, int64_t in_cols,
+                           int64_t mark_col_stride, int64_t mark_row_stride, const float *x, int64_t x_stride, int64_t out_rows, int64_t in_cols,
                            int64_t width, float *acc, int64_t acc_stride, int64_t visible_limit,
                            grad_scratch *s, int64_t packed_stride) {
     if (width == 0 || in_cols == 0 || out_rows == 0) return;
@@ -347,7 +340,7 @@ static void masked_product(const attn_microkernels *kr, const float *w, const fl
             const float value = x[c * x_stride + d];
             if (isfinite(value)) continue;
             for (int64_t r = 0; r < out_rows; r++)
-                if (!is_masked(mark[c * 64 + r])) acc[r * acc_stride + d] += w[c * 64 + r] * value;
+                if (!is_masked(mark[c * mark_col_stride + r * mark_row_stride])) acc[r * acc_stride + d] += w[c * 64 + r] * value;
         }
 }
 
@@ -408,9 +401,9 @@ static void key_tile_task(const backward_plan *plan, int64_t task, grad_scratch 
             const row_tile t = row_tile_at(plan, batch, head, row0);
             load_row_tile(plan, &t, s);
             tile_gradients(plan, &t, col0, cols, s, 1);
-            masked_product(plan->kernels, s->p_rows, s->mask_rows, t.dout, b->grad_output_strides[2], cols,
+            masked_product(plan->kernels, s->p_rows, s->pt, 1, QUERY_TILE, t.dout, b->grad_output_strides[2], cols,
                            t.rows, p->value_dim, s->acc_b, l->value_dim_padded, NO_VISIBLE_LIMIT, s, l->wide_padded);
-            masked_product(plan->kernels, s->ds_rows, s->mask_rows, t.q, p->query_strides[2], cols, t.rows,
+            masked_product(plan->kernels, s->ds_rows, s->pt, 1, QUERY_TILE, t.q, p->query_strides[2], cols, t.rows,
                            p->head_dim, s->acc_a, l->head_dim_padded, NO_VISIBLE_LIMIT, s, l->wide_padded);
         }
     }
@@ -446,7 +439,7 @@ static void query_tile_task(const backward_plan *plan, int64_t task, grad_scratc
     for (int64_t col0 = 0; col0 < key_end; col0 += KEY_TILE) {
         const int64_t cols = min64(key_end - col0, KEY_TILE);
         const int64_t visible_limit = tile_gradients(plan, &t, col0, cols, s, 0);
-        masked_product(plan->kernels, s->dst, s->pt, k + col0 * p->key_strides[2], p->key_strides[2], t.rows,
+        masked_product(plan->kernels, s->dst, s->pt, QUERY_TILE, 1, k + col0 * p->key_strides[2], p->key_strides[2], t.rows,
                        cols, p->head_dim, s->acc_a, l->head_dim_padded, visible_limit, s, l->wide_padded);
     }
     copy_rows(dq, b->grad_query_strides[2], s->acc_a, l->head_dim_padded, t.rows, p->head_dim);
@@ -508,6 +501,7 @@ attn_status attn_sdpa_backward_plan_create(const attn_backward_params *params, a
     plan->params = *params;
     const attn_params *p = &plan->params.forward;
     plan->kernels = attn_selected_microkernels();
+    plan->elementwise = attn_selected_backward_kernels();
     plan->layout = layout_for(p);
     plan->query_tiles = ceil_div(p->query_length, QUERY_TILE);
     plan->key_tiles = ceil_div(p->key_length, KEY_TILE);

@@ -36,6 +36,9 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "fused or reference; repeatable. Default: fused, and reference on shapes under 0.2 GFLOP.")
     var path: [BackendChoice] = []
 
+    @Flag(name: .long, help: "Time the backward pass (dq, dk, dv from a kept forward); FLOPs 2.5× the forward's.")
+    var backward = false
+
     @Option(name: .long, help: "table, json or csv.")
     var format: OutputFormat = .table
 
@@ -61,7 +64,7 @@ struct BenchCommand: ParsableCommand {
         var cases: [(BenchmarkShape, Bool, Int, BackendChoice)] = []
         for shape in shapes {
             for isCausal in causalModes where !(isCausal && shape.isDecode) {
-                let paths = path.isEmpty ? (shape.flops(causal: isCausal) < 2e8 ? [.fused, .reference] : [.fused]) : path
+                let paths = path.isEmpty ? (!backward && shape.flops(causal: isCausal) < 2e8 ? [.fused, .reference] : [.fused]) : path
                 for backend in paths {
                     for count in (backend == .reference ? [1] : threadCounts) { cases.append((shape, isCausal, count, backend)) }
                 }
@@ -75,7 +78,7 @@ struct BenchCommand: ParsableCommand {
         for (index, (shape, isCausal, count, backend)) in cases.enumerated() {
             progress.show(index, "\(shape) \(isCausal ? "causal" : "full") \(backend.rawValue) \(count)t")
             let (median, fastest, runs) = try measure(shape: shape, causal: isCausal, threads: count, backend: backend.backend)
-            let gflops = shape.flops(causal: isCausal) / median / 1e9
+            let gflops = shape.flops(causal: isCausal) * flopFactor / median / 1e9
             let result = BenchmarkResult(
                 batch: shape.batch, heads: shape.heads, kvHeads: shape.kvHeads, queryLength: shape.queryLength,
                 keyLength: shape.keyLength, headDim: shape.headDim, causal: isCausal, threads: count,
@@ -101,7 +104,9 @@ struct BenchCommand: ParsableCommand {
         let k = try Tensor<Float>.randomNormal([shape.batch, shape.kvHeads, shape.keyLength, shape.headDim], seed: 2)
         let v = try Tensor<Float>.randomNormal([shape.batch, shape.kvHeads, shape.keyLength, shape.headDim], seed: 3)
         let mask = causal ? shape.causalMask : .none
-        let call = { _ = try scaledDotProductAttention(queries: q, keys: k, values: v, mask: mask, backend: backend, threads: threads) }
+        let call = backward
+            ? try backwardCall(queries: q, keys: k, values: v, mask: mask, backend: backend, threads: threads)
+            : { _ = try scaledDotProductAttention(queries: q, keys: k, values: v, mask: mask, backend: backend, threads: threads) }
         for _ in 0..<(backend == .reference ? 1 : 2) { try call() }
         var times: [Double] = []
         let clock = ContinuousClock()
