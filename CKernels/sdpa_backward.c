@@ -16,14 +16,19 @@
 //       dS_ij = scale · P_ij · (dP_ij − D_i)         (the softmax Jacobian)
 //       dQ_i += Σ_j dS_ij · K_j,     dK_j += Σ_i dS_ij · Q_i
 //
-// Rounds (plan.h): D, one task per (batch, head, query tile); then, in one
-// round, one task per (batch, kv head, key tile) owning its dK and dV rows
-// (query heads of the group in order, query tiles in order), and one task per
-// (batch, head, query tile) owning its dQ rows (key tiles in order). Every
-// gradient row is summed by one task in a fixed order, with no atomics, so the
-// bits do not depend on the driver or the thread count. S and dP are computed
-// twice (by the key-tile and by the query-tile task): 7 tile products instead
-// of Algorithm 2's 5, the price of determinism without a dQ buffer per key tile.
+// Rounds (plan.h): D, one task per (batch, head, query tile); then the
+// gradients, in one of two ways that sum every row alike:
+//   * whole heads (at least two tasks a worker, or one worker): one task per
+//     (batch, kv head), key tiles in order, for each the group's query heads
+//     and query tiles in order; it owns dK, dV and its group's dQ rows, so it
+//     adds dS K into dQ as it goes: Algorithm 2's 5 tile products per pair.
+//   * split (too few kv heads for the workers): one task per (batch, kv head,
+//     key tile) owning its dK, dV rows, and one per (batch, head, query tile)
+//     owning its dQ rows (key tiles in order); S and dP are computed by both,
+//     7 tile products per pair, the price of parallelism without atomics.
+// A dQ row gets the same pv_tile on the same dS tiles in the same key order
+// either way, and a dK, dV row the same query order: the bits do not depend on
+// the plan, the driver or the thread count.
 //
 // The tile products are the forward's micro-kernels (microkernels.h), so every
 // path (avx512, avx2, neon, portable) has its register-blocked versions:
@@ -175,6 +180,9 @@ typedef struct backward_plan {
     int64_t query_tiles, key_tiles;
     int64_t row_tile_tasks;  // B · Hq · query tiles (the D round and the dQ tasks)
     int64_t key_tile_tasks;  // B · Hkv · key tiles (the dK, dV tasks)
+    // One task per (batch, kv head) doing all of it, dQ included, when there are
+    // at least two a worker; else key-tile and query-tile tasks. Same bits.
+    int whole_heads;
     int delta_round;         // round 0 computes D (without values, D = 0)
     float *delta;            // D [B, Hq, Lq]
     float *scratch;          // per worker: layout.per_worker floats
@@ -382,12 +390,15 @@ static void delta_task(const backward_plan *plan, int64_t task) {
 // dK and dV rows of one key tile of one (batch, kv head): the query heads of its
 // group in order, each head's visible query tiles in order.
 //   dV[j] = Σ_h Σ_i (P ∘ Z)_ij dO_i      dK[j] = Σ_h Σ_i dS_ij Q_i
-static void key_tile_task(const backward_plan *plan, int64_t task, grad_scratch *s) {
+// With `with_dq`, also dQ_i += dS_ij K_j into grad_query, for a caller that owns
+// the group's dQ rows and visits the key tiles in order (kv_head_task): the
+// same pv_tile on the same dS tiles in the same key order as query_tile_task,
+// so the same bits.
+static void key_tile_work(const backward_plan *plan, int64_t batch, int64_t kv_head, int64_t col0,
+                          grad_scratch *s, int with_dq) {
     const attn_backward_params *b = &plan->params;
     const attn_params *p = &b->forward;
     const grad_layout *l = &plan->layout;
-    const int64_t batch_kv = task / plan->key_tiles, col0 = task % plan->key_tiles * KEY_TILE;
-    const int64_t batch = batch_kv / p->kv_heads, kv_head = batch_kv % p->kv_heads;
     const int64_t cols = min64(p->key_length - col0, KEY_TILE);
     const int64_t group = p->query_heads / p->kv_heads;
     memset(s->acc_a, 0, sizeof(float) * (size_t)(KEY_TILE * l->head_dim_padded));
@@ -400,11 +411,19 @@ static void key_tile_task(const backward_plan *plan, int64_t task, grad_scratch 
         for (int64_t row0 = first_row / QUERY_TILE * QUERY_TILE; row0 < p->query_length; row0 += QUERY_TILE) {
             const row_tile t = row_tile_at(plan, batch, head, row0);
             load_row_tile(plan, &t, s);
-            tile_gradients(plan, &t, col0, cols, s, 1);
+            const int64_t visible_limit = tile_gradients(plan, &t, col0, cols, s, 1);
             masked_product(plan->kernels, s->p_rows, s->pt, 1, QUERY_TILE, t.dout, b->grad_output_strides[2], cols,
                            t.rows, p->value_dim, s->acc_b, l->value_dim_padded, NO_VISIBLE_LIMIT, s, l->wide_padded);
             masked_product(plan->kernels, s->ds_rows, s->pt, 1, QUERY_TILE, t.q, p->query_strides[2], cols, t.rows,
                            p->head_dim, s->acc_a, l->head_dim_padded, NO_VISIBLE_LIMIT, s, l->wide_padded);
+            if (with_dq && p->head_dim > 0) {
+                const float *k = p->key + batch * p->key_strides[0] + kv_head * p->key_strides[1] +
+                                 col0 * p->key_strides[2];
+                float *dq = b->grad_query + batch * b->grad_query_strides[0] + head * b->grad_query_strides[1] +
+                            row0 * b->grad_query_strides[2];
+                masked_product(plan->kernels, s->dst, s->pt, QUERY_TILE, 1, k, p->key_strides[2], t.rows, cols,
+                               p->head_dim, dq, b->grad_query_strides[2], visible_limit, s, l->wide_padded);
+            }
         }
     }
     if (p->head_dim > 0)
@@ -415,6 +434,27 @@ static void key_tile_task(const backward_plan *plan, int64_t task, grad_scratch 
         copy_rows(b->grad_value + batch * b->grad_value_strides[0] + kv_head * b->grad_value_strides[1] +
                       col0 * b->grad_value_strides[2],
                   b->grad_value_strides[2], s->acc_b, l->value_dim_padded, cols, p->value_dim);
+}
+
+static void key_tile_task(const backward_plan *plan, int64_t task, grad_scratch *s) {
+    const int64_t batch_kv = task / plan->key_tiles, col0 = task % plan->key_tiles * KEY_TILE;
+    const int64_t kv_heads = plan->params.forward.kv_heads;
+    key_tile_work(plan, batch_kv / kv_heads, batch_kv % kv_heads, col0, s, 0);
+}
+
+// Everything of one (batch, kv head): its group's dQ rows zeroed, then every key
+// tile in order with its dQ contributions (5 tile products a tile pair instead
+// of the split plan's 7; used when there are enough of these tasks).
+static void kv_head_task(const backward_plan *plan, int64_t task, grad_scratch *s) {
+    const attn_backward_params *b = &plan->params;
+    const attn_params *p = &b->forward;
+    const int64_t batch = task / p->kv_heads, kv_head = task % p->kv_heads;
+    const int64_t group = p->query_heads / p->kv_heads;
+    if (p->head_dim > 0)
+        for (int64_t head = kv_head * group; head < (kv_head + 1) * group; head++)
+            zero_rows(b->grad_query + batch * b->grad_query_strides[0] + head * b->grad_query_strides[1],
+                      b->grad_query_strides[2], p->query_length, p->head_dim);
+    for (int64_t col0 = 0; col0 < p->key_length; col0 += KEY_TILE) key_tile_work(plan, batch, kv_head, col0, s, 1);
 }
 
 // dQ rows of one query tile: its visible key tiles in order.  dQ_i = Σ_j dS_ij K_j
@@ -454,7 +494,9 @@ static void run_backward_task(attn_plan *base, int32_t round, int64_t task, int3
         return;
     }
     grad_scratch s = scratch_at(plan->scratch + plan->layout.per_worker * worker, &plan->layout);
-    if (task < plan->key_tile_tasks)
+    if (plan->whole_heads)
+        kv_head_task(plan, task, &s);
+    else if (task < plan->key_tile_tasks)
         key_tile_task(plan, task, &s);
     else
         query_tile_task(plan, task - plan->key_tile_tasks, &s);
@@ -526,7 +568,9 @@ attn_status attn_sdpa_backward_plan_create(const attn_backward_params *params, a
             plan_add_round(&plan->base, plan->row_tile_tasks);
         else
             memset(plan->delta, 0, delta_bytes);
-        plan_add_round(&plan->base, plan->key_tile_tasks + plan->row_tile_tasks);
+        plan->whole_heads = p->batch * p->kv_heads >= 2 * (int64_t)threads || threads == 1;
+        plan_add_round(&plan->base, plan->whole_heads ? p->batch * p->kv_heads
+                                                      : plan->key_tile_tasks + plan->row_tile_tasks);
     }
     plan->base.workers = plan_worker_count(threads, plan_widest_round(&plan->base));
     if (plan->base.rounds > 0) {

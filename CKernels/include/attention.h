@@ -136,9 +136,11 @@ attn_status attn_sdpa_forward(const attn_params *params);
 //     (each gradient row is summed by one task, in a fixed order; no atomics).
 //
 // The plan (attn_sdpa_backward_plan_create) has two rounds: D per (batch, head,
-// query tile), then one task per (batch, kv head, key tile) computing its dK
-// and dV rows, together with one task per (batch, head, query tile) computing
-// its dQ rows (S and dP are recomputed by both kinds).
+// query tile), then either one task per (batch, kv head) computing all of its
+// gradients (with at least two such tasks a worker, or one worker), or one
+// task per (batch, kv head, key tile) computing its dK and dV rows together
+// with one task per (batch, head, query tile) computing its dQ rows (S and dP
+// recomputed by both). Both orders sum every gradient row alike: same bits.
 
 /// The arguments of one backward call.
 typedef struct attn_backward_params {

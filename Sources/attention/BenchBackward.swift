@@ -5,9 +5,9 @@ import Attention
 /// The forward runs once, outside the timing (a training step keeps its output
 /// and logsumexp); each timed call is `scaledDotProductAttentionBackward`. FLOPs
 /// follow FlashAttention-2's convention: 2.5× the forward's (five L×S×D products
-/// against two), halved when causal with Lq = Lk. The fused kernel does seven
-/// such products (S and dP are recomputed for dQ, see CKernels/sdpa_backward.c),
-/// so its real arithmetic rate is 7/5 of the rate printed.
+/// against two), halved when causal with Lq = Lk. The fused kernel does those
+/// five when it has at least two (batch, kv head) tasks a thread, else seven (S
+/// and dP recomputed for dQ, see CKernels/sdpa_backward.c).
 extension BenchCommand {
     /// 2.5 for the backward, 1 for the forward.
     var flopFactor: Double { backward ? 2.5 : 1 }

@@ -142,4 +142,31 @@ final class BackwardEquivalenceTests: XCTestCase {
         try check(Case(queryLength: 65, keyLength: 65, headDim: 4, scale: 0), paths: false)
         try check(Case(queryLength: 65, keyLength: 65, headDim: 4, scale: -0.7), paths: false)
     }
+
+    /// dQ, dK, dV bit for bit the same for 1, 2, 3 and 8 workers under both
+    /// drivers: each gradient row is summed by one task in a fixed order.
+    func testGradientsAreBitIdenticalWhateverTheWorkersAndDriver() throws {
+        let c = Case(batch: 2, queryHeads: 4, kvHeads: 2, queryLength: 130, keyLength: 200, headDim: 24,
+                     mask: .causal(.bottomRight), dropout: 0.2, seed: 21)
+        let x = try Self.inputs(c)
+        var expected: AttentionGradients?
+        for driver in Self.drivers {
+            KernelThreading.override = driver
+            for workers in [1, 2, 3, 8] {
+                let forward = try scaledDotProductAttentionWithLogsumexp(
+                    queries: x.q, keys: x.k, values: x.v, mask: c.mask, dropoutProbability: c.dropout, dropoutSeed: c.seed,
+                    threads: workers)
+                let g = try scaledDotProductAttentionBackward(
+                    queries: x.q, keys: x.k, values: x.v, output: forward.output, logsumexp: forward.logsumexp,
+                    outputGradient: x.dO, mask: c.mask, dropoutProbability: c.dropout, dropoutSeed: c.seed, threads: workers)
+                if let expected {
+                    XCTAssertEqual(g.queries, expected.queries, "dQ, \(driver) × \(workers)")
+                    XCTAssertEqual(g.keys, expected.keys, "dK, \(driver) × \(workers)")
+                    XCTAssertEqual(g.values, expected.values, "dV, \(driver) × \(workers)")
+                } else {
+                    expected = g
+                }
+            }
+        }
+    }
 }
