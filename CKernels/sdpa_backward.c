@@ -329,14 +329,16 @@ static int64_t tile_gradients(const backward_plan *plan, const row_tile *t, int6
 // alpha = 1), where mark[c·col_stride + r·row_stride] = −0 flags a masked cell: its weight is ±0 and a
 // NaN or ±∞ in its operand row has no effect, as in the forward. A non-finite
 // operand tile goes through a zeroed copy, and its specials are added back for
-// the cells that are not masked (so NaN elsewhere propagates).
+// the cells that are not masked (so NaN elsewhere propagates). `finite`: 1 or 0
+// if the caller knows whether the operand tile is finite, −1 to check here.
 //   w, mark [in_cols][64]   x [in_cols][width] (row stride x_stride)   acc [out_rows][acc_stride]
 static void masked_product(const attn_microkernels *kr, const float *w, const float *mark,
                            int64_t mark_col_stride, int64_t mark_row_stride, const float *x, int64_t x_stride, int64_t out_rows, int64_t in_cols,
                            int64_t width, float *acc, int64_t acc_stride, int64_t visible_limit,
-                           grad_scratch *s, int64_t packed_stride) {
+                           grad_scratch *s, int64_t packed_stride, int finite) {
     if (width == 0 || in_cols == 0 || out_rows == 0) return;
-    if (kr->values_finite(x, x_stride, in_cols, width)) {
+    if (finite < 0) finite = kr->values_finite(x, x_stride, in_cols, width);
+    if (finite) {
         kr->pv_tile(w, x, x_stride, out_rows, in_cols, width, s->ones, acc, acc_stride, visible_limit, 0);
         return;
     }
@@ -390,12 +392,8 @@ static void delta_task(const backward_plan *plan, int64_t task) {
 // dK and dV rows of one key tile of one (batch, kv head): the query heads of its
 // group in order, each head's visible query tiles in order.
 //   dV[j] = Σ_h Σ_i (P ∘ Z)_ij dO_i      dK[j] = Σ_h Σ_i dS_ij Q_i
-// With `with_dq`, also dQ_i += dS_ij K_j into grad_query, for a caller that owns
-// the group's dQ rows and visits the key tiles in order (kv_head_task): the
-// same pv_tile on the same dS tiles in the same key order as query_tile_task,
-// so the same bits.
 static void key_tile_work(const backward_plan *plan, int64_t batch, int64_t kv_head, int64_t col0,
-                          grad_scratch *s, int with_dq) {
+                          grad_scratch *s) {
     const attn_backward_params *b = &plan->params;
     const attn_params *p = &b->forward;
     const grad_layout *l = &plan->layout;
@@ -411,19 +409,11 @@ static void key_tile_work(const backward_plan *plan, int64_t batch, int64_t kv_h
         for (int64_t row0 = first_row / QUERY_TILE * QUERY_TILE; row0 < p->query_length; row0 += QUERY_TILE) {
             const row_tile t = row_tile_at(plan, batch, head, row0);
             load_row_tile(plan, &t, s);
-            const int64_t visible_limit = tile_gradients(plan, &t, col0, cols, s, 1);
+            tile_gradients(plan, &t, col0, cols, s, 1);
             masked_product(plan->kernels, s->p_rows, s->pt, 1, QUERY_TILE, t.dout, b->grad_output_strides[2], cols,
-                           t.rows, p->value_dim, s->acc_b, l->value_dim_padded, NO_VISIBLE_LIMIT, s, l->wide_padded);
+                           t.rows, p->value_dim, s->acc_b, l->value_dim_padded, NO_VISIBLE_LIMIT, s, l->wide_padded, -1);
             masked_product(plan->kernels, s->ds_rows, s->pt, 1, QUERY_TILE, t.q, p->query_strides[2], cols, t.rows,
-                           p->head_dim, s->acc_a, l->head_dim_padded, NO_VISIBLE_LIMIT, s, l->wide_padded);
-            if (with_dq && p->head_dim > 0) {
-                const float *k = p->key + batch * p->key_strides[0] + kv_head * p->key_strides[1] +
-                                 col0 * p->key_strides[2];
-                float *dq = b->grad_query + batch * b->grad_query_strides[0] + head * b->grad_query_strides[1] +
-                            row0 * b->grad_query_strides[2];
-                masked_product(plan->kernels, s->dst, s->pt, QUERY_TILE, 1, k, p->key_strides[2], t.rows, cols,
-                               p->head_dim, dq, b->grad_query_strides[2], visible_limit, s, l->wide_padded);
-            }
+                           p->head_dim, s->acc_a, l->head_dim_padded, NO_VISIBLE_LIMIT, s, l->wide_padded, -1);
         }
     }
     if (p->head_dim > 0)
@@ -439,22 +429,63 @@ static void key_tile_work(const backward_plan *plan, int64_t batch, int64_t kv_h
 static void key_tile_task(const backward_plan *plan, int64_t task, grad_scratch *s) {
     const int64_t batch_kv = task / plan->key_tiles, col0 = task % plan->key_tiles * KEY_TILE;
     const int64_t kv_heads = plan->params.forward.kv_heads;
-    key_tile_work(plan, batch_kv / kv_heads, batch_kv % kv_heads, col0, s, 0);
+    key_tile_work(plan, batch_kv / kv_heads, batch_kv % kv_heads, col0, s);
 }
 
-// Everything of one (batch, kv head): its group's dQ rows zeroed, then every key
-// tile in order with its dQ contributions (5 tile products a tile pair instead
-// of the split plan's 7; used when there are enough of these tasks).
+// Everything of one (batch, kv head): the group's query heads in order, each
+// head's query tiles in order, each tile's visible key tiles in order — the
+// order in which key_tile_task sums a dK, dV row over (head, query tile) and
+// query_tile_task a dQ row over key tiles, on the same tiles: the same bits.
+// The task owns the kv head's dK, dV rows (accumulated in place) and its
+// group's dQ rows, so each pair costs Algorithm 2's 5 tile products, and Qᵀ,
+// dOᵀ are packed and checked once per query tile.
 static void kv_head_task(const backward_plan *plan, int64_t task, grad_scratch *s) {
     const attn_backward_params *b = &plan->params;
     const attn_params *p = &b->forward;
+    const grad_layout *l = &plan->layout;
+    const attn_microkernels *kr = plan->kernels;
     const int64_t batch = task / p->kv_heads, kv_head = task % p->kv_heads;
     const int64_t group = p->query_heads / p->kv_heads;
-    if (p->head_dim > 0)
-        for (int64_t head = kv_head * group; head < (kv_head + 1) * group; head++)
-            zero_rows(b->grad_query + batch * b->grad_query_strides[0] + head * b->grad_query_strides[1],
-                      b->grad_query_strides[2], p->query_length, p->head_dim);
-    for (int64_t col0 = 0; col0 < p->key_length; col0 += KEY_TILE) key_tile_work(plan, batch, kv_head, col0, s, 1);
+    float *dk = p->head_dim > 0 ? b->grad_key + batch * b->grad_key_strides[0] + kv_head * b->grad_key_strides[1] : 0;
+    float *dv = p->value_dim > 0 ? b->grad_value + batch * b->grad_value_strides[0] + kv_head * b->grad_value_strides[1] : 0;
+    const float *k = p->head_dim > 0 ? p->key + batch * p->key_strides[0] + kv_head * p->key_strides[1] : 0;
+    if (dk) zero_rows(dk, b->grad_key_strides[2], p->key_length, p->head_dim);
+    if (dv) zero_rows(dv, b->grad_value_strides[2], p->key_length, p->value_dim);
+    for (int64_t head = kv_head * group; head < (kv_head + 1) * group; head++) {
+        for (int64_t row0 = 0; row0 < p->query_length; row0 += QUERY_TILE) {
+            const row_tile t = row_tile_at(plan, batch, head, row0);
+            float *dq = p->head_dim > 0 ? b->grad_query + batch * b->grad_query_strides[0] +
+                                              head * b->grad_query_strides[1] + row0 * b->grad_query_strides[2]
+                                        : 0;
+            const int64_t key_end = visible_key_end(p, &t);
+            if (key_end == 0) {
+                if (dq) zero_rows(dq, b->grad_query_strides[2], t.rows, p->head_dim);
+                continue;
+            }
+            if (dq) memset(s->acc_a, 0, sizeof(float) * (size_t)(QUERY_TILE * l->head_dim_padded));
+            load_row_tile(plan, &t, s);
+            const int q_finite = p->head_dim > 0 ? kr->values_finite(t.q, p->query_strides[2], t.rows, p->head_dim) : 1;
+            const int dout_finite =
+                p->value_dim > 0 ? kr->values_finite(t.dout, b->grad_output_strides[2], t.rows, p->value_dim) : 1;
+            for (int64_t col0 = 0; col0 < key_end; col0 += KEY_TILE) {
+                const int64_t cols = min64(key_end - col0, KEY_TILE);
+                const int64_t visible_limit = tile_gradients(plan, &t, col0, cols, s, 1);
+                if (dv)
+                    masked_product(kr, s->p_rows, s->pt, 1, QUERY_TILE, t.dout, b->grad_output_strides[2], cols, t.rows,
+                                   p->value_dim, dv + col0 * b->grad_value_strides[2], b->grad_value_strides[2],
+                                   NO_VISIBLE_LIMIT, s, l->wide_padded, dout_finite);
+                if (dk) {
+                    masked_product(kr, s->ds_rows, s->pt, 1, QUERY_TILE, t.q, p->query_strides[2], cols, t.rows,
+                                   p->head_dim, dk + col0 * b->grad_key_strides[2], b->grad_key_strides[2],
+                                   NO_VISIBLE_LIMIT, s, l->wide_padded, q_finite);
+                    masked_product(kr, s->dst, s->pt, QUERY_TILE, 1, k + col0 * p->key_strides[2], p->key_strides[2],
+                                   t.rows, cols, p->head_dim, s->acc_a, l->head_dim_padded, visible_limit, s,
+                                   l->wide_padded, -1);
+                }
+            }
+            if (dq) copy_rows(dq, b->grad_query_strides[2], s->acc_a, l->head_dim_padded, t.rows, p->head_dim);
+        }
+    }
 }
 
 // dQ rows of one query tile: its visible key tiles in order.  dQ_i = Σ_j dS_ij K_j
@@ -480,7 +511,7 @@ static void query_tile_task(const backward_plan *plan, int64_t task, grad_scratc
         const int64_t cols = min64(key_end - col0, KEY_TILE);
         const int64_t visible_limit = tile_gradients(plan, &t, col0, cols, s, 0);
         masked_product(plan->kernels, s->dst, s->pt, QUERY_TILE, 1, k + col0 * p->key_strides[2], p->key_strides[2], t.rows,
-                       cols, p->head_dim, s->acc_a, l->head_dim_padded, visible_limit, s, l->wide_padded);
+                       cols, p->head_dim, s->acc_a, l->head_dim_padded, visible_limit, s, l->wide_padded, -1);
     }
     copy_rows(dq, b->grad_query_strides[2], s->acc_a, l->head_dim_padded, t.rows, p->head_dim);
 }
