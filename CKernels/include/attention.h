@@ -48,6 +48,9 @@
 extern "C" {
 #endif
 
+/// A plan of rounds of tasks (see "Plans" below), owned by the caller until attn_plan_destroy.
+typedef struct attn_plan attn_plan;
+
 /// Status codes returned by the entry points. 0 is success.
 typedef enum attn_status {
     ATTN_OK = 0,
@@ -150,6 +153,56 @@ typedef struct attn_params {
 /// Validates `params` once and returns an attn_status; on an error nothing is written.
 attn_status attn_sdpa_forward(const attn_params *params);
 
+// ---------------------------------------------------------------------------
+// Backward pass: the gradients of attn_sdpa_forward.
+//
+//   dO [B, Hq, Lq, Dv]  →  dQ [B, Hq, Lq, D], dK [B, Hkv, Lk, D], dV [B, Hkv, Lk, Dv]
+//
+// FlashAttention-2's backward (Dao 2023, Algorithm 2), with no L×S buffer:
+// D = rowsum(dO ∘ O); per tile, P = exp(S − logsumexp) recomputed from Q, K and
+// the masks; dV += (P ∘ Z)ᵀ dO; dP = (dO Vᵀ) ∘ Z; dS = P ∘ (dP − D);
+// dQ += scale · dS K; dK += scale · dSᵀ Q, where Z is the dropout keep mask
+// scaled by 1/(1 − dropout_p), regenerated from the same Philox cells as the
+// forward call (attn_philox_keep), never stored.
+//
+// Semantics:
+//   * every option of attn_params means what it means for the forward; the
+//     output and logsumexp are those the forward call returned (both read).
+//   * grouped-query attention: dK and dV of a kv head sum the query heads of its
+//     group, in head order.
+//   * a query row with no visible key (logsumexp −∞) gets a zero dQ row and adds
+//     nothing to dK, dV; NaN or ±∞ at a masked key or query has no effect;
+//     NaN elsewhere propagates.
+//   * deterministic: the same bits for any thread count, worker count or driver
+//     (each gradient row is summed by one task, in a fixed order; no atomics).
+//
+// The plan (attn_sdpa_backward_plan_create) has two rounds: D per (batch, head,
+// query tile), then either one task per (batch, kv head) computing all of its
+// gradients (with at least two such tasks a worker, or one worker), or one
+// task per (batch, kv head, key tile) computing its dK and dV rows together
+// with one task per (batch, head, query tile) computing its dQ rows (S and dP
+// recomputed by both). Both orders sum every gradient row alike: same bits.
+
+/// The arguments of one backward call.
+typedef struct attn_backward_params {
+    /// The forward call's arguments. forward.output (O) and forward.logsumexp
+    /// (required) are read, not written; forward.num_threads is the workers.
+    attn_params forward;
+    const float *grad_output; int64_t grad_output_strides[4];  ///< dO [B, Hq, Lq, Dv]
+    float *grad_query;        int64_t grad_query_strides[4];   ///< dQ [B, Hq, Lq, D]
+    float *grad_key;          int64_t grad_key_strides[4];     ///< dK [B, Hkv, Lk, D]
+    float *grad_value;        int64_t grad_value_strides[4];   ///< dV [B, Hkv, Lk, Dv]
+} attn_backward_params;
+
+/// Computes dQ, dK and dV (see above) with the C driver (OpenMP, or serially
+/// without it). Validates once; on an error nothing is written. The innermost
+/// dimension of every gradient and of dO must be contiguous.
+attn_status attn_sdpa_backward(const attn_backward_params *params);
+
+/// The plan of attn_sdpa_backward for params->forward.num_threads workers, for
+/// any driver (see "Plans" below). The pointers must stay valid while it runs.
+attn_status attn_sdpa_backward_plan_create(const attn_backward_params *params, attn_plan **plan);
+
 /// A fully connected layer, y = x·Wᵀ + b (PyTorch's nn.Linear layout):
 ///   x [rows, in_features], weight [out_features, in_features], bias [out_features]
 ///   (optional, NULL for none), y [rows, out_features]; all contiguous.
@@ -181,8 +234,6 @@ attn_status attn_linear_forward(const float *x, int64_t rows, int64_t in_feature
 // one task per (head, 512-key chunk) followed by one merge task per head. Every
 // driver and worker count gives the same bits.
 
-/// A plan of rounds of tasks, owned by the caller until attn_plan_destroy.
-typedef struct attn_plan attn_plan;
 
 /// Validates `params` (as attn_sdpa_forward does) and makes the plan of the call
 /// for params->num_threads workers (0: attn_default_threads()), allocating all the

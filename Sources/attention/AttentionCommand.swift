@@ -14,7 +14,7 @@ struct AttentionCommand: ParsableCommand {
             (OMP_NUM_THREADS under OpenMP), idle threads: \(AttentionThreading.idleWait.rawValue) \
             (ATTENTION_IDLE_WAIT=spin|sleep).
             """,
-        subcommands: [DemoCommand.self, SDPACommand.self, BenchCommand.self],
+        subcommands: [DemoCommand.self, SDPACommand.self, SDPABackwardCommand.self, TrainCommand.self, BenchCommand.self],
         defaultSubcommand: DemoCommand.self
     )
 }

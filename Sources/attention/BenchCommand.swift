@@ -39,6 +39,9 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "fused or reference; repeatable. Default: fused, and reference on shapes under 0.2 GFLOP.")
     var path: [BackendChoice] = []
 
+    @Flag(name: .long, help: "Time the backward pass (dq, dk, dv from a kept forward); FLOPs 2.5× the forward's.")
+    var backward = false
+
     @Option(name: .long, help: "table, json or csv.")
     var format: OutputFormat = .table
 
@@ -104,7 +107,7 @@ struct BenchCommand: ParsableCommand {
         var cases: [(BenchmarkShape, Bool, Int, BackendChoice, Settings)] = []
         for shape in shapes {
             for isCausal in causalModes where !(isCausal && shape.isDecode) {
-                let paths = path.isEmpty ? (shape.flops(causal: isCausal) < 2e8 ? [.fused, .reference] : [.fused]) : path
+                let paths = path.isEmpty ? (!backward && shape.flops(causal: isCausal) < 2e8 ? [.fused, .reference] : [.fused]) : path
                 for backend in paths {
                     for count in (backend == .reference ? [1] : threadCounts) {
                         // Driver × idle wait, interleaved per case so that the machine's
@@ -138,7 +141,8 @@ struct BenchCommand: ParsableCommand {
             let result = BenchmarkResult(
                 shape: shape, causal: isCausal, threads: count, path: backend.rawValue, median: measured?.median,
                 fastest: measured?.fastest, repetitions: measured?.runs ?? 0, peakGFLOPS: peaks[count],
-                kernelPath: kernelPath, error: failure, driver: setting.driver.rawValue, idleWait: setting.idleWait.rawValue)
+                kernelPath: kernelPath, error: failure, driver: setting.driver.rawValue, idleWait: setting.idleWait.rawValue,
+                flopFactor: flopFactor)
             results.append(result)
             if format == .json { try printJSON(result) }
         }
@@ -161,7 +165,9 @@ struct BenchCommand: ParsableCommand {
         let k = try Tensor<Float>.randomNormal([shape.batch, shape.kvHeads, shape.keyLength, shape.headDim], seed: 2)
         let v = try Tensor<Float>.randomNormal([shape.batch, shape.kvHeads, shape.keyLength, shape.headDim], seed: 3)
         let mask = causal ? shape.causalMask : .none
-        let call = { _ = try scaledDotProductAttention(queries: q, keys: k, values: v, mask: mask, backend: backend, threads: threads) }
+        let call = backward
+            ? try backwardCall(queries: q, keys: k, values: v, mask: mask, backend: backend, threads: threads)
+            : { _ = try scaledDotProductAttention(queries: q, keys: k, values: v, mask: mask, backend: backend, threads: threads) }
         for _ in 0..<(backend == .reference ? 1 : 2) { try call() }
         var times: [Double] = []
         let clock = ContinuousClock()

@@ -86,7 +86,8 @@ struct BenchmarkResult: Encodable {
     /// A row from a measurement's times (nil: it failed, `error` says why); the
     /// derived figures are kept only where finite.
     init(shape: BenchmarkShape, causal: Bool, threads: Int, path: String, median: Double?, fastest: Double?,
-         repetitions: Int, peakGFLOPS: Double?, kernelPath: String, error: String?, driver: String, idleWait: String) {
+         repetitions: Int, peakGFLOPS: Double?, kernelPath: String, error: String?, driver: String, idleWait: String,
+         flopFactor: Double = 1) {
         (batch, heads, kvHeads, queryLength, keyLength, headDim) =
             (shape.batch, shape.heads, shape.kvHeads, shape.queryLength, shape.keyLength, shape.headDim)
         self.causal = causal
@@ -95,7 +96,7 @@ struct BenchmarkResult: Encodable {
         let median = Self.finite(median).flatMap { $0 > 0 ? $0 : nil }
         medianSeconds = Self.finite(median)
         minSeconds = Self.finite(fastest)
-        let gflops = median.flatMap { Self.finite(shape.flops(causal: causal) / $0 / 1e9) }
+        let gflops = median.flatMap { Self.finite(shape.flops(causal: causal) * flopFactor / $0 / 1e9) }
         self.gflops = gflops
         gbps = median.flatMap { Self.finite(shape.bytes / $0 / 1e9) }
         let peak = Self.finite(peakGFLOPS).flatMap { $0 > 0 ? $0 : nil }

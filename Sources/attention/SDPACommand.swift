@@ -53,20 +53,7 @@ struct SDPACommand: ParsableCommand {
 
     func run() throws {
         let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: input))
-        let names = Set(file.tensorNames)
-        if names.contains("mask_keep") && names.contains("mask_additive") {
-            throw CommandError("\(input): holds both mask_keep and mask_additive; keep one")
-        }
-        var mask: AttentionMask = .none
-        if names.contains("mask_keep") { mask = .keep(try file.boolTensor("mask_keep")) }
-        if names.contains("mask_additive") { mask = .additive(try file.floatTensor("mask_additive")) }
-        if let causal {
-            if case .none = mask {
-                mask = .causal(causal.alignment)
-            } else {
-                throw CommandError("--causal cannot be combined with the mask in \(input) (as in PyTorch)")
-            }
-        }
+        let mask = try Self.mask(in: file, named: input, causal: causal)
         let result = try scaledDotProductAttentionWithLogsumexp(
             queries: file.floatTensor("q"), keys: file.floatTensor("k"), values: file.floatTensor("v"),
             mask: mask, scale: scale, dropoutProbability: dropout, dropoutSeed: seed,
@@ -90,6 +77,27 @@ struct SDPACommand: ParsableCommand {
         print("wrote out \(result.output.shape) and logsumexp \(result.logsumexp.shape) to \(output)")
         if let comparison { print(comparison) }
         if let printed { print(printed) }
+    }
+}
+
+extension SDPACommand {
+    /// The mask of a call: `mask_keep` or `mask_additive` from the file, or `--causal`.
+    static func mask(in file: SafetensorsFile, named input: String, causal: CausalChoice?) throws -> AttentionMask {
+        let names = Set(file.tensorNames)
+        if names.contains("mask_keep") && names.contains("mask_additive") {
+            throw CommandError("\(input): holds both mask_keep and mask_additive; keep one")
+        }
+        var mask: AttentionMask = .none
+        if names.contains("mask_keep") { mask = .keep(try file.boolTensor("mask_keep")) }
+        if names.contains("mask_additive") { mask = .additive(try file.floatTensor("mask_additive")) }
+        if let causal {
+            if case .none = mask {
+                mask = .causal(causal.alignment)
+            } else {
+                throw CommandError("--causal cannot be combined with the mask in \(input) (as in PyTorch)")
+            }
+        }
+        return mask
     }
 }
 

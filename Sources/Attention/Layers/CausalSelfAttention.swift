@@ -150,7 +150,7 @@ public struct CausalSelfAttention: Sendable {
 
     /// The problem of one call; a training forward call (`forWeights` false)
     /// takes the next dropout key.
-    private func prepare(_ input: Tensor<Float>, forWeights: Bool = false) throws -> (SequenceBatch, AttentionProblem) {
+    func prepare(_ input: Tensor<Float>, forWeights: Bool = false) throws -> (SequenceBatch, AttentionProblem) {
         try AttentionProblem.checkDropout(dropoutProbability)
         let sequence = try SequenceBatch(input, argument: "input", projection: projections.query, weightName: "query.weight")
         try checkContextLength(sequence.length, contextLength: contextLength, argument: "input")

@@ -7,9 +7,9 @@ import CAttention
 /// register-blocked tile micro-kernel (`attn_linear_forward`).
 public struct Linear: Sendable {
     /// `[outFeatures, inFeatures]`.
-    public private(set) var weight: Tensor<Float>
+    public internal(set) var weight: Tensor<Float>
     /// `[outFeatures]`, or `nil` for a layer without bias.
-    public private(set) var bias: Tensor<Float>?
+    public internal(set) var bias: Tensor<Float>?
 
     /// The size of the input's last dimension.
     public var inFeatures: Int { weight.shape[1] }

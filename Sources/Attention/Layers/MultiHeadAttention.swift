@@ -19,7 +19,7 @@
 public struct MultiHeadAttention: Sendable {
     var projections: QKVProjections
     /// The output projection `weight [dOut, heads · valueDim]`, or `nil` for none.
-    public let outputProjection: Linear?
+    public internal(set) var outputProjection: Linear?
     /// The causal mask applied to every call, or `nil` (PyTorch's default).
     public let causal: CausalAlignment?
     /// If set, inputs longer than this throw `AttentionError.sequenceTooLong`.
@@ -420,7 +420,7 @@ public struct MultiHeadAttention: Sendable {
 
     /// The problem of one call; a training forward call (`forWeights` false)
     /// takes the next dropout key, after every check has passed.
-    private func prepare(
+    func prepare(
         query: Tensor<Float>, key: Tensor<Float>, value: Tensor<Float>,
         keyPadding: KeyPadding?, argument: String, mask: AttentionMask, forWeights: Bool
     ) throws -> (SequenceBatch, AttentionProblem) {

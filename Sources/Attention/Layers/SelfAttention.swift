@@ -92,7 +92,7 @@ public struct SelfAttention: Sendable {
         return try sequence.singleHead(.scores, of: problem, backend: backend, threads: threads)
     }
 
-    private func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
+    func prepare(_ input: Tensor<Float>) throws -> (SequenceBatch, AttentionProblem) {
         let sequence = try SequenceBatch(input, argument: "input", projection: projections.query, weightName: "query.weight")
         let problem = try projections.problem(
             queryInput: sequence, keyInput: sequence, valueInput: sequence, causal: nil,
