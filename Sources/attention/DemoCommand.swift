@@ -92,8 +92,7 @@ struct DemoCommand: ParsableCommand {
 
     /// The compact check: every printed number of the book and MiniLM's, one block each.
     func printCompactCheck() throws -> Float {
-        print("Attention demo: \"Your journey starts with one step\" (Raschka, ch. 3), backend \(backend.rawValue)")
-        print("(attention weights always come from the reference path: the fused kernel never forms them)\n")
+        print("Attention demo: \"Your journey starts with one step\" (Raschka, ch. 3), backend \(backend.rawValue)\n")
         let tokens = try BookChapter3.load().tokens
         var worst: Float = 0
         for section in try BookDemo.run(backend: backend.backend) {
