@@ -41,7 +41,7 @@ public struct AttentionResult: Sendable {
 ///     (kept weights scale by 1/(1 − p)); 0 = off.
 ///   - dropoutSeed: key of the Philox generator that picks the dropped cells.
 ///   - backend: `.fused` (default) or `.reference`.
-///   - threads: worker threads for the fused kernel; `nil` = OpenMP's default.
+///   - threads: worker threads for the fused kernel; `nil` = `AttentionThreading.defaultThreadCount` (OpenMP's default under OpenMP, the active processors under Dispatch).
 /// - Returns: `[batch, heads, queryLength, valueDim]` (the rank of `queries`).
 /// - Throws: `AttentionError.invalidShape` for ranks, sizes or masks that do not
 ///   fit; `AttentionError.invalidValue` for a non-finite scale, a dropout

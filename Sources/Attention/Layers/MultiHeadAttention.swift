@@ -47,7 +47,7 @@ public struct MultiHeadAttention: Sendable {
     public var lastDropoutKey: UInt64? { dropoutStream.lastKey }
     /// `.fused` (default) or `.reference`.
     public var backend: AttentionBackend = .fused { didSet { dropoutStream = dropoutStream.copy() } }
-    /// Threads for the fused kernel; `nil` = OpenMP's default.
+    /// Threads for the fused kernel; `nil` = `AttentionThreading.defaultThreadCount` (OpenMP's default under OpenMP, the active processors under Dispatch).
     public var threads: Int? { didSet { dropoutStream = dropoutStream.copy() } }
 
     /// The layout of `query`, `key`, `value` and the output: `true` (default, as

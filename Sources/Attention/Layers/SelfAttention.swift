@@ -5,7 +5,7 @@ public struct SelfAttention: Sendable {
     var projections: QKVProjections
     /// `.fused` (default) or `.reference`.
     public var backend: AttentionBackend = .fused
-    /// Threads for the fused kernel; `nil` = OpenMP's default.
+    /// Threads for the fused kernel; `nil` = `AttentionThreading.defaultThreadCount` (OpenMP's default under OpenMP, the active processors under Dispatch).
     public var threads: Int?
 
     /// The query projection W_q, `weight [dOut, dIn]`.

@@ -4,7 +4,7 @@
 public struct SimpleSelfAttention: Sendable {
     /// `.fused` (default) or `.reference`.
     public var backend: AttentionBackend
-    /// Threads for the fused kernel; `nil` = OpenMP's default.
+    /// Threads for the fused kernel; `nil` = `AttentionThreading.defaultThreadCount` (OpenMP's default under OpenMP, the active processors under Dispatch).
     public var threads: Int?
 
     public init(backend: AttentionBackend = .fused, threads: Int? = nil) {
