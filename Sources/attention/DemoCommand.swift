@@ -119,18 +119,25 @@ struct DemoCommand: ParsableCommand {
         return max(worst, minilm.outputDifference, minilm.contextDifference)
     }
 
-    /// Matrices whose rows are the six tokens, labelled (each of a batch in turn); others as plain numbers.
+    /// Matrices whose rows are the six tokens, labelled (each of a batch or head in
+    /// turn, under its index, e.g. `[1, :, :]`); others as plain numbers.
     func render(_ tensor: Tensor<Float>, tokens: [String]) throws -> String {
         guard tensor.rank >= 2, tensor.shape[tensor.rank - 2] == tokens.count else { return MatrixFormatting.render(tensor) }
         let columns = tensor.shape[tensor.rank - 1]
         let size = tokens.count * columns
         let columnLabels = columns == tokens.count ? tokens : (0..<columns).map { "d\($0)" }
+        let leading = Array(tensor.shape.dropLast(2))
         var blocks: [String] = []
-        for start in stride(from: 0, to: tensor.count, by: size) {
+        for (block, start) in stride(from: 0, to: tensor.count, by: size).enumerated() {
             let matrix = try LabelledMatrix(
                 title: "", values: Tensor(shape: [tokens.count, columns], scalars: Array(tensor.scalars[start..<(start + size)])),
                 rowLabels: tokens, columnLabels: columnLabels)
-            blocks.append(Heatmap.terminal(matrix, colour: colour))
+            let map = Heatmap.terminal(matrix, colour: colour)
+            guard !leading.isEmpty else { blocks.append(map); continue }
+            // The block's index in the leading dimensions, last fastest.
+            var index: [Int] = [], rest = block
+            for size in leading.reversed() { index.insert(rest % size, at: 0); rest /= size }
+            blocks.append("   [\(index.map(String.init).joined(separator: ", ")), :, :]\n" + map)
         }
         return blocks.joined(separator: "\n\n")
     }

@@ -92,6 +92,21 @@ final class ChapterStepsTests: XCTestCase {
         XCTAssertFalse(run.standardOutput.contains("reference path"))
         XCTAssertTrue(run.standardOutput.contains("journey  0.1385  0.2379"), "token-labelled rows")
     }
+
+    func testPlainDemoLabelsEachHeadAndBatchElementWithItsIndex() throws {
+        let run = try runAttention(["demo"], environment: [:])
+        XCTAssertEqual(run.status, 0, run.standardError)
+        let output = run.standardOutput
+        guard let heads = output.range(of: "-- MultiHeadAttention attention weights per head [2, 6, 6]") else {
+            return XCTFail("no per-head weights in:\n\(output)")
+        }
+        let after = output[heads.upperBound...]
+        let first = try XCTUnwrap(after.range(of: "   [0, :, :]\n")), second = try XCTUnwrap(after.range(of: "   [1, :, :]\n"))
+        XCTAssertLessThan(first.lowerBound, second.lowerBound)
+        let batch = try XCTUnwrap(output.range(of: "-- CausalAttention context (batch of 2) [2, 6, 2]"))
+        let lines = output[batch.upperBound...].split(separator: "\n", omittingEmptySubsequences: false)
+        XCTAssertEqual(lines.dropFirst().first, "   [0, :, :]", "the line under the heading names batch element 0")
+    }
 }
 
 /// Runs `attention` with extra environment variables (stdout is a pipe).
