@@ -12,7 +12,7 @@ struct AttentionCommand: ParsableCommand {
             \(AttentionThreading.isOpenMPAvailable ? "yes" : "no"), driver: \(AttentionThreading.driver.rawValue) \
             (ATTENTION_THREADING=openmp|dispatch), default threads: \(AttentionThreading.defaultThreadCount) \
             (OMP_NUM_THREADS under OpenMP), idle threads: \(AttentionThreading.idleWait.rawValue) \
-            (ATTENTION_IDLE_WAIT=spin|sleep).
+            (ATTENTION_IDLE_WAIT=spin|sleep|runtime).
             """,
         subcommands: [DemoCommand.self, SDPACommand.self, SDPABackwardCommand.self, TrainCommand.self, BenchCommand.self],
         defaultSubcommand: DemoCommand.self

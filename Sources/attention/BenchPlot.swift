@@ -53,10 +53,16 @@ enum BenchPlot {
             if groups[name] == nil { order.append(name); groups[name] = (dashed, []) }
             groups[name]!.points.append(point)
         }
+        // The driver and the idle wait name a line only when the run compared
+        // several (a build without OpenMP runs everything on dispatch); otherwise
+        // rows that differ only in them would share a line.
+        let severalDrivers = Set(results.map(\.driver)).count > 1
+        let severalIdleWaits = Set(results.map(\.idleWait)).count > 1
         for r in results where isDecode(r.queryLength, r.keyLength) == decode {
             // A row without figures (a failed case) has no point.
             guard let gflops = r.gflops, let median = r.medianSeconds, let value = decode ? r.gbps : gflops else { continue }
-            let name = "\(r.path) \(r.threads)t \(r.causal ? "causal" : "full")" + (r.driver == "openmp" ? "" : " \(r.driver)")
+            let name = "\(r.path) \(r.threads)t \(r.causal ? "causal" : "full")"
+                + (severalDrivers ? " \(r.driver)" : "") + (severalIdleWaits ? " \(r.idleWait)" : "")
             add(name, dashed: false, Point(length: r.keyLength, value: value, order: gflops * median))
         }
         for r in peers where isDecode(r.queryLength, r.keyLength) == decode {

@@ -36,7 +36,7 @@ struct SDPACommand: ParsableCommand {
     @Option(name: .long, help: "Seed of the dropout generator (Philox-4x32-10).")
     var seed: UInt64 = 0
 
-    @Option(name: .long, help: "Threads for the fused kernel (default: OpenMP's).")
+    @Option(name: .long, help: "Threads for the fused kernel (default: OMP_NUM_THREADS or the cores under OpenMP, the active processors under Dispatch).")
     var threads: Int?
 
     @Option(name: .long, help: "Backend: fused (the C kernel) or reference (the Swift oracle).")

@@ -72,6 +72,23 @@ final class LearningCommandLineTests: XCTestCase {
         XCTAssertEqual(document.count(of: "polyline"), 3, "one line per path × threads, plus PyTorch")
     }
 
+    func testBenchPlotNamesTheIdleWaitOnlyWhenTheRunComparesSeveral() throws {
+        // Rows that differ only in the idle wait (or the driver) are separate lines,
+        // and a run with one driver (dispatch alone without OpenMP) does not name it.
+        let directory = try makeTemporaryDirectory()
+        let plot = directory.appendingPathComponent("bench.svg")
+        let run = try runAttentionExecutable([
+            "bench", "--shape", "1,1,16,16,8", "--non-causal", "--threads", "1", "--repetitions", "2",
+            "--path", "fused", "--idle-wait", "spin", "--idle-wait", "sleep", "--svg", plot.path,
+        ])
+        XCTAssertEqual(run.status, 0, run.standardError)
+        let document = try SVGDocument(String(contentsOf: plot, encoding: .utf8))
+        XCTAssertTrue(document.texts.contains("fused 1t full spin"), "\(document.texts)")
+        XCTAssertTrue(document.texts.contains("fused 1t full sleep"), "\(document.texts)")
+        XCTAssertFalse(document.texts.contains { $0.contains("openmp") || $0.contains("dispatch") }, "\(document.texts)")
+        XCTAssertEqual(document.count(of: "polyline"), 2, "one line per idle wait")
+    }
+
     func testBenchCompareNeedsSVGAndAReadableFile() throws {
         let noSVG = try runAttentionExecutable(["bench", "--shape", "1,1,6,6,2", "--compare", "/nonexistent"])
         XCTAssertNotEqual(noSVG.status, 0)
