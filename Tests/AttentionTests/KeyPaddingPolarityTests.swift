@@ -19,6 +19,8 @@ final class KeyPaddingPolarityTests: XCTestCase {
         assertBitIdentical(try layer(query: x, key: x, value: x, keyPadding: .attentionMask(attentionMask)), viaPadding, "Int32 mask")
         assertBitIdentical(try layer(query: x, key: x, value: x, keyPadding: .attentionMask(attentionMask.map(Float.init))),
                            viaPadding, "Float mask")
+        assertBitIdentical(try layer(query: x, key: x, value: x, keyPadding: .attentionMask(attentionMask.map(Int64.init))),
+                           viaPadding, "Int64 mask")
         // The padded keys are ignored: changing them changes nothing.
         var poisoned = x
         poisoned[1, 4, 0] = 1e3

@@ -19,6 +19,13 @@ public enum KeyPadding: Sendable {
     /// - Returns: `.keep(mask != 0)`.
     public static func attentionMask(_ mask: Tensor<Int32>) -> KeyPadding { .keep(mask.map { $0 != 0 }) }
 
+    /// A tokenizer's or checkpoint's attention mask stored as `int64` (what most
+    /// checkpoints and `SafetensorsFile.int64Tensor` give): nonzero = a real token.
+    ///
+    /// - Parameter mask: `[batch, keyLength]`.
+    /// - Returns: `.keep(mask != 0)`.
+    public static func attentionMask(_ mask: Tensor<Int64>) -> KeyPadding { .keep(mask.map { $0 != 0 }) }
+
     /// A float attention mask (1.0 = real token, 0.0 = padding): nonzero (or
     /// NaN) = a real token.
     ///
