@@ -10,6 +10,7 @@ public enum KVCacheError: Error, Equatable, Sendable, CustomStringConvertible {
     /// tokens, would pass the cache's `capacity`. Nothing was appended.
     case capacityExceeded(sequence: Int, length: Int, appending: Int, capacity: Int)
 
+    /// One line naming the sequence, its length, what was appended and the capacity.
     public var description: String {
         switch self {
         case let .capacityExceeded(sequence, length, appending, capacity):
@@ -42,7 +43,7 @@ public enum KVCacheError: Error, Equatable, Sendable, CustomStringConvertible {
 /// nearest (ties to even) when it is appended, and widened exactly back to
 /// float32 when it is read: attention itself is float32 (see ``KVCacheStorage``).
 ///
-/// Use it with a layer: ``MultiHeadAttention/callAsFunction(_:cache:newTokens:keyPaddingMask:)`` and
+/// Use it with a layer: ``MultiHeadAttention/callAsFunction(_:cache:newTokens:keyPadding:)`` and
 /// ``CausalSelfAttention/callAsFunction(_:cache:newTokens:)`` project new tokens, append
 /// their keys and values here and attend over the whole cache, or on its own
 /// with ``append(keys:values:)`` and the accessors.
@@ -144,6 +145,8 @@ public final class KVCache: @unchecked Sendable {
 
     /// The number of tokens sequence `sequence` holds.
     ///
+    /// - Parameter sequence: the sequence's index in the batch, in `0..<batch`.
+    /// - Returns: its length in tokens.
     /// - Throws: `AttentionError.invalidValue` naming `sequence` outside `0..<batch`.
     public func length(sequence: Int) throws -> Int {
         try checkSequence(sequence)
@@ -276,6 +279,7 @@ public final class KVCache: @unchecked Sendable {
 
     /// Empties one sequence (a finished request's row, to reuse it), keeping the others.
     ///
+    /// - Parameter sequence: the sequence's index in the batch, in `0..<batch`.
     /// - Throws: `AttentionError.invalidValue` naming `sequence` outside `0..<batch`.
     public func reset(sequence: Int) throws {
         try checkSequence(sequence)

@@ -36,7 +36,10 @@ public struct AttentionGradients: Sendable {
 ///   - output: the forward's output `[batch, heads, queryLength, valueDim]`.
 ///   - logsumexp: the forward's logsumexp `[batch, heads, queryLength]`.
 ///   - outputGradient: ∂L/∂output, `[batch, heads, queryLength, valueDim]`.
-///   - mask, scale, dropoutProbability, dropoutSeed: the forward's.
+///   - mask: the forward's mask.
+///   - scale: the forward's scale (`nil`: `1/√headDim`).
+///   - dropoutProbability: the forward's dropout probability, in [0, 1).
+///   - dropoutSeed: the forward's dropout seed (its Philox cells are regenerated).
 ///   - backend: `.fused` (default) or `.reference`.
 ///   - threads: worker threads for the fused kernel; `nil` = the driver's default.
 /// - Returns: ``AttentionGradients`` with the shapes of `queries`, `keys`, `values`.
@@ -94,6 +97,13 @@ extension Reference {
     /// plus the output gradient.
     ///
     /// - Parameters:
+    ///   - queries: `[batch, heads, queryLength, headDim]` (rank 2 to 4, as the forward).
+    ///   - keys: `[batch, kvHeads, keyLength, headDim]`.
+    ///   - values: `[batch, kvHeads, keyLength, valueDim]`.
+    ///   - mask: the forward's mask.
+    ///   - scale: the forward's scale (`nil`: `1/√headDim`).
+    ///   - dropoutProbability: the forward's dropout probability, in [0, 1).
+    ///   - dropoutSeed: the forward's dropout seed.
     ///   - outputGradient: ∂L/∂output, `[batch, heads, queryLength, valueDim]`.
     /// - Returns: ``AttentionGradients`` with the shapes of the inputs.
     /// - Throws: `AttentionError` for shapes or values out of contract.

@@ -156,6 +156,10 @@ extension SelfAttention {
 
     /// One optimizer step on W_q, W_k, W_v (optimizer slots `slot …` `slot + 5`).
     ///
+    /// - Parameters:
+    ///   - gradients: what ``backward(_:outputGradient:)`` returned.
+    ///   - optimizer: ``SGD``, ``Adam`` or another ``Optimizer``, updated in place.
+    ///   - slot: the first of the optimizer slots this layer uses.
     /// - Throws: `AttentionError.invalidShape` for a gradient of another shape.
     public mutating func update(with gradients: AttentionLayerGradients, using optimizer: inout some Optimizer, slot: Int = 0) throws {
         try projections.update(with: gradients, using: &optimizer, slot: slot)
@@ -180,6 +184,10 @@ extension CausalSelfAttention {
     /// The backward pass: ∂L/∂input and ∂L/∂W_q, ∂L/∂W_k, ∂L/∂W_v (the forward's
     /// dropout cells regenerated from its seed).
     ///
+    /// - Parameters:
+    ///   - state: what `forwardForTraining` returned.
+    ///   - outputGradient: ∂L/∂output, the output's shape.
+    /// - Returns: ``AttentionLayerGradients``.
     /// - Throws: `AttentionError.invalidShape` naming `outputGradient`.
     public func backward(_ state: AttentionForwardState, outputGradient: Tensor<Float>) throws -> AttentionLayerGradients {
         let dy = try state.batchedGradient(outputGradient, width: projections.outputWidth)
@@ -188,6 +196,10 @@ extension CausalSelfAttention {
 
     /// One optimizer step on W_q, W_k, W_v (optimizer slots `slot …` `slot + 5`).
     ///
+    /// - Parameters:
+    ///   - gradients: what ``backward(_:outputGradient:)`` returned.
+    ///   - optimizer: ``SGD``, ``Adam`` or another ``Optimizer``, updated in place.
+    ///   - slot: the first of the optimizer slots this layer uses.
     /// - Throws: `AttentionError.invalidShape` for a gradient of another shape.
     public mutating func update(with gradients: AttentionLayerGradients, using optimizer: inout some Optimizer, slot: Int = 0) throws {
         try projections.update(with: gradients, using: &optimizer, slot: slot)
@@ -208,7 +220,12 @@ extension MultiHeadAttention {
     /// The forward pass of training, cross-attention included: the output and
     /// what ``backward(_:outputGradient:)`` needs.
     ///
-    /// - Parameters: as `callAsFunction(query:key:value:keyPadding:mask:)`.
+    /// - Parameters:
+    ///   - query: `[batch, queryLength, dIn]` (or as `batchFirst` says).
+    ///   - key: `[batch, keyLength, keyFeatures]`.
+    ///   - value: `[batch, keyLength, valueFeatures]`.
+    ///   - keyPadding: which keys are padding, with the polarity in the name.
+    ///   - mask: an extra mask, `[batch, heads, queryLength, keyLength]` broadcastable.
     /// - Returns: the output `[batch, queryLength, dOut]` and the state to keep.
     /// - Throws: as `callAsFunction(query:key:value:keyPadding:mask:)`.
     public func forwardForTraining(
@@ -261,6 +278,10 @@ extension MultiHeadAttention {
     /// One optimizer step on W_q, W_k, W_v (slots `slot …` `slot + 5`) and the
     /// output projection (slots `slot + 6`, `slot + 7`).
     ///
+    /// - Parameters:
+    ///   - gradients: what ``backward(_:outputGradient:)`` returned.
+    ///   - optimizer: ``SGD``, ``Adam`` or another ``Optimizer``, updated in place.
+    ///   - slot: the first of the optimizer slots this layer uses.
     /// - Throws: `AttentionError.invalidShape` for a gradient of another shape,
     ///   or output projection gradients missing for a layer that has one.
     public mutating func update(with gradients: AttentionLayerGradients, using optimizer: inout some Optimizer, slot: Int = 0) throws {
@@ -312,6 +333,10 @@ extension MultiHeadAttentionWrapper {
     /// The backward pass: the output gradient is split by head, each head's
     /// backward runs, and the input gradients are summed in head order.
     ///
+    /// - Parameters:
+    ///   - state: what `forwardForTraining` returned.
+    ///   - outputGradient: ∂L/∂output, the output's shape.
+    /// - Returns: the input gradient and each head's parameter gradients.
     /// - Throws: `AttentionError.invalidShape` naming `outputGradient`.
     public func backward(_ state: AttentionWrapperForwardState, outputGradient: Tensor<Float>) throws -> AttentionWrapperGradients {
         let widths = heads.map { $0.projections.outputWidth }
@@ -343,6 +368,10 @@ extension MultiHeadAttentionWrapper {
 
     /// One optimizer step on every head (head h uses slots `slot + 6h …`).
     ///
+    /// - Parameters:
+    ///   - gradients: what ``backward(_:outputGradient:)`` returned.
+    ///   - optimizer: ``SGD``, ``Adam`` or another ``Optimizer``, updated in place.
+    ///   - slot: the first of the optimizer slots this layer uses.
     /// - Throws: `AttentionError.invalidShape` for gradients that do not fit.
     public mutating func update(with gradients: AttentionWrapperGradients, using optimizer: inout some Optimizer, slot: Int = 0) throws {
         guard gradients.heads.count == heads.count else {

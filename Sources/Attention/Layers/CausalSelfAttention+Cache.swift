@@ -2,7 +2,7 @@ extension CausalSelfAttention {
     /// Causal self-attention of new tokens over a key/value cache: generation,
     /// one step at a time or a whole prompt at once.
     ///
-    /// As ``MultiHeadAttention/callAsFunction(_:cache:newTokens:keyPaddingMask:)``
+    /// As ``MultiHeadAttention/callAsFunction(_:cache:newTokens:keyPadding:)``
     /// with one head: `input` is projected, its keys and values appended to
     /// `cache`, and new token `i` of `n` attends to the cached tokens and new
     /// tokens `0…i` (bottom-right causal). A row is bit for bit the same row of

@@ -9,6 +9,11 @@ import Foundation
 public protocol Optimizer {
     /// Updates `parameter` in place from `gradient` (same shape).
     ///
+    /// - Parameters:
+    ///   - parameter: the weight or bias, updated in place.
+    ///   - gradient: ∂L/∂parameter, the same shape.
+    ///   - slot: which state (momentum, moments) belongs to this parameter; give
+    ///     each parameter its own slot.
     /// - Throws: `AttentionError.invalidShape` if the shapes differ.
     mutating func update(_ parameter: inout Tensor<Float>, gradient: Tensor<Float>, slot: Int) throws
 }
@@ -34,6 +39,9 @@ public struct SGD: Optimizer, Sendable {
     public var weightDecay: Float
     private var velocity: [Int: [Float]] = [:]
 
+    /// Plain SGD, with optional momentum and (coupled) weight decay, as
+    /// PyTorch's `torch.optim.SGD`.
+    ///
     /// - Parameters:
     ///   - learningRate: the step size (> 0).
     ///   - momentum: in [0, 1); default 0.
@@ -46,6 +54,11 @@ public struct SGD: Optimizer, Sendable {
 
     /// One SGD step on `parameter`.
     ///
+    /// - Parameters:
+    ///   - parameter: the weight or bias, updated in place.
+    ///   - gradient: ∂L/∂parameter, the same shape.
+    ///   - slot: which state (momentum, moments) belongs to this parameter; give
+    ///     each parameter its own slot.
     /// - Throws: `AttentionError.invalidShape` if the shapes differ.
     public mutating func update(_ parameter: inout Tensor<Float>, gradient: Tensor<Float>, slot: Int) throws {
         try Self.checkShapes(parameter, gradient, slot: slot)
@@ -80,9 +93,13 @@ public struct Adam: Optimizer, Sendable {
     public var decoupledWeightDecay: Float
     private var moments: [Int: (m: [Float], v: [Float], steps: Int)] = [:]
 
+    /// Adam (or AdamW with `decoupledWeightDecay` > 0) with PyTorch's defaults.
+    ///
     /// - Parameters:
     ///   - learningRate: α (PyTorch's default 1e-3).
-    ///   - beta1: default 0.9; beta2: default 0.999; epsilon: default 1e-8.
+    ///   - beta1: β₁, the first moment's decay rate (default 0.9).
+    ///   - beta2: β₂, the second moment's decay rate (default 0.999).
+    ///   - epsilon: ε, added to √v̂ (default 1e-8).
     ///   - decoupledWeightDecay: AdamW's λ, default 0.
     public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
                 decoupledWeightDecay: Float = 0) {
@@ -95,6 +112,11 @@ public struct Adam: Optimizer, Sendable {
 
     /// One Adam step on `parameter` (its slot's step count advances by one).
     ///
+    /// - Parameters:
+    ///   - parameter: the weight or bias, updated in place.
+    ///   - gradient: ∂L/∂parameter, the same shape.
+    ///   - slot: which state (momentum, moments) belongs to this parameter; give
+    ///     each parameter its own slot.
     /// - Throws: `AttentionError.invalidShape` if the shapes differ.
     public mutating func update(_ parameter: inout Tensor<Float>, gradient: Tensor<Float>, slot: Int) throws {
         try Self.checkShapes(parameter, gradient, slot: slot)
