@@ -48,6 +48,9 @@ enum {
     // row's chunks in turn, and the row gets the same bits. Part of the numerical
     // contract, like KEY_TILE, of which it is a multiple.
     KV_CHUNK = 8 * KEY_TILE,
+    // Calls with more query tiles than this check their value tiles once, in a
+    // round of their own (see attn_sdpa_plan_create).
+    VALUE_CHECK_MIN_QUERY_TILES = 2,
 };
 
 // Per-thread scratch, each buffer on a cache line. Scores are transposed,
@@ -864,9 +867,12 @@ static attn_status create_plan(const attn_params *params, int64_t key_begin, int
             if (!call->partials) call->split = 0;  // the unsplit way needs no more memory, and gives the same bits
         }
         // Tiles of more rows than decoding's pack their value tiles, once per query
-        // tile: when there are several query tiles, check the values once instead.
-        // (16-bit values are widened into aligned scratch, which needs no check.)
-        if (!call->split && call->query_tiles > 1 && p->value_dim > 0 && p->key_length > 0 &&
+        // tile: when there are several query tiles, check the values once instead
+        // (a round of its own, so not for two tiles, where the round's barrier —
+        // a wake-up of the workers under Dispatch — costs more than one extra
+        // copy; the bits are the same either way). 16-bit values are widened
+        // into aligned scratch, which needs no check.
+        if (!call->split && call->query_tiles > VALUE_CHECK_MIN_QUERY_TILES && p->value_dim > 0 && p->key_length > 0 &&
             p->kv_storage == ATTN_STORAGE_F32)
             call->finite_value_tiles = malloc((size_t)(p->batch * p->kv_heads * call->key_tiles));
         if (call->finite_value_tiles)

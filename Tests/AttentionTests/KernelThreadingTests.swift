@@ -82,6 +82,7 @@ final class KernelThreadingTests: XCTestCase {
         XCTAssertEqual(rounds(queryLength: 1, workers: 1), [1], "one worker: one task, no split")
         XCTAssertEqual(rounds(queryLength: 1, workers: 2), [3, 1], "split: 3 chunks of 512 keys, then 1 merge")
         XCTAssertEqual(rounds(queryLength: 200, workers: 2), [18, 4], "18 value tiles checked, then 4 query tiles")
+        XCTAssertEqual(rounds(queryLength: 128, workers: 2), [2], "two query tiles: no value-check round")
     }
 
     /// A layer's `threads` reaches its projections: `Linear` under both drivers
