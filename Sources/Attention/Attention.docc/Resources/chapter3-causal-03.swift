@@ -28,7 +28,7 @@ let dropout = try Dropout(probability: 0.5)
 let keptByPyTorch = try Tensor(matrix: book.dropoutDemo.onOnes).map { $0 != 0 }
 let dropped = try dropout.apply(causalWeights, keep: keptByPyTorch)
 print(dropped)
-print(dropout(causalWeights, training: true, seed: 123))  // this package's own cells
+print(try dropout(causalWeights, training: true, seed: 123))  // this package's own cells
 
 func check(_ name: String, _ computed: Tensor<Float>, _ expected: [[Float]]) throws {
     let difference = computed.maxAbsoluteDifference(to: try Tensor(matrix: expected)) ?? .infinity
