@@ -198,19 +198,11 @@ struct TrainCommand: ParsableCommand {
 
 /// Random token sequences from SplitMix64, so a run reproduces.
 struct TokenStream {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-
-    mutating func nextWord() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    private var generator: SplitMix64
+    init(seed: UInt64) { generator = SplitMix64(seed: seed) }
 
     mutating func next(batch: Int, length: Int, vocabulary: Int) -> [[Int]] {
-        (0..<batch).map { _ in (0..<length).map { _ in Int(nextWord() % UInt64(vocabulary)) } }
+        (0..<batch).map { _ in (0..<length).map { _ in Int(generator.next() % UInt64(vocabulary)) } }
     }
 }
 
