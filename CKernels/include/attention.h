@@ -281,8 +281,9 @@ typedef enum attn_idle_wait {
 
 /// Sets what OpenMP's workers do after each later call of the C driver (applied
 /// by each calling thread at its next call). Returns 0 for an unknown value.
-/// The environment sets the initial policy: ATTENTION_IDLE_WAIT=spin|sleep|runtime;
-/// an explicit KMP_BLOCKTIME alone means runtime. No effect without OpenMP
+/// The environment sets the initial policy: ATTENTION_IDLE_WAIT=spin|sleep|runtime
+/// (another value: one warning on stderr, then the default); an explicit
+/// KMP_BLOCKTIME alone means runtime. No effect without OpenMP
 /// (Dispatch's threads park in the kernel between calls).
 int attn_set_idle_wait(attn_idle_wait policy);
 
@@ -404,7 +405,8 @@ const char *attn_kernel_path(void);
 /// Switches the micro-kernel path ("avx512", "avx2", "neon", "portable") for later calls.
 /// Returns 1 on success, 0 if the name is unknown or this CPU cannot run it.
 /// Not safe while other threads are inside attn_sdpa_forward; for tests and
-/// benchmarks. ATTENTION_KERNEL_PATH sets the initial path the same way.
+/// benchmarks. ATTENTION_KERNEL_PATH sets the initial path the same way (an
+/// unknown or unsupported name: one warning on stderr, then the best path).
 int attn_select_kernel_path(const char *name);
 
 /// 1 if this CPU can run the named micro-kernel path, else 0.
