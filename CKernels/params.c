@@ -27,6 +27,10 @@ static attn_status validate_options(const attn_params *p, unsigned flags) {
         if (p->key_layout == ATTN_KEY_LAYOUT_PANELS && p->key_length > 0 && p->head_dim > 0 &&
             p->key_strides[2] < 16 * p->head_dim)
             return ATTN_ERROR_KEY_LAYOUT;
+    } else {
+        // Weights, scores and the backward read float32 keys and values in rows.
+        if (p->kv_storage != ATTN_STORAGE_F32) return ATTN_ERROR_STORAGE;
+        if (p->key_layout != ATTN_KEY_LAYOUT_ROWS) return ATTN_ERROR_KEY_LAYOUT;
     }
     if (p->batch < 0 || p->query_heads < 0 || p->kv_heads < 0 || p->query_length < 0 ||
         p->key_length < 0 || p->head_dim < 0 || (values && p->value_dim < 0))

@@ -16,7 +16,8 @@
 
 enum {
     // kv_storage may be any attn_storage and key_layout any attn_key_layout
-    // (the forward passes); without it neither field is looked at.
+    // (the forward passes); without it they must be float32 and rows
+    // (ATTN_ERROR_STORAGE, ATTN_ERROR_KEY_LAYOUT).
     ATTN_CALL_ANY_KV_STORAGE = 1 << 0,
     // value [B, Hkv, Lk, Dv] is read: value_dim is checked, and value and its
     // inner stride where Dv > 0 (not for weights and scores).

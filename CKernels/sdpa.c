@@ -978,9 +978,9 @@ const char *attn_status_description(attn_status status) {
     case ATTN_ERROR_MASK_KIND: return "unknown mask kind or causal alignment";
     case ATTN_ERROR_OUT_OF_MEMORY: return "scratch memory could not be allocated";
     case ATTN_ERROR_SIZE_OVERFLOW: return "a product of the sizes overflows int64";
-    case ATTN_ERROR_STORAGE: return "unknown key/value storage type";
+    case ATTN_ERROR_STORAGE: return "unknown key/value storage type, or 16-bit storage for a call that reads float32 (weights, scores, backward)";
     case ATTN_ERROR_KEY_RANGE: return "the key range is not within [0, key_length]";
-    case ATTN_ERROR_KEY_LAYOUT: return "unknown key layout, or a panel stride below 16 * head_dim";
+    case ATTN_ERROR_KEY_LAYOUT: return "unknown key layout, a panel stride below 16 * head_dim, or panels for a call that reads rows (weights, scores, backward)";
     }
     return "unknown status";
 }

@@ -63,9 +63,9 @@ typedef enum attn_status {
     ATTN_ERROR_MASK_KIND = 7,         ///< unknown mask kind or causal value
     ATTN_ERROR_OUT_OF_MEMORY = 8,     ///< per-thread scratch could not be allocated
     ATTN_ERROR_SIZE_OVERFLOW = 9,     ///< a product of sizes (rows, tasks, scratch) overflows int64
-    ATTN_ERROR_STORAGE = 10,          ///< unknown kv_storage
+    ATTN_ERROR_STORAGE = 10,          ///< unknown kv_storage, or 16-bit where a call reads float32 (weights, scores, backward)
     ATTN_ERROR_KEY_RANGE = 11,        ///< a partial call's key range is not within [0, key_length]
-    ATTN_ERROR_KEY_LAYOUT = 12,       ///< unknown key_layout, or a panel stride below 16·head_dim
+    ATTN_ERROR_KEY_LAYOUT = 12,       ///< unknown key_layout, a panel stride below 16·head_dim, or panels where a call reads rows (weights, scores, backward)
 } attn_status;
 
 /// How the key and value elements are stored in memory.
