@@ -7,6 +7,7 @@
 // Swift's Dispatch driver (Sources/Attention/KernelThreading.swift) runs the
 // same rounds with DispatchQueue.concurrentPerform; both give the same bits.
 #define _POSIX_C_SOURCE 200809L
+#include "environment.h"
 #include "plan.h"
 
 #include <stdlib.h>
@@ -72,14 +73,22 @@ int attn_has_openmp(void) {
 // or libomp's 200 ms of spinning) stays in force.
 static int _Atomic idle_wait = -1;  // -1: not read from the environment yet
 
+static const char *idle_wait_name(int policy) {
+    return policy == ATTN_IDLE_WAIT_SPIN ? "spin" : policy == ATTN_IDLE_WAIT_SLEEP ? "sleep" : "runtime";
+}
+
 static int idle_wait_from_environment(void) {
-    const char *name = getenv("ATTENTION_IDLE_WAIT");
+    static atomic_int warned;
+    const char *name = attn_environment_value("ATTENTION_IDLE_WAIT");
     if (name && strcmp(name, "spin") == 0) return ATTN_IDLE_WAIT_SPIN;
     if (name && strcmp(name, "sleep") == 0) return ATTN_IDLE_WAIT_SLEEP;
     if (name && strcmp(name, "runtime") == 0) return ATTN_IDLE_WAIT_RUNTIME;
     // An explicit KMP_BLOCKTIME is the user's choice: leave it in force.
-    if (getenv("KMP_BLOCKTIME")) return ATTN_IDLE_WAIT_RUNTIME;
-    return ATTN_IDLE_WAIT_DEFAULT_POLICY;
+    const int runtime = getenv("KMP_BLOCKTIME") != 0;
+    if (name)
+        attn_environment_warning(&warned, "ATTENTION_IDLE_WAIT", name, "expected spin, sleep or runtime",
+                                 runtime ? "runtime (KMP_BLOCKTIME is set)" : idle_wait_name(ATTN_IDLE_WAIT_DEFAULT_POLICY));
+    return runtime ? ATTN_IDLE_WAIT_RUNTIME : ATTN_IDLE_WAIT_DEFAULT_POLICY;
 }
 
 attn_idle_wait attn_get_idle_wait(void) {

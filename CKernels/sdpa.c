@@ -28,6 +28,7 @@
 // tile it is in.
 #include "attention.h"
 #include "microkernels/microkernels.h"
+#include "params.h"
 #include "plan.h"
 
 #include <math.h>
@@ -117,55 +118,12 @@ static row_state row_state_at(float *scratch, int64_t head_dim, int64_t value_di
 }
 
 // ---------------------------------------------------------------------------
-// Validation: the only place that checks; the loops below assume valid input.
+// Validation: params.c checks every entry point; the loops below assume valid input.
 
 // `partial`: the call writes a partial state, not params->output.
 static attn_status validate(const attn_params *p, int partial) {
-    if (!p) return ATTN_ERROR_NULL_POINTER;
-    if (p->kv_storage != ATTN_STORAGE_F32 && p->kv_storage != ATTN_STORAGE_F16 &&
-        p->kv_storage != ATTN_STORAGE_BF16)
-        return ATTN_ERROR_STORAGE;
-    if (p->key_layout != ATTN_KEY_LAYOUT_ROWS && p->key_layout != ATTN_KEY_LAYOUT_PANELS)
-        return ATTN_ERROR_KEY_LAYOUT;
-    if (p->key_layout == ATTN_KEY_LAYOUT_PANELS && p->key_length > 0 && p->head_dim > 0 &&
-        p->key_strides[2] < 16 * p->head_dim)
-        return ATTN_ERROR_KEY_LAYOUT;
-    if (p->batch < 0 || p->query_heads < 0 || p->kv_heads < 0 || p->query_length < 0 ||
-        p->key_length < 0 || p->head_dim < 0 || p->value_dim < 0)
-        return ATTN_ERROR_NEGATIVE_SIZE;
-    if (p->causal != ATTN_CAUSAL_NONE && p->causal != ATTN_CAUSAL_TOP_LEFT &&
-        p->causal != ATTN_CAUSAL_BOTTOM_RIGHT)
-        return ATTN_ERROR_MASK_KIND;
-    if (p->mask_kind != ATTN_MASK_NONE && p->mask_kind != ATTN_MASK_KEEP &&
-        p->mask_kind != ATTN_MASK_ADDITIVE)
-        return ATTN_ERROR_MASK_KIND;
-    if (!isfinite(p->scale)) return ATTN_ERROR_SCALE;
-    if (!(p->dropout_p >= 0.0f && p->dropout_p < 1.0f)) return ATTN_ERROR_DROPOUT;
-
-    // Every product the loops form from sizes must fit in int64: the query rows
-    // (which also bound the tasks), the output and logsumexp elements, and the
-    // scratch of one thread.
-    // scratch of one thread (bounded through the head and value dims).
-    const int64_t largest_dim = (int64_t)1 << 40;
-    int64_t rows, output_elements;
-    if (p->head_dim > largest_dim || p->value_dim > largest_dim ||
-        __builtin_mul_overflow(p->batch, p->query_heads, &rows) ||
-        __builtin_mul_overflow(rows, p->query_length, &rows) ||
-        __builtin_mul_overflow(rows, p->value_dim, &output_elements))
-        return ATTN_ERROR_SIZE_OVERFLOW;
-    if (rows == 0) return ATTN_OK;  // nothing to read or write
-    if (p->kv_heads == 0 || p->query_heads % p->kv_heads != 0) return ATTN_ERROR_GROUPED_QUERY;
-    if (!partial && p->value_dim > 0 && !p->output) return ATTN_ERROR_NULL_POINTER;
-    if (!partial && p->value_dim > 0 && p->output_strides[3] != 1) return ATTN_ERROR_INNER_STRIDE;
-    if (p->key_length > 0) {
-        if (p->head_dim > 0 && (!p->query || !p->key)) return ATTN_ERROR_NULL_POINTER;
-        if (p->value_dim > 0 && !p->value) return ATTN_ERROR_NULL_POINTER;
-        if (p->head_dim > 0 && (p->query_strides[3] != 1 || p->key_strides[3] != 1))
-            return ATTN_ERROR_INNER_STRIDE;
-        if (p->value_dim > 0 && p->value_strides[3] != 1) return ATTN_ERROR_INNER_STRIDE;
-        if (p->mask_kind != ATTN_MASK_NONE && !p->mask) return ATTN_ERROR_NULL_POINTER;
-    }
-    return ATTN_OK;
+    const unsigned writes = partial ? 0 : ATTN_CALL_WRITES_OUTPUT;
+    return attn_validate_params(p, ATTN_CALL_ANY_KV_STORAGE | ATTN_CALL_READS_VALUES | writes, 0, 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -1020,9 +978,9 @@ const char *attn_status_description(attn_status status) {
     case ATTN_ERROR_MASK_KIND: return "unknown mask kind or causal alignment";
     case ATTN_ERROR_OUT_OF_MEMORY: return "scratch memory could not be allocated";
     case ATTN_ERROR_SIZE_OVERFLOW: return "a product of the sizes overflows int64";
-    case ATTN_ERROR_STORAGE: return "unknown key/value storage type";
+    case ATTN_ERROR_STORAGE: return "unknown key/value storage type, or 16-bit storage for a call that reads float32 (weights, scores, backward)";
     case ATTN_ERROR_KEY_RANGE: return "the key range is not within [0, key_length]";
-    case ATTN_ERROR_KEY_LAYOUT: return "unknown key layout, or a panel stride below 16 * head_dim";
+    case ATTN_ERROR_KEY_LAYOUT: return "unknown key layout, a panel stride below 16 * head_dim, or panels for a call that reads rows (weights, scores, backward)";
     }
     return "unknown status";
 }

@@ -37,6 +37,7 @@
 #include "attention.h"
 #include "microkernels/backward.h"
 #include "microkernels/microkernels.h"
+#include "params.h"
 #include "plan.h"
 
 #include <math.h>
@@ -64,55 +65,11 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int is_masked(float weight) { return weight == 0.0f && signbit(weight); }
 
 // ---------------------------------------------------------------------------
-// Validation: the only place that checks.
+// Validation: params.c, the checks of every entry point.
 
 static attn_status validate_backward(const attn_backward_params *b) {
     if (!b) return ATTN_ERROR_NULL_POINTER;
-    const attn_params *p = &b->forward;
-    if (p->batch < 0 || p->query_heads < 0 || p->kv_heads < 0 || p->query_length < 0 ||
-        p->key_length < 0 || p->head_dim < 0 || p->value_dim < 0)
-        return ATTN_ERROR_NEGATIVE_SIZE;
-    if (p->causal != ATTN_CAUSAL_NONE && p->causal != ATTN_CAUSAL_TOP_LEFT &&
-        p->causal != ATTN_CAUSAL_BOTTOM_RIGHT)
-        return ATTN_ERROR_MASK_KIND;
-    if (p->mask_kind != ATTN_MASK_NONE && p->mask_kind != ATTN_MASK_KEEP &&
-        p->mask_kind != ATTN_MASK_ADDITIVE)
-        return ATTN_ERROR_MASK_KIND;
-    if (!isfinite(p->scale)) return ATTN_ERROR_SCALE;
-    if (!(p->dropout_p >= 0.0f && p->dropout_p < 1.0f)) return ATTN_ERROR_DROPOUT;
-    const int64_t largest_dim = (int64_t)1 << 40;
-    int64_t rows, keys, elements;
-    if (p->head_dim > largest_dim || p->value_dim > largest_dim ||
-        __builtin_mul_overflow(p->batch, p->query_heads, &rows) ||
-        __builtin_mul_overflow(rows, p->query_length, &rows) ||
-        __builtin_mul_overflow(rows, p->value_dim + p->head_dim, &elements) ||
-        __builtin_mul_overflow(p->batch, p->kv_heads, &keys) ||
-        __builtin_mul_overflow(keys, p->key_length, &keys) ||
-        __builtin_mul_overflow(keys, p->value_dim + p->head_dim, &elements))
-        return ATTN_ERROR_SIZE_OVERFLOW;
-    if (rows == 0 && keys == 0) return ATTN_OK;  // nothing to read or write
-    if (p->batch > 0 && (p->kv_heads == 0 || p->query_heads % p->kv_heads != 0))
-        return ATTN_ERROR_GROUPED_QUERY;
-    if (rows > 0) {
-        if (!p->logsumexp) return ATTN_ERROR_NULL_POINTER;
-        if (p->head_dim > 0 && (!b->grad_query || !p->query)) return ATTN_ERROR_NULL_POINTER;
-        if (p->head_dim > 0 && (b->grad_query_strides[3] != 1 || p->query_strides[3] != 1))
-            return ATTN_ERROR_INNER_STRIDE;
-        if (p->value_dim > 0 && (!p->output || !b->grad_output)) return ATTN_ERROR_NULL_POINTER;
-        if (p->value_dim > 0 && (p->output_strides[3] != 1 || b->grad_output_strides[3] != 1))
-            return ATTN_ERROR_INNER_STRIDE;
-    }
-    if (keys > 0) {
-        if (p->head_dim > 0 && (!b->grad_key || !p->key)) return ATTN_ERROR_NULL_POINTER;
-        if (p->head_dim > 0 && (b->grad_key_strides[3] != 1 || p->key_strides[3] != 1))
-            return ATTN_ERROR_INNER_STRIDE;
-        if (p->value_dim > 0 && (!b->grad_value || !p->value)) return ATTN_ERROR_NULL_POINTER;
-        if (p->value_dim > 0 && (b->grad_value_strides[3] != 1 || p->value_strides[3] != 1))
-            return ATTN_ERROR_INNER_STRIDE;
-    }
-    if (rows > 0 && keys > 0 && p->mask_kind != ATTN_MASK_NONE && !p->mask)
-        return ATTN_ERROR_NULL_POINTER;
-    return ATTN_OK;
+    return attn_validate_params(&b->forward, ATTN_CALL_READS_VALUES | ATTN_CALL_BACKWARD, 0, b);
 }
 
 // ---------------------------------------------------------------------------

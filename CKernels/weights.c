@@ -19,6 +19,7 @@
 // store per cell, on top of the forward call that gave the logsumexp.
 #include "attention.h"
 #include "microkernels/microkernels.h"
+#include "params.h"
 #include "plan.h"
 
 #include <math.h>
@@ -28,31 +29,7 @@
 
 // The checks of attn_sdpa_forward that concern the scores (values are not read).
 static attn_status validate_scores(const attn_params *p, const void *out) {
-    if (!p) return ATTN_ERROR_NULL_POINTER;
-    if (p->batch < 0 || p->query_heads < 0 || p->kv_heads < 0 || p->query_length < 0 ||
-        p->key_length < 0 || p->head_dim < 0)
-        return ATTN_ERROR_NEGATIVE_SIZE;
-    if (p->causal != ATTN_CAUSAL_NONE && p->causal != ATTN_CAUSAL_TOP_LEFT &&
-        p->causal != ATTN_CAUSAL_BOTTOM_RIGHT)
-        return ATTN_ERROR_MASK_KIND;
-    if (p->mask_kind != ATTN_MASK_NONE && p->mask_kind != ATTN_MASK_KEEP &&
-        p->mask_kind != ATTN_MASK_ADDITIVE)
-        return ATTN_ERROR_MASK_KIND;
-    if (!isfinite(p->scale)) return ATTN_ERROR_SCALE;
-    if (!(p->dropout_p >= 0.0f && p->dropout_p < 1.0f)) return ATTN_ERROR_DROPOUT;
-    int64_t cells;
-    if (p->head_dim > ((int64_t)1 << 40) || __builtin_mul_overflow(p->batch, p->query_heads, &cells) ||
-        __builtin_mul_overflow(cells, p->query_length, &cells) ||
-        __builtin_mul_overflow(cells, p->key_length, &cells))
-        return ATTN_ERROR_SIZE_OVERFLOW;
-    if (cells == 0) return ATTN_OK;  // nothing to write
-    if (p->kv_heads == 0 || p->query_heads % p->kv_heads != 0) return ATTN_ERROR_GROUPED_QUERY;
-    if (!out) return ATTN_ERROR_NULL_POINTER;
-    if (p->head_dim > 0 && (!p->query || !p->key)) return ATTN_ERROR_NULL_POINTER;
-    if (p->head_dim > 0 && (p->query_strides[3] != 1 || p->key_strides[3] != 1))
-        return ATTN_ERROR_INNER_STRIDE;
-    if (p->mask_kind != ATTN_MASK_NONE && !p->mask) return ATTN_ERROR_NULL_POINTER;
-    return ATTN_OK;
+    return attn_validate_params(p, ATTN_CALL_WRITES_DENSE, out, 0);
 }
 
 // Per-worker scratch, each on a cache line.

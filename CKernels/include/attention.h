@@ -63,9 +63,9 @@ typedef enum attn_status {
     ATTN_ERROR_MASK_KIND = 7,         ///< unknown mask kind or causal value
     ATTN_ERROR_OUT_OF_MEMORY = 8,     ///< per-thread scratch could not be allocated
     ATTN_ERROR_SIZE_OVERFLOW = 9,     ///< a product of sizes (rows, tasks, scratch) overflows int64
-    ATTN_ERROR_STORAGE = 10,          ///< unknown kv_storage
+    ATTN_ERROR_STORAGE = 10,          ///< unknown kv_storage, or 16-bit where a call reads float32 (weights, scores, backward)
     ATTN_ERROR_KEY_RANGE = 11,        ///< a partial call's key range is not within [0, key_length]
-    ATTN_ERROR_KEY_LAYOUT = 12,       ///< unknown key_layout, or a panel stride below 16·head_dim
+    ATTN_ERROR_KEY_LAYOUT = 12,       ///< unknown key_layout, a panel stride below 16·head_dim, or panels where a call reads rows (weights, scores, backward)
 } attn_status;
 
 /// How the key and value elements are stored in memory.
@@ -281,8 +281,9 @@ typedef enum attn_idle_wait {
 
 /// Sets what OpenMP's workers do after each later call of the C driver (applied
 /// by each calling thread at its next call). Returns 0 for an unknown value.
-/// The environment sets the initial policy: ATTENTION_IDLE_WAIT=spin|sleep|runtime;
-/// an explicit KMP_BLOCKTIME alone means runtime. No effect without OpenMP
+/// The environment sets the initial policy: ATTENTION_IDLE_WAIT=spin|sleep|runtime
+/// (another value: one warning on stderr, then the default); an explicit
+/// KMP_BLOCKTIME alone means runtime. No effect without OpenMP
 /// (Dispatch's threads park in the kernel between calls).
 int attn_set_idle_wait(attn_idle_wait policy);
 
@@ -404,7 +405,8 @@ const char *attn_kernel_path(void);
 /// Switches the micro-kernel path ("avx512", "avx2", "neon", "portable") for later calls.
 /// Returns 1 on success, 0 if the name is unknown or this CPU cannot run it.
 /// Not safe while other threads are inside attn_sdpa_forward; for tests and
-/// benchmarks. ATTENTION_KERNEL_PATH sets the initial path the same way.
+/// benchmarks. ATTENTION_KERNEL_PATH sets the initial path the same way (an
+/// unknown or unsupported name: one warning on stderr, then the best path).
 int attn_select_kernel_path(const char *name);
 
 /// 1 if this CPU can run the named micro-kernel path, else 0.

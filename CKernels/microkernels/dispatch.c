@@ -3,9 +3,14 @@
 // The best path the CPU supports is used (x86: avx512 > avx2 > portable;
 // aarch64: neon > portable), unless ATTENTION_KERNEL_PATH=portable|avx2|avx512|neon
 // names another; a named path the CPU lacks falls back to the best available
-// one rather than faulting on an illegal instruction. attn_select_kernel_path switches at run time (tests, benchmarks).
+// one rather than faulting on an illegal instruction, and an unknown or
+// unsupported name warns once on stderr (environment.h). attn_select_kernel_path
+// switches at run time (tests, benchmarks).
 #include "../include/attention.h"
+#include "../environment.h"
 #include "microkernels.h"
+
+#include <stdio.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -50,11 +55,46 @@ static const attn_microkernels *best_available(void) {
 
 static const attn_microkernels *_Atomic selected = 0;
 
+// A path of some build (neon is not compiled on x86, avx2 not on AArch64).
+static int known_path_name(const char *name) {
+    static const char *const names[] = {"avx512", "avx2", "neon", "portable"};
+    for (unsigned index = 0; index < sizeof names / sizeof names[0]; index++)
+        if (strcmp(names[index], name) == 0) return 1;
+    return 0;
+}
+
+// The path ATTENTION_KERNEL_PATH names, or the best available one (with the
+// warning of environment.h when it names none this CPU can run).
+static const attn_microkernels *path_from_environment(void) {
+    static atomic_int warned;
+    const char *name = attn_environment_value("ATTENTION_KERNEL_PATH");
+    const attn_microkernels *forced = named(name), *const best = best_available();
+    if (forced && attn_microkernels_supported(forced)) return forced;
+    if (name) {
+        char problem[160];
+        if (!known_path_name(name)) {
+            snprintf(problem, sizeof problem, "expected avx512, avx2, neon or portable");
+        } else {
+            // "this CPU cannot run it (it can run avx2, portable)"; 4 short names fit.
+            int used = snprintf(problem, sizeof problem, "this CPU cannot run it (it can run");
+            const char *separator = " ";
+            for (int index = 0; index < PATH_COUNT; index++)
+                if (attn_microkernels_supported(all_paths[index]) && used < (int)sizeof problem) {
+                    used += snprintf(problem + used, sizeof problem - (size_t)used, "%s%s", separator,
+                                     all_paths[index]->name);
+                    separator = ", ";
+                }
+            if (used < (int)sizeof problem) snprintf(problem + used, sizeof problem - (size_t)used, ")");
+        }
+        attn_environment_warning(&warned, "ATTENTION_KERNEL_PATH", name, problem, best->name);
+    }
+    return best;
+}
+
 const attn_microkernels *attn_selected_microkernels(void) {
     const attn_microkernels *table = selected;
-    if (!table) {  // a benign race: every thread computes the same pointer
-        const attn_microkernels *forced = named(getenv("ATTENTION_KERNEL_PATH"));
-        table = forced && attn_microkernels_supported(forced) ? forced : best_available();
+    if (!table) {  // a benign race: every thread computes the same pointer (and one warns)
+        table = path_from_environment();
         selected = table;
     }
     return table;

@@ -41,11 +41,23 @@ public enum AttentionThreading {
 
     /// The driver chosen when ``driver`` was never set: OpenMP where compiled in,
     /// else Dispatch; `ATTENTION_THREADING=dispatch|openmp` in the environment
-    /// picks one (`openmp` only where available).
+    /// picks one (`openmp` only where available). Another value, or `openmp`
+    /// where OpenMP is not compiled in, gives one warning on standard error
+    /// (`attention: ignoring ATTENTION_THREADING="…": …; using …`) and the
+    /// default; an empty value counts as unset.
     public static let defaultDriver: Driver = {
-        let requested = ProcessInfo.processInfo.environment["ATTENTION_THREADING"].flatMap(Driver.init(rawValue:))
-        if requested == .dispatch || !isOpenMPAvailable { return .dispatch }
-        return .openMP
+        let compiled: Driver = isOpenMPAvailable ? .openMP : .dispatch
+        guard let value = ProcessInfo.processInfo.environment["ATTENTION_THREADING"], !value.isEmpty else { return compiled }
+        switch Driver(rawValue: value) {
+        case .dispatch?: return .dispatch
+        case .openMP? where isOpenMPAvailable: return .openMP
+        case .openMP?:
+            warnAboutEnvironment("ATTENTION_THREADING", value, problem: "OpenMP is not compiled in (package trait OpenMP)",
+                                 using: compiled.rawValue)
+        case nil:
+            warnAboutEnvironment("ATTENTION_THREADING", value, problem: "expected openmp or dispatch", using: compiled.rawValue)
+        }
+        return compiled
     }()
 
     private static let lock = NSLock()
@@ -63,7 +75,8 @@ public enum AttentionThreading {
     /// What OpenMP's workers do after each call (process-wide). The default is
     /// ``IdleWait/sleep`` (measured in the README, "Threads": the decode-step
     /// latency is within noise of spinning, and no CPU is burnt between calls);
-    /// `ATTENTION_IDLE_WAIT=spin|sleep|runtime` sets the initial value, and an
+    /// `ATTENTION_IDLE_WAIT=spin|sleep|runtime` sets the initial value (another
+    /// value gives one warning on standard error and the default), and an
     /// explicit `KMP_BLOCKTIME` alone means ``IdleWait/runtime``. Dispatch's
     /// threads always park between calls, whatever this says.
     public static var idleWait: IdleWait {
@@ -164,4 +177,12 @@ enum KernelThreading {
 struct UncheckedSendable<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
+}
+
+/// The one warning for an `ATTENTION_*` variable whose value cannot be used, in
+/// the words of the C target's (CKernels/environment.h): one line on standard
+/// error, `attention: ignoring NAME="value": problem; using fallback`. The
+/// caller reads its variable once per process, so it warns once.
+func warnAboutEnvironment(_ variable: String, _ value: String, problem: String, using fallback: String) {
+    FileHandle.standardError.write(Data("attention: ignoring \(variable)=\"\(value)\": \(problem); using \(fallback)\n".utf8))
 }

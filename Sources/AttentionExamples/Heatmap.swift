@@ -83,38 +83,51 @@ public enum Heatmap {
     /// The matrix as text: a header of column labels, then one line per row,
     /// its label first, each cell its value with 4 decimals (`-inf` for a masked
     /// cell). With colour, each cell's background shows its value on the viridis
-    /// scale (legend below); without, the numbers alone.
+    /// scale (legend below); without, the numbers alone. A matrix wider than
+    /// `width` is printed in blocks of columns, each under a line
+    /// `columns 1–8 of 16` and its own header, as PyTorch and NumPy print wide
+    /// arrays: every value is still printed, and no line is wider than `width`
+    /// (colour codes aside).
     ///
     /// - Parameters:
     ///   - matrix: the matrix to draw.
     ///   - colour: from `TerminalColour.detect(isTerminal:environment:)`.
     ///   - indent: put before every line.
+    ///   - width: the widest line, in columns (characters of the plain text);
+    ///     `nil` (the default) for one block however wide.
     /// - Returns: the lines, joined by newlines, without a final newline.
-    public static func terminal(_ matrix: LabelledMatrix, colour: TerminalColour, indent: String = "    ") -> String {
+    public static func terminal(_ matrix: LabelledMatrix, colour: TerminalColour, indent: String = "    ", width: Int? = nil) -> String {
         let labelWidth = min(max(matrix.rowLabels.map(\.count).max() ?? 0, 4), 12)
         let (low, high) = ColourScale.range(of: matrix)
         var lines: [String] = []
-        let header = matrix.columnLabels.map { fit($0, cellWidth - 1).leftPadded(cellWidth) }.joined()
-        lines.append(indent + String(repeating: " ", count: labelWidth) + header)
-        for row in 0..<matrix.rows {
-            var line = indent + fit(matrix.rowLabels[row], labelWidth).leftPadded(labelWidth)
-            for column in 0..<matrix.columns {
-                let value = matrix[row, column]
-                let text = formatCell(value).leftPadded(cellWidth)
-                switch colour {
-                case .none:
-                    line += text
-                case .palette256, .trueColour:
-                    let background = value == -.infinity
-                        ? ColourScale.masked : ColourScale.colour(Double((value - low) / (high - low)))
-                    let foreground = background.luminance > 0.5 ? "30" : "97"
-                    let backgroundCode = colour == .trueColour
-                        ? "48;2;\(background.red);\(background.green);\(background.blue)"
-                        : "48;5;\(background.palette256Index)"
-                    line += "\u{1B}[\(foreground);\(backgroundCode)m\(text)\u{1B}[0m"
-                }
+        let perBlock = width.map { max(1, ($0 - indent.count - labelWidth) / cellWidth) } ?? matrix.columns
+        for first in stride(from: 0, to: max(matrix.columns, 1), by: max(perBlock, 1)) {
+            let columns = first..<min(first + perBlock, matrix.columns)
+            if columns.count < matrix.columns {
+                lines.append(indent + "columns \(columns.lowerBound + 1)–\(columns.upperBound) of \(matrix.columns)")
             }
-            lines.append(line)
+            let header = columns.map { fit(matrix.columnLabels[$0], cellWidth - 1).leftPadded(cellWidth) }.joined()
+            lines.append(indent + String(repeating: " ", count: labelWidth) + header)
+            for row in 0..<matrix.rows {
+                var line = indent + fit(matrix.rowLabels[row], labelWidth).leftPadded(labelWidth)
+                for column in columns {
+                    let value = matrix[row, column]
+                    let text = formatCell(value).leftPadded(cellWidth)
+                    switch colour {
+                    case .none:
+                        line += text
+                    case .palette256, .trueColour:
+                        let background = value == -.infinity
+                            ? ColourScale.masked : ColourScale.colour(Double((value - low) / (high - low)))
+                        let foreground = background.luminance > 0.5 ? "30" : "97"
+                        let backgroundCode = colour == .trueColour
+                            ? "48;2;\(background.red);\(background.green);\(background.blue)"
+                            : "48;5;\(background.palette256Index)"
+                        line += "\u{1B}[\(foreground);\(backgroundCode)m\(text)\u{1B}[0m"
+                    }
+                }
+                lines.append(line)
+            }
         }
         if colour != .none {
             var legend = indent + "scale: "

@@ -99,7 +99,7 @@ struct BenchCommand: ParsableCommand {
         let threadCounts = threads.isEmpty ? Array(1...max(1, Int(attn_default_threads()))) : threads
         let kernelPath = String(cString: attn_kernel_path())
         var peaks: [Int: Double] = [:]
-        let pinnedPeak = ProcessInfo.processInfo.environment["ATTENTION_BENCH_PEAK_GFLOPS"].map { Double($0) ?? .nan }
+        let pinnedPeak = Self.pinnedPeak()
         for count in threadCounts { peaks[count] = pinnedPeak ?? attn_fma_peak_gflops(Int32(count), 0.3) }
 
         let drivers = driver.isEmpty ? [AttentionThreading.driver] : driver
@@ -254,6 +254,17 @@ struct BenchCommand: ParsableCommand {
 
     private func same(_ a: BenchmarkResult, _ b: BenchmarkResult) -> Bool {
         (a.batch, a.heads, a.kvHeads, a.queryLength, a.keyLength, a.headDim) == (b.batch, b.heads, b.kvHeads, b.queryLength, b.keyLength, b.headDim)
+    }
+
+    /// `ATTENTION_BENCH_PEAK_GFLOPS` as a number (`nan` included: the reports'
+    /// test of an unmeasurable peak), or nil to measure the peak: unset, empty,
+    /// or not a number (then one warning on stderr, in the library's words).
+    static func pinnedPeak() -> Double? {
+        guard let value = ProcessInfo.processInfo.environment["ATTENTION_BENCH_PEAK_GFLOPS"], !value.isEmpty else { return nil }
+        if let peak = Double(value) { return peak }
+        FileHandle.standardError.write(Data(
+            "attention: ignoring ATTENTION_BENCH_PEAK_GFLOPS=\"\(value)\": expected a number of GFLOP/s; using the measured peak\n".utf8))
+        return nil
     }
 
     /// The figure with `decimals` decimals, or "—" when it is absent or not finite.

@@ -65,12 +65,15 @@ struct DemoCommand: ParsableCommand {
 
     /// The chapter, step by step; returns the largest difference to the book.
     func printSteps(_ chapter: [ChapterStep]) -> Float {
-        print("Chapter 3 of \"Build a Large Language Model (From Scratch)\" step by step: \"Your journey starts with one step\"")
-        print("Weights from the book (torch.manual_seed 123 / 789); layers on the \(backend.rawValue) backend, "
-            + "matrices by hand with Reference's exact helpers. Δ: the largest difference to the book's number.")
+        print(wrap("Chapter 3 of \"Build a Large Language Model (From Scratch)\" step by step: "
+            + "\"Your journey starts with one step\"", indent: "", continuation: ""))
+        print(wrap("Weights from the book (torch.manual_seed 123 / 789); layers on the \(backend.rawValue) backend, "
+            + "matrices by hand with Reference's exact helpers. Δ: the largest difference to the book's number.",
+            indent: "", continuation: ""))
         var worst: Float = 0
         for (index, step) in chapter.enumerated() {
-            print("\n== \(index + 1). \(step.title)")
+            print("")
+            print(wrap("== \(index + 1). \(step.title)", indent: "", continuation: "   "))
             print(wrap(step.explanation, indent: "   "))
             for item in step.items {
                 switch item {
@@ -82,8 +85,8 @@ struct DemoCommand: ParsableCommand {
                         heading += ": max |Δ| vs book = \(MatrixFormatting.scientific(difference))"
                         worst = max(worst, difference.isNaN ? .infinity : difference)
                     }
-                    print(heading)
-                    print(Heatmap.terminal(matrix, colour: colour))
+                    print(wrap(heading, indent: "", continuation: "   "))
+                    print(Heatmap.terminal(matrix, colour: colour, width: Self.lineWidth))
                 }
             }
         }
@@ -92,15 +95,17 @@ struct DemoCommand: ParsableCommand {
 
     /// The compact check: every printed number of the book and MiniLM's, one block each.
     func printCompactCheck() throws -> Float {
-        print("Attention demo: \"Your journey starts with one step\" (Raschka, ch. 3), backend \(backend.rawValue)")
-        print(backend.backend == .reference
-            ? "(every number from the float64 oracle)\n"
-            : "(attention weights from the fused kernel's float32 path: its logsumexp, then exp(s − logsumexp))\n")
+        print(wrap("Attention demo: \"Your journey starts with one step\" (Raschka, ch. 3), backend \(backend.rawValue)",
+                   indent: "", continuation: ""))
+        print(wrap(backend.backend == .reference
+            ? "(every number from the float64 oracle)"
+            : "(attention weights from the fused kernel's float32 path: its logsumexp, then exp(s − logsumexp))",
+            indent: "", continuation: "") + "\n")
         let tokens = try BookChapter3.load().tokens
         var worst: Float = 0
         for section in try BookDemo.run(backend: backend.backend) {
-            print("== \(section.title)")
-            print("   \(section.detail)")
+            print(wrap("== \(section.title)", indent: "", continuation: "   "))
+            print(wrap(section.detail, indent: "   "))
             for comparison in section.comparisons {
                 var heading = "-- \(comparison.name) \(comparison.computed.shape)"
                 if comparison.fromReference { heading += " (reference path)" }
@@ -108,17 +113,20 @@ struct DemoCommand: ParsableCommand {
                     heading += ": max |Δ| vs book = \(MatrixFormatting.scientific(difference))"
                     worst = max(worst, difference.isNaN ? .infinity : difference)
                 }
-                print(heading)
+                print(wrap(heading, indent: "", continuation: "   "))
                 print(try render(comparison.computed, tokens: tokens))
             }
             print("")
         }
         let minilm = try MiniLMDemo.run(backend: backend.backend)
         print("== 5. A real model: all-MiniLM-L6-v2, layer 0 self-attention")
-        print("   \"\(minilm.sentence)\": \(minilm.tokenCount) tokens, hidden \(minilm.hiddenSize), \(minilm.heads) heads of \(minilm.headDim)")
-        print("-- attention output [1, \(minilm.tokenCount), \(minilm.hiddenSize)], first 6 features of the first 4 tokens:")
+        print(wrap("\"\(minilm.sentence)\": \(minilm.tokenCount) tokens, hidden \(minilm.hiddenSize), "
+                   + "\(minilm.heads) heads of \(minilm.headDim)", indent: "   "))
+        print(wrap("-- attention output [1, \(minilm.tokenCount), \(minilm.hiddenSize)], first 6 features of the first 4 tokens:",
+                   indent: "", continuation: "   "))
         print(MatrixFormatting.render(minilm.preview))
-        print("-- max |Δ| vs PyTorch: context \(MatrixFormatting.scientific(minilm.contextDifference)), attention output \(MatrixFormatting.scientific(minilm.outputDifference))")
+        print(wrap("-- max |Δ| vs PyTorch: context \(MatrixFormatting.scientific(minilm.contextDifference)), "
+                   + "attention output \(MatrixFormatting.scientific(minilm.outputDifference))", indent: "", continuation: "   "))
         return max(worst, minilm.outputDifference, minilm.contextDifference)
     }
 
@@ -133,7 +141,7 @@ struct DemoCommand: ParsableCommand {
             let matrix = try LabelledMatrix(
                 title: "", values: Tensor(shape: [tokens.count, columns], scalars: Array(tensor.scalars[start..<(start + size)])),
                 rowLabels: tokens, columnLabels: columnLabels)
-            blocks.append(Heatmap.terminal(matrix, colour: colour))
+            blocks.append(Heatmap.terminal(matrix, colour: colour, width: Self.lineWidth))
         }
         return blocks.joined(separator: "\n\n")
     }
@@ -176,17 +184,27 @@ struct DemoCommand: ParsableCommand {
         return String(name.prefix(60))
     }
 
-    /// `text` wrapped at 100 columns after `indent`.
-    func wrap(_ text: String, indent: String) -> String {
-        var lines: [String] = [], line = ""
+    /// The widest line `--steps` prints, in columns.
+    static let lineWidth = 80
+
+    /// `text` wrapped at ``lineWidth`` columns: the first line after `indent`,
+    /// the others after `continuation` (default: `indent`). A line's width is
+    /// counted in UTF-8 bytes, never fewer than its columns, so the lines also
+    /// fit for tools that count bytes (`awk 'length > 80'`).
+    func wrap(_ text: String, indent: String, continuation: String? = nil) -> String {
+        var lines: [String] = [], line = indent
+        let next = continuation ?? indent
+        var lineIsEmpty = true
         for word in text.split(separator: " ") {
-            if !line.isEmpty, line.count + word.count + 1 > 100 - indent.count {
-                lines.append(indent + line)
-                line = ""
+            if !lineIsEmpty, line.utf8.count + 1 + word.utf8.count > Self.lineWidth {
+                lines.append(line)
+                line = next
+                lineIsEmpty = true
             }
-            line += (line.isEmpty ? "" : " ") + word
+            line += (lineIsEmpty ? "" : " ") + word
+            lineIsEmpty = false
         }
-        if !line.isEmpty { lines.append(indent + line) }
+        if !lineIsEmpty { lines.append(line) }
         return lines.joined(separator: "\n")
     }
 }

@@ -11,9 +11,7 @@ struct SDPACommand: ParsableCommand {
             The input holds q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] (F32, F16, BF16, F64 or F8_*), and \
             optionally mask_keep (BOOL or any integer dtype, non-zero = attend) or mask_additive (as q), each broadcastable \
             to [B, Hq, Lq, Lk]. The output file gets out [B, Hq, Lq, Dv] and logsumexp [B, Hq, Lq]. \
-            A regular file (new or existing) is written to a temporary file and renamed, keeping an \
-            existing file's mode and owner, so a failed run leaves no partial file; a symbolic link \
-            is written through to its target; a FIFO or character device is streamed to.
+            \(SDPAOptions.outputFileDiscussion)
             F16, BF16 and F8 inputs are widened to float32 exactly and F64 inputs rounded to the nearest float32 \
             before the float32 kernel runs; out and logsumexp are always F32.
             """)
@@ -24,17 +22,7 @@ struct SDPACommand: ParsableCommand {
     @Option(name: .long, help: "Output safetensors file for out and logsumexp.")
     var output: String
 
-    @Option(name: .long, help: "Causal mask: top-left (PyTorch is_causal) or bottom-right (key/value cache).")
-    var causal: CausalChoice?
-
-    @Option(name: .long, help: "Scale of the logits (default 1/sqrt(D)); any finite value (negative: --scale=-2).")
-    var scale: Float?
-
-    @Option(name: .long, help: "Dropout probability on the attention weights, in [0, 1).")
-    var dropout: Float = 0
-
-    @Option(name: .long, help: "Seed of the dropout generator (Philox-4x32-10).")
-    var seed: UInt64 = 0
+    @OptionGroup var call: SDPAOptions
 
     @Option(name: .long, help: "Threads for the fused kernel (default: OMP_NUM_THREADS or the cores under OpenMP, the active processors under Dispatch).")
     var threads: Int?
@@ -53,10 +41,10 @@ struct SDPACommand: ParsableCommand {
 
     func run() throws {
         let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: input))
-        let mask = try Self.mask(in: file, named: input, causal: causal)
+        let mask = try call.mask(in: file, named: input)
         let result = try scaledDotProductAttentionWithLogsumexp(
             queries: file.floatTensor("q"), keys: file.floatTensor("k"), values: file.floatTensor("v"),
-            mask: mask, scale: scale, dropoutProbability: dropout, dropoutSeed: seed,
+            mask: mask, scale: call.scale, dropoutProbability: call.dropout, dropoutSeed: call.seed,
             backend: backend.backend, threads: threads)
         // Compare before writing, so that a failed comparison leaves no output file.
         var comparison: String?
@@ -78,31 +66,4 @@ struct SDPACommand: ParsableCommand {
         if let comparison { print(comparison) }
         if let printed { print(printed) }
     }
-}
-
-extension SDPACommand {
-    /// The mask of a call: `mask_keep` or `mask_additive` from the file, or `--causal`.
-    static func mask(in file: SafetensorsFile, named input: String, causal: CausalChoice?) throws -> AttentionMask {
-        let names = Set(file.tensorNames)
-        if names.contains("mask_keep") && names.contains("mask_additive") {
-            throw CommandError("\(input): holds both mask_keep and mask_additive; keep one")
-        }
-        var mask: AttentionMask = .none
-        if names.contains("mask_keep") { mask = .keep(try file.boolTensor("mask_keep")) }
-        if names.contains("mask_additive") { mask = .additive(try file.floatTensor("mask_additive")) }
-        if let causal {
-            if case .none = mask {
-                mask = .causal(causal.alignment)
-            } else {
-                throw CommandError("--causal cannot be combined with the mask in \(input) (as in PyTorch)")
-            }
-        }
-        return mask
-    }
-}
-
-/// The `--causal` option.
-enum CausalChoice: String, ExpressibleByArgument, CaseIterable {
-    case topLeft = "top-left", bottomRight = "bottom-right"
-    var alignment: CausalAlignment { self == .topLeft ? .topLeft : .bottomRight }
 }

@@ -24,8 +24,8 @@ extension SDPACommand {
                     + "printing them is for small shapes, at most \(Self.weightLimit)")
             }
             let reference = try Reference.scaledDotProductAttention(
-                queries: queries, keys: keys, values: file.floatTensor("v"), mask: mask, scale: scale,
-                dropoutProbability: dropout, dropoutSeed: seed)
+                queries: queries, keys: keys, values: file.floatTensor("v"), mask: mask, scale: call.scale,
+                dropoutProbability: call.dropout, dropoutSeed: call.seed)
             blocks.append("attention weights (reference path, after mask and dropout) =\n\(reference.weights)")
         }
         return blocks.isEmpty ? nil : blocks.joined(separator: "\n")

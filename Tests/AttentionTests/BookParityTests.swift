@@ -87,6 +87,50 @@ final class BookParityTests: XCTestCase {
         }
     }
 
+    /// One projection stored [in, out] among [out, in] ones: the error names that one.
+    /// `build` throws `invalidShape` naming `name` with the weight's `actual`
+    /// shape, an expectation starting `expectedPrefix`, and the transpose suggested.
+    private func assertTransposedWeightNamed(
+        _ name: String, actual expectedActual: [Int], expectedPrefix: String, _ build: @autoclosure () throws -> Any,
+        line: UInt = #line
+    ) {
+        XCTAssertThrowsError(try build(), line: line) { error in
+            guard case let .invalidShape(argument, expected, actual)? = error as? AttentionError else {
+                return XCTFail("\(error)", line: line)
+            }
+            XCTAssertEqual(argument, name, line: line)
+            XCTAssertEqual(actual, expectedActual, line: line)
+            XCTAssertTrue(expected.hasPrefix(expectedPrefix), expected, line: line)
+            XCTAssertTrue(expected.contains("weight.transposed()"), expected, line: line)
+        }
+    }
+
+    func testTheOneTransposedProjectionOfASingleHeadLayerIsNamed() throws {
+        let upright = try Tensor<Float>(shape: [2, 3], repeating: 0.1)  // [dOut, dIn]
+        let transposed = try Tensor<Float>(shape: [3, 2], repeating: 0.1)
+        for (name, weights) in [("query.weight", [transposed, upright, upright]), ("key.weight", [upright, transposed, upright]),
+                                ("value.weight", [upright, upright, transposed])] {
+            for causal in [false, true] {
+                let (q, k, v) = (try Linear(weight: weights[0]), try Linear(weight: weights[1]), try Linear(weight: weights[2]))
+                let build = { () throws -> Any in
+                    causal ? try CausalSelfAttention(query: q, key: k, value: v, contextLength: 4)
+                           : try SelfAttention(query: q, key: k, value: v)
+                }
+                assertTransposedWeightNamed(name, actual: [3, 2], expectedPrefix: "[out, 3]", try build())
+            }
+        }
+    }
+
+    func testTheOneTransposedProjectionOfMultiHeadAttentionIsNamed() throws {
+        let upright = try Tensor<Float>(shape: [4, 6], repeating: 0.1)  // [dOut, dIn], 2 heads of 2
+        let transposed = try Tensor<Float>(shape: [6, 4], repeating: 0.1)
+        for (name, query, key) in [("query.weight", transposed, upright), ("key.weight", upright, transposed)] {
+            assertTransposedWeightNamed(name, actual: [6, 4], expectedPrefix: "[4, inFeatures]",
+                                        try MultiHeadAttention(query: Linear(weight: query), key: Linear(weight: key),
+                                                               value: Linear(weight: upright), outputProjection: nil, heads: 2))
+        }
+    }
+
     func testLinearSuggestsTheTransposeWhenTheInputFitsTheOtherSide() throws {
         let linear = try Linear(weight: Tensor(shape: [3, 2], repeating: 0))
         XCTAssertThrowsError(try linear(try Tensor(shape: [6, 3], repeating: 1))) { error in

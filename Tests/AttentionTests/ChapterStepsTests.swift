@@ -60,6 +60,21 @@ final class ChapterStepsTests: XCTestCase {
         XCTAssertFalse(output.contains("\u{1B}["), "no escape sequences when stdout is a pipe")
     }
 
+    /// Both demos fit an 80-column terminal: prose wrapped, wide matrices in
+    /// blocks of columns (counted in bytes, as `awk 'length > 80'` counts).
+    func testEveryDemoLineFitsEightyColumns() throws {
+        for arguments in [["demo", "--steps"], ["demo"]] {
+            let run = try runAttention(arguments, environment: [:])
+            XCTAssertEqual(run.status, 0, run.standardError)
+            let wide = run.standardOutput.split(separator: "\n").filter { $0.utf8.count > 80 }
+            XCTAssertEqual(wide, [], "\(arguments)")
+        }
+        let steps = try runAttention(["demo", "--steps"], environment: [:]).standardOutput
+        XCTAssertTrue(steps.contains("columns 9–16 of 16"), "MiniLM's 16 tokens in two blocks")
+        XCTAssertTrue(steps.contains("[SEP]  0.0288  0.0155  0.1419  0.0445  0.0342  0.0202  0.0641  0.1729"),
+                      "head 0's last row, columns 9–16")
+    }
+
     func testColorAlwaysColoursAndNoColorStillWinsOverAuto() throws {
         let coloured = try runAttention(["demo", "--steps", "--color", "always"], environment: ["COLORTERM": "truecolor"])
         XCTAssertEqual(coloured.status, 0, coloured.standardError)

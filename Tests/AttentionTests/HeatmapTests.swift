@@ -36,6 +36,21 @@ final class HeatmapTests: XCTestCase {
         XCTAssertFalse(text.contains("\u{1B}"))
     }
 
+    func testAHeatmapWiderThanItsWidthIsPrintedInBlocksOfColumnsWithEveryValue() throws {
+        let labels = (0..<5).map { "t\($0)" }
+        let matrix = try LabelledMatrix(
+            title: "wide", values: try Tensor(shape: [2, 5], scalars: (0..<10).map { Float($0) / 10 }),
+            rowLabels: ["a", "b"], columnLabels: labels)
+        let text = Heatmap.terminal(matrix, colour: .none, indent: "", width: 4 + 2 * 8)  // label 4, two cells
+        XCTAssertEqual(text, [
+            "columns 1–2 of 5", "          t0      t1", "   a  0.0000  0.1000", "   b  0.5000  0.6000",
+            "columns 3–4 of 5", "          t2      t3", "   a  0.2000  0.3000", "   b  0.7000  0.8000",
+            "columns 5–5 of 5", "          t4", "   a  0.4000", "   b  0.9000",
+        ].joined(separator: "\n"))
+        XCTAssertEqual(Heatmap.terminal(matrix, colour: .none, indent: "", width: 100),
+                       Heatmap.terminal(matrix, colour: .none, indent: ""), "one block when it fits")
+    }
+
     func testColourHeatmapsUseTrueColourOr256ColourBackgrounds() throws {
         let trueColour = Heatmap.terminal(try causalMatrix(), colour: .trueColour)
         XCTAssertTrue(trueColour.contains("\u{1B}[30;48;2;253;231;37m"), "the largest value is viridis' yellow, with black text")

@@ -150,6 +150,48 @@ final class KVStorageTests: XCTestCase {
         }
         XCTAssertEqual(status, ATTN_ERROR_STORAGE)
     }
+
+    /// Weights, scores and the backward read float32 keys and values in rows: a
+    /// call with 16-bit storage or key panels is refused, not read as float32 rows.
+    func testWeightsScoresAndBackwardRefuse16BitStorageAndKeyPanels() {
+        var call = StoredCall.random(queryHeads: 1, kvHeads: 1, queryLength: 2, keyLength: 16, headDim: 4,
+                                     valueDim: 4, storage: .float16, seed: 2)
+        call.threads = 1
+        for (storage, layout, expected) in [(ATTN_STORAGE_F16, ATTN_KEY_LAYOUT_ROWS, ATTN_ERROR_STORAGE),
+                                            (ATTN_STORAGE_BF16, ATTN_KEY_LAYOUT_ROWS, ATTN_ERROR_STORAGE),
+                                            (ATTN_STORAGE_F32, ATTN_KEY_LAYOUT_PANELS, ATTN_ERROR_KEY_LAYOUT)] {
+            let statuses = call.withParams(output: nil, logsumexp: nil) { params -> [attn_status] in
+                params.kv_storage = storage
+                params.key_layout = layout
+                params.key_strides.2 = 16 * 4
+                var cells = [Float](repeating: 0, count: 2 * 16), lse = [Float](repeating: 0, count: 2)
+                var output = [Float](repeating: 0, count: 2 * 4), grads = [Float](repeating: 0, count: 3 * 16 * 4)
+                return cells.withUnsafeMutableBufferPointer { cells in
+                    lse.withUnsafeMutableBufferPointer { lse in
+                        output.withUnsafeMutableBufferPointer { out in
+                            grads.withUnsafeMutableBufferPointer { g in
+                                params.output = out.baseAddress
+                                params.logsumexp = lse.baseAddress
+                                var backward = attn_backward_params()
+                                backward.forward = params
+                                backward.grad_output = UnsafePointer(out.baseAddress)
+                                backward.grad_output_strides = (8, 8, 4, 1)
+                                backward.grad_query = g.baseAddress
+                                backward.grad_query_strides = (8, 8, 4, 1)
+                                backward.grad_key = g.baseAddress! + 16 * 4
+                                backward.grad_key_strides = (64, 64, 4, 1)
+                                backward.grad_value = g.baseAddress! + 2 * 16 * 4
+                                backward.grad_value_strides = (64, 64, 4, 1)
+                                return [attn_sdpa_weights(&params, lse.baseAddress, cells.baseAddress),
+                                        attn_sdpa_scores(&params, cells.baseAddress), attn_sdpa_backward(&backward)]
+                            }
+                        }
+                    }
+                }
+            }
+            XCTAssertEqual(statuses, [expected, expected, expected], "\(storage) \(layout)")
+        }
+    }
 }
 
 /// Keys in panels of 16 keys × headDim (ATTN_KEY_LAYOUT_PANELS, what a cache

@@ -95,6 +95,28 @@ extension QKVProjections {
             outputProjection: outputProjection)
     }
 
+    /// The forward pass of training of the single-head layers (``SelfAttention``,
+    /// ``CausalSelfAttention``): `prepared`, the layer's input as a sequence and
+    /// its problem, run on one input. Returns the output `[B, L, Dv]` in the
+    /// input's rank, and the state.
+    func singleHeadTrainingForward(
+        _ prepared: (SequenceBatch, AttentionProblem), backend: AttentionBackend, threads: Int?
+    ) throws -> (output: Tensor<Float>, state: AttentionForwardState) {
+        let (sequence, problem) = prepared
+        let state = try trainingForward(
+            problem: problem, queryInput: sequence.tensor, keyInput: sequence.tensor, valueInput: sequence.tensor,
+            wasUnbatched: sequence.wasUnbatched, isSelfAttention: true, backend: backend, threads: threads)
+        return (state.restoringRank(state.mergedTensor), state)
+    }
+
+    /// The backward pass of the single-head layers, from ∂L/∂output (the
+    /// output's shape, checked) through attention and the projections; they have
+    /// no output projection.
+    func singleHeadBackward(_ state: AttentionForwardState, outputGradient: Tensor<Float>) throws -> AttentionLayerGradients {
+        let dy = try state.batchedGradient(outputGradient, width: outputWidth)
+        return try backward(state, mergedGradient: dy.scalars, outputProjection: nil)
+    }
+
     /// Applies one optimizer step to the three projections: slots `slot …` `slot + 5`.
     mutating func update(with gradients: AttentionLayerGradients, using optimizer: inout some Optimizer, slot: Int) throws {
         try query.update(with: gradients.queryProjection, using: &optimizer, slot: slot, name: "queryProjection")
@@ -135,11 +157,7 @@ extension SelfAttention {
     /// - Returns: the output `[batch, length, dOut]` (as `callAsFunction`) and the state to keep.
     /// - Throws: as `callAsFunction(_:)`.
     public func forwardForTraining(_ input: Tensor<Float>) throws -> (output: Tensor<Float>, state: AttentionForwardState) {
-        let (sequence, problem) = try prepare(input)
-        let state = try projections.trainingForward(
-            problem: problem, queryInput: sequence.tensor, keyInput: sequence.tensor, valueInput: sequence.tensor,
-            wasUnbatched: sequence.wasUnbatched, isSelfAttention: true, backend: backend, threads: threads)
-        return (state.restoringRank(state.mergedTensor), state)
+        try projections.singleHeadTrainingForward(try prepare(input), backend: backend, threads: threads)
     }
 
     /// The backward pass: ∂L/∂input and ∂L/∂W_q, ∂L/∂W_k, ∂L/∂W_v.
@@ -150,8 +168,7 @@ extension SelfAttention {
     /// - Returns: ``AttentionLayerGradients`` (`input` set; no output projection).
     /// - Throws: `AttentionError.invalidShape` naming `outputGradient`.
     public func backward(_ state: AttentionForwardState, outputGradient: Tensor<Float>) throws -> AttentionLayerGradients {
-        let dy = try state.batchedGradient(outputGradient, width: projections.outputWidth)
-        return try projections.backward(state, mergedGradient: dy.scalars, outputProjection: nil)
+        try projections.singleHeadBackward(state, outputGradient: outputGradient)
     }
 
     /// One optimizer step on W_q, W_k, W_v (optimizer slots `slot …` `slot + 5`).
@@ -174,11 +191,7 @@ extension CausalSelfAttention {
     /// - Returns: the output `[batch, length, dOut]` and the state to keep.
     /// - Throws: as `callAsFunction(_:)`.
     public func forwardForTraining(_ input: Tensor<Float>) throws -> (output: Tensor<Float>, state: AttentionForwardState) {
-        let (sequence, problem) = try prepare(input)
-        let state = try projections.trainingForward(
-            problem: problem, queryInput: sequence.tensor, keyInput: sequence.tensor, valueInput: sequence.tensor,
-            wasUnbatched: sequence.wasUnbatched, isSelfAttention: true, backend: backend, threads: threads)
-        return (state.restoringRank(state.mergedTensor), state)
+        try projections.singleHeadTrainingForward(try prepare(input), backend: backend, threads: threads)
     }
 
     /// The backward pass: ∂L/∂input and ∂L/∂W_q, ∂L/∂W_k, ∂L/∂W_v (the forward's
@@ -190,8 +203,7 @@ extension CausalSelfAttention {
     /// - Returns: ``AttentionLayerGradients``.
     /// - Throws: `AttentionError.invalidShape` naming `outputGradient`.
     public func backward(_ state: AttentionForwardState, outputGradient: Tensor<Float>) throws -> AttentionLayerGradients {
-        let dy = try state.batchedGradient(outputGradient, width: projections.outputWidth)
-        return try projections.backward(state, mergedGradient: dy.scalars, outputProjection: nil)
+        try projections.singleHeadBackward(state, outputGradient: outputGradient)
     }
 
     /// One optimizer step on W_q, W_k, W_v (optimizer slots `slot …` `slot + 5`).

@@ -56,8 +56,9 @@ public struct CausalSelfAttention: Sendable {
     ///     size).
     ///   - dropoutProbability: probability in [0, 1) of dropping an attention
     ///     weight while ``isTraining``.
-    /// - Throws: `AttentionError.invalidShape` if the widths do not fit,
-    ///   `AttentionError.invalidValue` for a negative `contextLength` or a dropout
+    /// - Throws: `AttentionError.invalidShape` naming the weight whose width
+    ///   does not fit (a weight stored `[in, out]` with the suggestion to pass
+    ///   `weight.transposed()`), `AttentionError.invalidValue` for a negative `contextLength` or a dropout
     ///   probability outside [0, 1).
     public init(query: Linear, key: Linear, value: Linear, contextLength: Int, dropoutProbability: Float = 0) throws {
         guard contextLength >= 0 else {

@@ -99,7 +99,9 @@ public struct MultiHeadAttention: Sendable {
     ///     outputs, `false` for PyTorch's default `[length, batch, features]`.
     /// - Throws: `AttentionError.invalidValue` if `heads` does not divide the query
     ///   width or `kvHeads` does not divide `heads`, `AttentionError.invalidShape`
-    ///   for projections that do not fit together.
+    ///   naming the weight that does not fit the others (a query or key weight
+    ///   stored `[in, out]` is named, with the suggestion to pass
+    ///   `weight.transposed()`).
     public init(
         query: Linear, key: Linear, value: Linear, outputProjection: Linear?,
         heads: Int, kvHeads: Int? = nil, causal: CausalAlignment? = nil, contextLength: Int? = nil,

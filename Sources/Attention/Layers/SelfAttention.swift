@@ -24,9 +24,11 @@ public struct SelfAttention: Sendable {
     ///   - query: W_q, `weight [dOut, dIn]`.
     ///   - key: W_k, `weight [dOut, dIn]`: the same width as `query`.
     ///   - value: W_v, `weight [dValue, dIn]`; `dValue` is the output width.
-    /// - Throws: `AttentionError.invalidShape` naming `key.weight` or
-    ///   `value.weight` if the projections do not read the same `dIn` or query
-    ///   and key widths differ.
+    /// - Throws: `AttentionError.invalidShape` naming the weight that does not
+    ///   fit (`query.weight`, `key.weight` or `value.weight`, with the expected
+    ///   and actual shapes) if the projections do not read the same `dIn` or
+    ///   query and key widths differ; one stored `[in, out]` is named, with the
+    ///   suggestion to pass `weight.transposed()`.
     public init(query: Linear, key: Linear, value: Linear) throws {
         projections = try QKVProjections(query: query, key: key, value: value, heads: 1, kvHeads: 1, selfAttention: true)
     }

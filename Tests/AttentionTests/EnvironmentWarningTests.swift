@@ -1,0 +1,60 @@
+import XCTest
+@testable import Attention
+
+/// An `ATTENTION_*` variable with a value the library cannot use is neither
+/// ignored silently nor fatal: one line on stderr names the variable, the value,
+/// what is accepted and what is used instead, once per process, and the run goes on.
+final class EnvironmentWarningTests: XCTestCase {
+    /// `attention --help` reads the kernel path, the driver and the idle wait (it prints them).
+    private func help(_ environment: [String: String]) throws -> AttentionRun {
+        let run = try runProcess(try attentionExecutable().path, ["--help"], environment: environment)
+        XCTAssertEqual(run.status, 0, run.standardError)
+        return run
+    }
+
+    private func warnings(_ run: AttentionRun) -> [String] {
+        run.standardError.split(separator: "\n").map(String.init).filter { $0.hasPrefix("attention: ignoring ") }
+    }
+
+    func testEachUnknownValueWarnsOnceWithTheAcceptedValuesAndTheDefault() throws {
+        let run = try help(["ATTENTION_THREADING": "omp", "ATTENTION_IDLE_WAIT": "spinn", "ATTENTION_KERNEL_PATH": "avx513"])
+        let lines = warnings(run)
+        XCTAssertEqual(lines.count, 3, run.standardError)
+        let defaultDriver = AttentionThreading.isOpenMPAvailable ? "openmp" : "dispatch"
+        XCTAssertTrue(lines.contains("attention: ignoring ATTENTION_THREADING=\"omp\": expected openmp or dispatch; using \(defaultDriver)"),
+                      "\(lines)")
+        XCTAssertTrue(lines.contains("attention: ignoring ATTENTION_IDLE_WAIT=\"spinn\": expected spin, sleep or runtime; using sleep"),
+                      "\(lines)")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("attention: ignoring ATTENTION_KERNEL_PATH=\"avx513\": expected avx512, avx2, neon or portable; using ") },
+                      "\(lines)")
+        // The defaults are in force.
+        XCTAssertTrue(run.standardOutput.contains("idle threads: sleep"), run.standardOutput)
+    }
+
+    func testAPathThisCPUCannotRunNamesThePathsItCan() throws {
+        #if arch(x86_64)
+        let foreign = "neon"
+        #else
+        let foreign = "avx2"
+        #endif
+        let lines = warnings(try help(["ATTENTION_KERNEL_PATH": foreign]))
+        XCTAssertEqual(lines.count, 1, "\(lines)")
+        XCTAssertTrue(lines[0].hasPrefix("attention: ignoring ATTENTION_KERNEL_PATH=\"\(foreign)\": this CPU cannot run it (it can run "),
+                      lines[0])
+        XCTAssertTrue(lines[0].contains("portable)"), lines[0])
+    }
+
+    func testKMPBlocktimeIsTheFallbackOfAnUnknownIdleWait() throws {
+        let lines = warnings(try help(["ATTENTION_IDLE_WAIT": "never", "KMP_BLOCKTIME": "0"]))
+        XCTAssertEqual(lines, ["attention: ignoring ATTENTION_IDLE_WAIT=\"never\": expected spin, sleep or runtime; using runtime (KMP_BLOCKTIME is set)"])
+    }
+
+    func testAcceptedAndEmptyValuesAreSilent() throws {
+        for environment in [["ATTENTION_THREADING": "dispatch", "ATTENTION_IDLE_WAIT": "spin", "ATTENTION_KERNEL_PATH": "portable"],
+                            ["ATTENTION_THREADING": "", "ATTENTION_IDLE_WAIT": "", "ATTENTION_KERNEL_PATH": ""]] {
+            let run = try help(environment)
+            XCTAssertEqual(warnings(run), [], "\(environment): \(run.standardError)")
+        }
+        XCTAssertTrue(try help(["ATTENTION_KERNEL_PATH": "portable"]).standardOutput.contains("Kernel path: portable"))
+    }
+}
