@@ -68,6 +68,9 @@ struct BenchCommand: ParsableCommand {
     @OptionGroup(title: "Decode steps (--decode)")
     var decodeOptions: DecodeBenchOptions
 
+    @OptionGroup(title: "Projections of a few rows (--linear)")
+    var linearOptions: LinearBenchOptions
+
     func validate() throws {
         for text in shape where BenchmarkShape(parsing: text) == nil {
             throw ValidationError("--shape \(text): expected B,H,Lq,Lk,D[,Hkv], non-negative, with Hkv dividing H")
@@ -82,6 +85,10 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        if !linearOptions.linear.isEmpty {
+            if decodeOptions.decode { throw ValidationError("--linear and --decode are separate runs: give one") }
+            return try LinearBench(options: linearOptions, threads: threads, repetitions: repetitions, json: format == .json).run()
+        }
         if decodeOptions.decode {
             return try DecodeBench(options: decodeOptions, threads: threads, repetitions: repetitions, json: format == .json).run()
         }
