@@ -310,12 +310,34 @@ typedef struct linear_packed_plan {
     float *y;
     int64_t rows, in_features, out_features, panel_count;
     int64_t chunks, ranges, panels_per_range;
+    char *claimed;  // [chunks · ranges]: 1 once a task has taken that (chunk, range)
 } linear_packed_plan;
 
-static void run_packed_task(attn_plan *base, int32_t round, int64_t task, int32_t worker) {
+// The (chunk, range) a task computes: the first one not yet taken of worker
+// `worker`'s share — the worker-th of `workers` runs of them, in order — and
+// then, from the last, of any other share (a late worker loses the end of its
+// share, not the start it is about to take). Each task takes one, so the
+// round's tasks compute each once. A worker index keeps its share from call to
+// call, so that a weight that fits in the threads' caches is found there the
+// next call (the task counter alone hands them out in arrival order).
+static int64_t claim_part(const linear_packed_plan *plan, int32_t worker) {
+    const int64_t parts = plan->chunks * plan->ranges;
+    const int64_t share = (parts + plan->base.workers - 1) / plan->base.workers;
+    const int64_t first = (int64_t)worker * share, end = first + share < parts ? first + share : parts;
+    for (int64_t part = first; part < end; part++)
+        if (!__atomic_exchange_n(&plan->claimed[part], 1, __ATOMIC_RELAXED)) return part;
+    for (int64_t part = parts - 1; part >= 0; part--)
+        if ((part < first || part >= end) && !__atomic_exchange_n(&plan->claimed[part], 1, __ATOMIC_RELAXED))
+            return part;
+    return -1;  // not reached: there are as many parts as tasks
+}
+
+static void run_packed_task(attn_plan *base, int32_t round, int64_t ignored_task, int32_t worker) {
     (void)round;
-    (void)worker;  // no scratch: the task writes y directly
+    (void)ignored_task;  // the part is claimed by worker (claim_part)
     const linear_packed_plan *plan = (const linear_packed_plan *)base;
+    const int64_t task = claim_part(plan, worker);
+    if (task < 0) return;
     const int64_t in = plan->in_features, out = plan->out_features;
     const int64_t row0 = task / plan->ranges * MAX_CHUNK_ROWS;
     const int64_t rows = plan->rows - row0 < MAX_CHUNK_ROWS ? plan->rows - row0 : MAX_CHUNK_ROWS;
@@ -324,7 +346,10 @@ static void run_packed_task(attn_plan *base, int32_t round, int64_t task, int32_
     plan->panels(plan->x + row0 * in, in, (int)rows, plan->panel, p0, p1, out, plan->bias, plan->y + row0 * out);
 }
 
-static void release_packed_plan(attn_plan *base) { free(base); }
+static void release_packed_plan(attn_plan *base) {
+    free(((linear_packed_plan *)base)->claimed);
+    free(base);
+}
 
 attn_status attn_linear_packed_plan_create(const float *x, int64_t rows, const attn_linear_packed *packed,
                                            const float *bias, float *y, int32_t num_threads,
@@ -364,6 +389,11 @@ attn_status attn_linear_packed_plan_create(const float *x, int64_t rows, const a
         plan->panels_per_range = (plan->panel_count + ranges - 1) / ranges;
         plan->ranges = (plan->panel_count + plan->panels_per_range - 1) / plan->panels_per_range;
         plan_add_round(&plan->base, plan->chunks * plan->ranges);
+        plan->claimed = calloc((size_t)(plan->chunks * plan->ranges), 1);
+        if (!plan->claimed) {
+            release_packed_plan(&plan->base);
+            return ATTN_ERROR_OUT_OF_MEMORY;
+        }
     }
     plan->base.workers = plan_worker_count(num_threads, plan_widest_round(&plan->base));
     *plan_out = &plan->base;

@@ -18,7 +18,11 @@ struct BenchCommand: ParsableCommand {
             minSeconds, gbps, peakFraction, kernelPath, error); scripts/compare_with_pytorch.py runs both. \
             Every figure is finite or absent: null in JSON, empty in CSV, — in the table (a failed \
             measurement, a zero time or an unmeasurable peak never aborts the run). \
-            ATTENTION_BENCH_PEAK_GFLOPS=X uses X as the peak instead of measuring it.
+            ATTENTION_BENCH_PEAK_GFLOPS=X uses X as the peak instead of measuring it. \
+            --linear INxOUT times the Linear layer alone on --rows rows (1–8: a decode step's \
+            projections, a matrix-vector product on the packed weight) per --threads count, in GB/s \
+            of weight bytes against attn_read_bandwidth_gbps over the same bytes and threads, beside \
+            the tile product attn_linear_forward on the unpacked weight (table or json).
             """)
 
     @Option(name: .long, help: "A shape B,H,Lq,Lk,D[,Hkv]; repeatable. Default: the peer table's grid.")

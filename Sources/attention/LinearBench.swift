@@ -36,7 +36,7 @@ struct LinearBenchResult: Encodable {
     let inFeatures, outFeatures, rows, threads: Int
     /// Median and fastest seconds of `Linear.callAsFunction` (1–8 rows: the packed matrix-vector product).
     let medianSeconds, minSeconds: Double
-    /// Median seconds of `attn_linear_forward` (the tile product on the unpacked weight), timed in turn.
+    /// Median seconds of `attn_linear_forward` (the tile product on the unpacked weight), timed after.
     let tileSeconds: Double
     /// in · out · 4.
     let weightBytes: Int
@@ -105,33 +105,32 @@ struct LinearBench {
         if !json { printTable(results, kernelPath: kernelPath, driver: driver) }
     }
 
-    /// Median and fastest seconds of `step` and of `other`, run in turn (the
-    /// same load on a shared machine), after two warm-up runs each: until 10
-    /// runs and 0.5 s (or `repetitions` runs).
+    /// Median and fastest seconds of `step` and of `other`, each timed in a
+    /// block of its own runs (interleaving them would make each evict the
+    /// other's weights from the caches, which the roof's passes do not suffer),
+    /// after two warm-up runs: until 10 runs and 0.3 s (or `repetitions` runs).
     private func measure(
         _ step: () throws -> Void, and other: () throws -> Void
     ) throws -> ((Double, Double, Int), (Double, Double, Int)) {
-        for _ in 0..<2 { try step(); try other() }
-        var times: [Double] = [], otherTimes: [Double] = []
+        (try block(step), try block(other))
+    }
+
+    private func block(_ body: () throws -> Void) throws -> (Double, Double, Int) {
+        for _ in 0..<2 { try body() }
+        var times: [Double] = []
         let clock = ContinuousClock()
         let start = clock.now
-        func seconds(_ duration: Duration) -> Double {
-            Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
-        }
         while true {
-            times.append(seconds(try clock.measure(step)))
-            otherTimes.append(seconds(try clock.measure(other)))
+            let duration = try clock.measure(body)
+            times.append(Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18)
             if let repetitions {
                 if times.count >= repetitions { break }
-            } else if times.count >= 10, clock.now - start > .milliseconds(500) {
+            } else if times.count >= 10, clock.now - start > .milliseconds(300) {
                 break
             }
         }
-        func summary(_ values: [Double]) -> (Double, Double, Int) {
-            let sorted = values.sorted(), middle = sorted.count / 2
-            return (sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2, sorted[0], sorted.count)
-        }
-        return (summary(times), summary(otherTimes))
+        let sorted = times.sorted(), middle = sorted.count / 2
+        return (sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2, sorted[0], sorted.count)
     }
 
     private func printJSON(_ result: LinearBenchResult) throws {
@@ -142,7 +141,7 @@ struct LinearBench {
     }
 
     private func printTable(_ results: [LinearBenchResult], kernelPath: String, driver: String) {
-        print("kernel path \(kernelPath), driver \(driver); Linear(in, out) on `rows` rows, float32 weight [out, in], no bias; GB/s of weight bytes; roof = attn_read_bandwidth_gbps over the same bytes and threads; tile = attn_linear_forward on the unpacked weight, timed in turn")
+        print("kernel path \(kernelPath), driver \(driver); Linear(in, out) on `rows` rows, float32 weight [out, in], no bias; GB/s of weight bytes; roof = attn_read_bandwidth_gbps over the same bytes and threads; tile = attn_linear_forward on the unpacked weight (what these rows ran before), timed after")
         let header = ["in→out", "rows", "thr", "median ms", "MB", "GB/s", "roof GB/s", "% roof", "tile ms", "× tile"]
         var rows: [[String]] = []
         for r in results {
