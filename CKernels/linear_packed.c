@@ -343,7 +343,8 @@ static void run_packed_task(attn_plan *base, int32_t round, int64_t ignored_task
     const int64_t rows = plan->rows - row0 < MAX_CHUNK_ROWS ? plan->rows - row0 : MAX_CHUNK_ROWS;
     const int64_t p0 = task % plan->ranges * plan->panels_per_range;
     const int64_t p1 = plan->panel_count - p0 < plan->panels_per_range ? plan->panel_count : p0 + plan->panels_per_range;
-    plan->panels(plan->x + row0 * in, in, (int)rows, plan->panel, p0, p1, out, plan->bias, plan->y + row0 * out);
+    const float *x = in > 0 ? plan->x + row0 * in : plan->x;  // x may be NULL when in = 0
+    plan->panels(x, in, (int)rows, plan->panel, p0, p1, out, plan->bias, plan->y + row0 * out);
 }
 
 static void release_packed_plan(attn_plan *base) {

@@ -209,6 +209,8 @@ attn_status attn_sdpa_backward_plan_create(const attn_backward_params *params, a
 /// Uses the same micro-kernels as the attention tile product Q·Kᵀ, parallel over
 /// (row tile, output-column group) tasks: a plan (attn_linear_plan_create) run by
 /// the C driver. Returns ATTN_ERROR_NULL_POINTER or ATTN_ERROR_NEGATIVE_SIZE on bad input.
+/// For 1–8 rows (decoding), attn_linear_packed_forward on weights packed once by
+/// attn_linear_pack reads them at memory speed, with the same bits.
 attn_status attn_linear_forward(const float *x, int64_t rows, int64_t in_features,
                                 const float *weight, const float *bias, int64_t out_features,
                                 float *y, int32_t num_threads);
