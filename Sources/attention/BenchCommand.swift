@@ -85,12 +85,14 @@ struct BenchCommand: ParsableCommand {
         if driver.contains(.openMP) && !AttentionThreading.isOpenMPAvailable {
             throw ValidationError("--driver openmp: this build has no OpenMP (package trait OpenMP off, or not Linux)")
         }
+        if !linearOptions.linear.isEmpty, decodeOptions.decode || !kvStorage.isEmpty {
+            throw ValidationError("--linear is a run of its own: drop --decode and --kv-storage")
+        }
         if compare != nil, svg == nil { throw ValidationError("--compare plots PyTorch's rows beside ours: give --svg FILE too") }
     }
 
     func run() throws {
         if !linearOptions.linear.isEmpty {
-            if decodeOptions.decode { throw ValidationError("--linear and --decode are separate runs: give one") }
             return try LinearBench(options: linearOptions, threads: threads, repetitions: repetitions, json: format == .json).run()
         }
         if decodeOptions.decode {

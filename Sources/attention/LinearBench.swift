@@ -142,11 +142,11 @@ struct LinearBench {
 
     private func printTable(_ results: [LinearBenchResult], kernelPath: String, driver: String) {
         print("kernel path \(kernelPath), driver \(driver); Linear(in, out) on `rows` rows, float32 weight [out, in], no bias; GB/s of weight bytes; roof = attn_read_bandwidth_gbps over the same bytes and threads; tile = attn_linear_forward on the unpacked weight (what these rows ran before), timed after")
-        let header = ["in→out", "rows", "thr", "median ms", "MB", "GB/s", "roof GB/s", "% roof", "tile ms", "× tile"]
+        let header = ["in→out", "rows", "thr", "median ms", "min ms", "MB", "GB/s", "roof GB/s", "% roof", "tile ms", "× tile"]
         var rows: [[String]] = []
         for r in results {
             rows.append([
-                "\(r.inFeatures)→\(r.outFeatures)", "\(r.rows)", "\(r.threads)", fixed(r.medianSeconds * 1e3, 3),
+                "\(r.inFeatures)→\(r.outFeatures)", "\(r.rows)", "\(r.threads)", fixed(r.medianSeconds * 1e3, 3), fixed(r.minSeconds * 1e3, 3),
                 fixed(Double(r.weightBytes) / 1e6, 1), fixed(r.gbps, 1), fixed(r.roofGbps, 1), fixed(100 * r.roofFraction, 0),
                 fixed(r.tileSeconds * 1e3, 3), fixed(r.tileSeconds / r.medianSeconds, 2),
             ])
