@@ -5,10 +5,10 @@ import Foundation
 
 /// The options of `attention bench --linear`.
 struct LinearBenchOptions: ParsableArguments {
-    @Option(name: .long, help: "Time Linear alone on a few rows: INxOUT (nn.Linear(in, out), weight [out, in] float32, no bias), e.g. 4096x1024; repeatable. Reports GB/s of weight bytes and % of a read roof measured in the same run over the same bytes and threads, beside the tile product on the unpacked weight (attn_linear_forward).")
+    @Option(name: .long, help: ArgumentHelp("Time Linear alone on a few rows: INxOUT (nn.Linear(in, out), weight [out, in] float32, no bias), e.g. 4096x1024; repeatable. Reports GB/s of weight bytes and % of a read roof measured in the same run over the same bytes and threads, beside the tile product on the unpacked weight (attn_linear_forward).", valueName: "INxOUT"))
     var linear: [LinearShape] = []
 
-    @Option(name: .long, help: "With --linear: input rows per call; repeatable. Default: 1, 2, 4, 8.")
+    @Option(name: .long, help: ArgumentHelp("With --linear: input rows per call; repeatable. Default: 1, 2, 4, 8.", valueName: "n"))
     var rows: [Int] = []
 
     func validate() throws {
