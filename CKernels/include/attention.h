@@ -209,9 +209,39 @@ attn_status attn_sdpa_backward_plan_create(const attn_backward_params *params, a
 /// Uses the same micro-kernels as the attention tile product Q·Kᵀ, parallel over
 /// (row tile, output-column group) tasks: a plan (attn_linear_plan_create) run by
 /// the C driver. Returns ATTN_ERROR_NULL_POINTER or ATTN_ERROR_NEGATIVE_SIZE on bad input.
+/// For 1–8 rows (decoding), attn_linear_packed_forward on weights packed once by
+/// attn_linear_pack reads them at memory speed, with the same bits.
 attn_status attn_linear_forward(const float *x, int64_t rows, int64_t in_features,
                                 const float *weight, const float *bias, int64_t out_features,
                                 float *y, int32_t num_threads);
+
+/// Weights of a fully connected layer packed for products of a few rows (a
+/// decoding step's projections), made by attn_linear_pack.
+typedef struct attn_linear_packed attn_linear_packed;
+
+/// Packs weight [out_features, in_features] (nn.Linear's layout, contiguous)
+/// into panels of 16 output columns, [ceil(out/16), in_features, 16] (zero past
+/// out_features), in memory the packing owns: a copy, so later changes to
+/// `weight` do not reach it. Free it with attn_linear_packed_destroy.
+/// Returns ATTN_ERROR_NULL_POINTER, ATTN_ERROR_NEGATIVE_SIZE,
+/// ATTN_ERROR_SIZE_OVERFLOW or ATTN_ERROR_OUT_OF_MEMORY (then *packed is NULL).
+attn_status attn_linear_pack(const float *weight, int64_t in_features, int64_t out_features,
+                             attn_linear_packed **packed);
+
+/// Frees a packing (NULL: nothing).
+void attn_linear_packed_destroy(attn_linear_packed *packed);
+
+/// The bytes of the packed panels (what a product reads of the weights).
+int64_t attn_linear_packed_bytes(const attn_linear_packed *packed);
+
+/// y = x·Wᵀ + b on packed weights: x [rows, in_features], bias [out_features]
+/// (NULL for none), y [rows, out_features], contiguous. A matrix-vector
+/// product that reads the weights once per 8 rows (meant for 1–8 rows), in
+/// contiguous panel ranges split between the threads. Every output has the
+/// bits of attn_linear_forward on the unpacked weights (the same operations,
+/// in the same order), whatever `rows`, the kernel path, `num_threads` or driver.
+attn_status attn_linear_packed_forward(const float *x, int64_t rows, const attn_linear_packed *packed,
+                                       const float *bias, float *y, int32_t num_threads);
 
 
 // ---------------------------------------------------------------------------
@@ -245,6 +275,12 @@ attn_status attn_sdpa_plan_create(const attn_params *params, attn_plan **plan);
 attn_status attn_linear_plan_create(const float *x, int64_t rows, int64_t in_features,
                                     const float *weight, const float *bias, int64_t out_features,
                                     float *y, int32_t num_threads, attn_plan **plan);
+
+/// The plan of attn_linear_packed_forward, for `num_threads` workers (0: the
+/// default). `packed`, x, bias and y must stay valid while it runs.
+attn_status attn_linear_packed_plan_create(const float *x, int64_t rows, const attn_linear_packed *packed,
+                                           const float *bias, float *y, int32_t num_threads,
+                                           attn_plan **plan);
 
 /// The number of rounds (0 for a call with nothing to compute).
 int32_t attn_plan_rounds(const attn_plan *plan);

@@ -147,6 +147,20 @@ enum KernelThreading {
         return drive(plan, driver: driver)
     }
 
+    /// `attn_linear_packed_forward` under the current driver: y = x·Wᵀ + b on
+    /// weights packed by `attn_linear_pack`, for a few rows.
+    static func runLinearPacked(
+        x: UnsafePointer<Float>?, rows: Int, packed: OpaquePointer,
+        bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>?, threads: Int?
+    ) -> attn_status {
+        let driver = current
+        var plan: OpaquePointer?
+        let status = attn_linear_packed_plan_create(x, Int64(rows), packed, bias, y, workers(threads, driver: driver), &plan)
+        guard status == ATTN_OK, let plan else { return status }
+        defer { attn_plan_destroy(plan) }
+        return drive(plan, driver: driver)
+    }
+
     /// Runs every round of `plan`, in turn.
     static func drive(_ plan: OpaquePointer, driver: AttentionThreading.Driver) -> attn_status {
         switch driver {

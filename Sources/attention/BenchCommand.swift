@@ -18,7 +18,11 @@ struct BenchCommand: ParsableCommand {
             minSeconds, gbps, peakFraction, kernelPath, error); scripts/compare_with_pytorch.py runs both. \
             Every figure is finite or absent: null in JSON, empty in CSV, — in the table (a failed \
             measurement, a zero time or an unmeasurable peak never aborts the run). \
-            ATTENTION_BENCH_PEAK_GFLOPS=X uses X as the peak instead of measuring it.
+            ATTENTION_BENCH_PEAK_GFLOPS=X uses X as the peak instead of measuring it. \
+            --linear INxOUT times the Linear layer alone on --rows rows (1–8: a decode step's \
+            projections, a matrix-vector product on the packed weight) per --threads count, in GB/s \
+            of weight bytes against attn_read_bandwidth_gbps over the same bytes and threads, beside \
+            the tile product attn_linear_forward on the unpacked weight (table or json).
             """)
 
     @Option(name: .long, help: "A shape B,H,Lq,Lk,D[,Hkv]; repeatable. Default: the peer table's grid.")
@@ -68,6 +72,9 @@ struct BenchCommand: ParsableCommand {
     @OptionGroup(title: "Decode steps (--decode)")
     var decodeOptions: DecodeBenchOptions
 
+    @OptionGroup(title: "Projections of a few rows (--linear)")
+    var linearOptions: LinearBenchOptions
+
     func validate() throws {
         for text in shape where BenchmarkShape(parsing: text) == nil {
             throw ValidationError("--shape \(text): expected B,H,Lq,Lk,D[,Hkv], non-negative, with Hkv dividing H")
@@ -78,10 +85,16 @@ struct BenchCommand: ParsableCommand {
         if driver.contains(.openMP) && !AttentionThreading.isOpenMPAvailable {
             throw ValidationError("--driver openmp: this build has no OpenMP (package trait OpenMP off, or not Linux)")
         }
+        if !linearOptions.linear.isEmpty, decodeOptions.decode || !kvStorage.isEmpty {
+            throw ValidationError("--linear is a run of its own: drop --decode and --kv-storage")
+        }
         if compare != nil, svg == nil { throw ValidationError("--compare plots PyTorch's rows beside ours: give --svg FILE too") }
     }
 
     func run() throws {
+        if !linearOptions.linear.isEmpty {
+            return try LinearBench(options: linearOptions, threads: threads, repetitions: repetitions, json: format == .json).run()
+        }
         if decodeOptions.decode {
             return try DecodeBench(options: decodeOptions, threads: threads, repetitions: repetitions, json: format == .json).run()
         }

@@ -4,10 +4,18 @@ import CAttention
 ///
 /// `weight` is `[outFeatures, inFeatures]` and `bias` `[outFeatures]`, so a
 /// checkpoint's tensors load as they are. The product runs on the kernel's
-/// register-blocked tile micro-kernel (`attn_linear_forward`).
+/// register-blocked tile micro-kernel (`attn_linear_forward`); a call with 1–8
+/// rows (a decoding step's projection) runs as a matrix-vector product bound by
+/// reading the weight, on a copy of it packed in panels of 16 output columns
+/// (`attn_linear_packed_forward`), made on the first such call and kept until
+/// the weight changes. Both give a row the same bits.
 public struct Linear: Sendable {
     /// `[outFeatures, inFeatures]`.
-    public internal(set) var weight: Tensor<Float>
+    public internal(set) var weight: Tensor<Float> {
+        didSet { packing = LinearPacking() }
+    }
+    /// The weight packed for few-row calls (empty until the first).
+    private var packing = LinearPacking()
     /// `[outFeatures]`, or `nil` for a layer without bias.
     public internal(set) var bias: Tensor<Float>?
 
@@ -99,6 +107,21 @@ public struct Linear: Sendable {
         var output = [Float](repeating: 0, count: try Tensor<Float>.allocatableCount(
             of: outputShape, argument: argument, tensor: "\(argument) projection"))
         let rowCount = input.shape.dropLast().contains(0) ? 0 : input.shape.dropLast().reduce(1, *)
+        if rowCount >= 1, rowCount <= LinearPacking.maximumRows, outFeatures > 0,
+           let packed = packing.packedWeight(weight) {
+            let status = input.withUnsafeBufferPointer { x in
+                output.withUnsafeMutableBufferPointer { y in
+                    withBias { b in
+                        KernelThreading.runLinearPacked(
+                            x: x.baseAddress, rows: rowCount, packed: packed, bias: b, y: y.baseAddress, threads: threads)
+                    }
+                }
+            }
+            guard status == ATTN_OK else {
+                throw AttentionError.kernelFailure(code: Int(status.rawValue), message: String(cString: attn_status_description(status)))
+            }
+            return Tensor(validShape: outputShape, scalars: output)
+        }
         let status = input.withUnsafeBufferPointer { x in
             weight.withUnsafeBufferPointer { w in
                 output.withUnsafeMutableBufferPointer { y in
