@@ -294,6 +294,43 @@ static int pv_in_place(const attn_params *p, const attn_microkernels *kernels, c
     return pv_packed(p, kernels, t, pt, v_tile, v_stride, cols, visible_limit, state, value_dim_padded);
 }
 
+// P·V for a decoding tile (as pv_in_place) through pv_tile_stored, which reads
+// the caller's value rows in their storage (16-bit ones widened in registers)
+// and checks the updated rows as it writes them: acc is saved first (rows ×
+// value_dim, a few hundred bytes), and if some updated element is not finite
+// it is restored and the tile goes the widened/packed way, which gives NaN and
+// ±∞ values their meaning. Returns the finite flag, and in *v_tile, *v_stride
+// the float32 rows that add_nonfinite_values must read when it is 0.
+static int pv_stored(const attn_params *p, const attn_microkernels *kernels, const task_view *t,
+                     const float *pt, const char *v_rows, int64_t cols, int64_t visible_limit,
+                     row_state *state, int64_t value_dim_padded, const float **v_tile,
+                     int64_t *v_stride) {
+    const int64_t count = t->rows * value_dim_padded;
+    float *saved = state->v_packed;  // unused by this path until the fallback, which restores first
+    memcpy(saved, state->acc, sizeof(float) * (size_t)count);
+    *v_tile = (const float *)v_rows;
+    *v_stride = p->value_strides[2];
+    if (kernels->pv_tile_stored(pt, v_rows, p->value_strides[2], p->kv_storage, t->rows, cols,
+                                p->value_dim, state->alpha, state->acc, value_dim_padded,
+                                visible_limit, &state->prefetch))
+        return 1;
+    memcpy(state->acc, saved, sizeof(float) * (size_t)count);
+    if (p->kv_storage == ATTN_STORAGE_F32)
+        return pv_packed(p, kernels, t, pt, *v_tile, *v_stride, cols, visible_limit, state,
+                         value_dim_padded);
+    const int finite = kernels->widen_rows((const uint16_t *)v_rows, p->value_strides[2], cols,
+                                           p->value_dim, p->kv_storage, state->v_wide,
+                                           value_dim_padded);
+    *v_tile = state->v_wide;
+    *v_stride = value_dim_padded;
+    if (!finite)
+        return pv_packed(p, kernels, t, pt, state->v_wide, value_dim_padded, cols, visible_limit,
+                         state, value_dim_padded);
+    kernels->pv_tile(pt, state->v_wide, value_dim_padded, t->rows, cols, p->value_dim, state->alpha,
+                     state->acc, value_dim_padded, visible_limit, 0);
+    return 1;
+}
+
 // The rows of one task and what they read: rows [row0, row0 + rows) of the
 // unit of `stacked` query heads from `head` (1: one head). k and v come back
 // as bytes: kv_element_bytes per element.
@@ -493,7 +530,10 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
                                               p->key_strides[2] * bytes, key_end - next, p->head_dim * bytes);
             }
             int finite;
-            if (!wide) {
+            if (in_place && kernels->pv_tile_stored) {
+                finite = pv_stored(p, kernels, &t, st, v_rows, cols, visible_limit, &state,
+                                   value_dim_padded, &v_tile, &v_stride);
+            } else if (!wide) {
                 // The widened tile is aligned scratch: read it in place when finite.
                 finite = kernels->widen_rows((const uint16_t *)v_rows, v_stride, cols, p->value_dim,
                                              p->kv_storage, state.v_wide, value_dim_padded);
