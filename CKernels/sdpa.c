@@ -432,6 +432,20 @@ static void unpack_panel_keys(const attn_params *p, const char *k, int64_t col0,
     }
 }
 
+// A prefetch stream over keys [first, first + count) of a head (none if count ≤ 0):
+// their rows, or the panels that hold them.
+static void start_key_prefetch(const attn_params *p, attn_prefetch_stream *stream, const char *k,
+                               int64_t first, int64_t count, int64_t bytes, int panels) {
+    const int fetch = count > 0 && k && p->head_dim > 0;
+    if (panels)  // whole panels: 16 keys' rows each
+        attn_prefetch_start_bytes(stream, fetch ? k + first / PANEL_KEYS * p->key_strides[2] * bytes : 0,
+                                  p->key_strides[2] * bytes, fetch ? ceil_div(count, PANEL_KEYS) : 0,
+                                  PANEL_KEYS * p->head_dim * bytes);
+    else
+        attn_prefetch_start_bytes(stream, fetch ? k + first * p->key_strides[2] * bytes : 0,
+                                  p->key_strides[2] * bytes, fetch ? count : 0, p->head_dim * bytes);
+}
+
 // The online softmax of a task's rows over keys [chunk_begin, chunk_end), from a
 // fresh state: leaves m, l and the unnormalised output in state.row_max,
 // state.row_sum and state.acc. key_end bounds the prefetch of the next tile;
@@ -463,9 +477,14 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         const int masked = diagonal || explicit_mask;
         const int in_place = t.rows <= IN_PLACE_VALUE_ROWS && p->value_dim > 0;
         const char *v_rows = v ? v + col0 * p->value_strides[2] * bytes : 0;
-        if (in_place)  // this tile's value rows come in while its keys are multiplied
-            attn_prefetch_start_bytes(&state.prefetch, v_rows, p->value_strides[2] * bytes, cols,
-                                      p->value_dim * bytes);
+        // Decoding streams K and V one tile ahead: while this tile's keys are
+        // multiplied, the next tile's keys come in, and while its values are,
+        // the next tile's values, so that each stream's lines have a whole
+        // tile's time (softmax included) to arrive.
+        const int64_t next = col0 + KEY_TILE;
+        const int64_t next_cols = key_end - next < KEY_TILE ? key_end - next : KEY_TILE;
+        if (in_place)
+            start_key_prefetch(p, &state.prefetch, k, next, next_cols, bytes, panels);
         int max_taken = 0;  // whether qk_tile took the row max
         if (p->head_dim > 0 && panels && kernels->qk_panels && col0 % PANEL_KEYS == 0 &&
             (t.rows <= PANEL_PRODUCT_ROWS || !kernels->unpack_panels)) {
@@ -517,18 +536,10 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         if (p->value_dim > 0) {
             const float *v_tile = (const float *)v_rows;
             int64_t v_stride = p->value_strides[2];
-            if (in_place) {
-                const int64_t next = col0 + KEY_TILE;  // the next tile's keys come in meanwhile
-                const int fetch = next < key_end && k && p->head_dim > 0;
-                if (panels)  // whole panels: 16 keys' rows of the next tile each
-                    attn_prefetch_start_bytes(
-                        &state.prefetch, fetch ? k + next / PANEL_KEYS * p->key_strides[2] * bytes : 0,
-                        p->key_strides[2] * bytes, ceil_div(key_end - next, PANEL_KEYS),
-                        PANEL_KEYS * p->head_dim * bytes);
-                else
-                    attn_prefetch_start_bytes(&state.prefetch, fetch ? k + next * p->key_strides[2] * bytes : 0,
-                                              p->key_strides[2] * bytes, key_end - next, p->head_dim * bytes);
-            }
+            if (in_place)
+                attn_prefetch_start_bytes(&state.prefetch, next_cols > 0 ? v + next * p->value_strides[2] * bytes : 0,
+                                          p->value_strides[2] * bytes, next_cols > 0 ? next_cols : 0,
+                                          p->value_dim * bytes);
             int finite;
             if (in_place && kernels->pv_tile_stored) {
                 finite = pv_stored(p, kernels, &t, st, v_rows, cols, visible_limit, &state,

@@ -90,9 +90,10 @@ enum {
 /// Rows of another pass's operand to prefetch into L2 a few cache lines at a
 /// time, interleaved with the arithmetic of the current pass. Decoding (a few
 /// query rows) does little arithmetic per byte and is bound by streaming K and
-/// V: while the keys of a tile are multiplied, its value rows are fetched, and
-/// while the values are, the next tile's keys. The hardware prefetcher alone
-/// leaves gaps at every switch between the two streams.
+/// V, one tile ahead: while the keys of a tile are multiplied, the next tile's
+/// keys are fetched, and while its values are, the next tile's values, so that
+/// each line has a whole tile's time (the softmax included) to arrive. The
+/// hardware prefetcher alone leaves gaps at every switch between the two streams.
 typedef struct attn_prefetch_stream {
     const char *row;       // next row to fetch from; NULL when there is nothing (left)
     int64_t row_bytes;     // distance between rows

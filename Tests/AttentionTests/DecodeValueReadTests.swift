@@ -7,7 +7,7 @@ import XCTest
 /// widened or packed copy. A row's result may not depend on that: each row of
 /// a decode call has the bits of the same row computed in a full 64-row tile
 /// (which widens and packs), including tiles with NaN and ±∞ values, value
-/// dims with vector tails and key tiles shorter than 64.
+/// dims with vector tails and key tiles shorter than 64, keys in rows or in panels.
 final class DecodeValueReadTests: XCTestCase {
     /// (query rows, keys, head dim, value dim).
     private let shapes = [(1, 100, 40, 24), (2, 1300, 64, 128), (3, 530, 40, 136), (4, 37, 16, 40), (1, 700, 128, 256)]
@@ -25,7 +25,7 @@ final class DecodeValueReadTests: XCTestCase {
                 c.setValue(2 * c.valueDim + 1, .nan)
             }),
             ("huge values overflow", { c in
-                for j in 0..<min(8, c.keyLength) { c.setValue(j * c.valueDim, storageMax(c.storage)) }
+                for j in 0..<c.keyLength { c.setValue(j * c.valueDim, storageMax(c.storage)) }
             }),
         ]
     }
@@ -51,10 +51,12 @@ final class DecodeValueReadTests: XCTestCase {
                         if let keep = decode.keep {
                             full.keep = (0..<(2 * 64 * keyLength)).map { keep[$0 % keyLength] }
                         }
-                        for threads: Int32 in [1, 2] {
+                        let large = full.run()
+                        for (threads, panels) in [(Int32(1), false), (2, false), (1, true)] {
                             decode.threads = threads
-                            let small = decode.run(), large = full.run()
-                            let context = "\(path) \(storage) \(rows)×\(keyLength)×\(headDim)×\(valueDim) \(name) \(threads)t"
+                            decode.keyPanels = panels
+                            let small = decode.run()
+                            let context = "\(path) \(storage) \(rows)×\(keyLength)×\(headDim)×\(valueDim) \(name) \(threads)t\(panels ? " panels" : "")"
                             XCTAssertEqual(small.status, ATTN_OK, context)
                             XCTAssertEqual(large.status, ATTN_OK, context)
                             var expected: [Float] = [], expectedLse: [Float] = []
@@ -75,8 +77,8 @@ final class DecodeValueReadTests: XCTestCase {
     }
 }
 
-/// The largest finite value of a storage type (its products with the weights overflow nothing,
-/// but their sums over many keys may in float16's range once widened: they stay finite in float32).
+/// The largest finite value of a storage type: in float32 a few of them sum to ∞, so
+/// the updated rows overflow and the tile must take the packed way.
 private func storageMax(_ storage: KernelKVStorage) -> Float {
     switch storage {
     case .float32: return .greatestFiniteMagnitude
