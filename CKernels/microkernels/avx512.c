@@ -608,7 +608,9 @@ AVX512 INLINE static void pv_block(const float *pt, const void *v, int64_t v_row
         }
     }
     for (int64_t j = 0; j < cols; j++) {
-        attn_prefetch_step(prefetch, 8);  // a 512-byte row per key: D = 128 in one pass
+        // As many lines of the other operand per key as this block reads (the
+        // stream is the next tile's values: as many lines, in as many keys).
+        attn_prefetch_step(prefetch, vectors * (int)element_bytes / 4 > 0 ? vectors * (int)element_bytes / 4 : 1);
         const char *row = (const char *)v + j * v_row_stride * element_bytes;
         __m512 value[DECODE_VALUE_VECTORS];
         _Pragma("clang loop unroll(full)")
