@@ -19,8 +19,10 @@
 // Grouped-query decoding stacks the query heads of a kv head in one tile (row
 // i of the tile: head head0 + i / Lq, query row i % Lq), so that the head's
 // keys and values stream once for all of them. Keys and values stored as
-// float16 or bfloat16 are widened tile by tile into scratch (widen_rows) and
-// then take the float32 passes, so they give the bits of float32 storage.
+// float16 or bfloat16 are widened exactly to float32 — by the decode kernels
+// in registers (qk_panels, pv_tile_stored), otherwise tile by tile into
+// scratch (widen_rows) — and take the float32 arithmetic, so they give the
+// bits of float32 storage.
 // Tasks are handed out by an atomic counter (dynamic balance for causal
 // triangles), by whichever driver runs the plan: OpenMP (attn_plan_run) or
 // Swift's Dispatch. Each task computes whole rows in a fixed key order, so a
