@@ -19,8 +19,10 @@
 // Grouped-query decoding stacks the query heads of a kv head in one tile (row
 // i of the tile: head head0 + i / Lq, query row i % Lq), so that the head's
 // keys and values stream once for all of them. Keys and values stored as
-// float16 or bfloat16 are widened tile by tile into scratch (widen_rows) and
-// then take the float32 passes, so they give the bits of float32 storage.
+// float16 or bfloat16 are widened exactly to float32 — by the decode kernels
+// in registers (qk_panels, pv_tile_stored), otherwise tile by tile into
+// scratch (widen_rows) — and take the float32 arithmetic, so they give the
+// bits of float32 storage.
 // Tasks are handed out by an atomic counter (dynamic balance for causal
 // triangles), by whichever driver runs the plan: OpenMP (attn_plan_run) or
 // Swift's Dispatch. Each task computes whole rows in a fixed key order, so a
@@ -252,6 +254,43 @@ static int pv_in_place(const attn_params *p, const attn_microkernels *kernels, c
     return pv_packed(p, kernels, t, pt, v_tile, v_stride, cols, visible_limit, state, value_dim_padded);
 }
 
+// P·V for a decoding tile (as pv_in_place) through pv_tile_stored, which reads
+// the caller's value rows in their storage (16-bit ones widened in registers)
+// and checks the updated rows as it writes them: acc is saved first (rows ×
+// value_dim, a few hundred bytes), and if some updated element is not finite
+// it is restored and the tile goes the widened/packed way, which gives NaN and
+// ±∞ values their meaning. Returns the finite flag, and in *v_tile, *v_stride
+// the float32 rows that add_nonfinite_values must read when it is 0.
+static int pv_stored(const attn_params *p, const attn_microkernels *kernels, const task_view *t,
+                     const float *pt, const char *v_rows, int64_t cols, int64_t visible_limit,
+                     row_state *state, int64_t value_dim_padded, const float **v_tile,
+                     int64_t *v_stride) {
+    const int64_t count = t->rows * value_dim_padded;
+    float *saved = state->v_packed;  // unused by this path until the fallback, which restores first
+    memcpy(saved, state->acc, sizeof(float) * (size_t)count);
+    *v_tile = (const float *)v_rows;
+    *v_stride = p->value_strides[2];
+    if (kernels->pv_tile_stored(pt, v_rows, p->value_strides[2], p->kv_storage, t->rows, cols,
+                                p->value_dim, state->alpha, state->acc, value_dim_padded,
+                                visible_limit, &state->prefetch))
+        return 1;
+    memcpy(state->acc, saved, sizeof(float) * (size_t)count);
+    if (p->kv_storage == ATTN_STORAGE_F32)
+        return pv_packed(p, kernels, t, pt, *v_tile, *v_stride, cols, visible_limit, state,
+                         value_dim_padded);
+    const int finite = kernels->widen_rows((const uint16_t *)v_rows, p->value_strides[2], cols,
+                                           p->value_dim, p->kv_storage, state->v_wide,
+                                           value_dim_padded);
+    *v_tile = state->v_wide;
+    *v_stride = value_dim_padded;
+    if (!finite)
+        return pv_packed(p, kernels, t, pt, state->v_wide, value_dim_padded, cols, visible_limit,
+                         state, value_dim_padded);
+    kernels->pv_tile(pt, state->v_wide, value_dim_padded, t->rows, cols, p->value_dim, state->alpha,
+                     state->acc, value_dim_padded, visible_limit, 0);
+    return 1;
+}
+
 // The rows of one task and what they read: rows [row0, row0 + rows) of the
 // unit of `stacked` query heads from `head` (1: one head). k and v come back
 // as bytes: kv_element_bytes per element.
@@ -353,6 +392,20 @@ static void unpack_panel_keys(const attn_params *p, const char *k, int64_t col0,
     }
 }
 
+// A prefetch stream over keys [first, first + count) of a head (none if count ≤ 0):
+// their rows, or the panels that hold them.
+static void start_key_prefetch(const attn_params *p, attn_prefetch_stream *stream, const char *k,
+                               int64_t first, int64_t count, int64_t bytes, int panels) {
+    const int fetch = count > 0 && k && p->head_dim > 0;
+    if (panels)  // whole panels: 16 keys' rows each
+        attn_prefetch_start_bytes(stream, fetch ? k + first / PANEL_KEYS * p->key_strides[2] * bytes : 0,
+                                  p->key_strides[2] * bytes, fetch ? ceil_div(count, PANEL_KEYS) : 0,
+                                  PANEL_KEYS * p->head_dim * bytes);
+    else
+        attn_prefetch_start_bytes(stream, fetch ? k + first * p->key_strides[2] * bytes : 0,
+                                  p->key_strides[2] * bytes, fetch ? count : 0, p->head_dim * bytes);
+}
+
 // The online softmax of a task's rows over keys [chunk_begin, chunk_end), from a
 // fresh state: leaves m, l and the unnormalised output in state.row_max,
 // state.row_sum and state.acc. key_end bounds the prefetch of the next tile;
@@ -384,9 +437,14 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         const int masked = diagonal || explicit_mask;
         const int in_place = t.rows <= IN_PLACE_VALUE_ROWS && p->value_dim > 0;
         const char *v_rows = v ? v + col0 * p->value_strides[2] * bytes : 0;
-        if (in_place)  // this tile's value rows come in while its keys are multiplied
-            attn_prefetch_start_bytes(&state.prefetch, v_rows, p->value_strides[2] * bytes, cols,
-                                      p->value_dim * bytes);
+        // Decoding streams K and V one tile ahead: while this tile's keys are
+        // multiplied, the next tile's keys come in, and while its values are,
+        // the next tile's values, so that each stream's lines have a whole
+        // tile's time (softmax included) to arrive.
+        const int64_t next = col0 + KEY_TILE;
+        const int64_t next_cols = key_end - next < KEY_TILE ? key_end - next : KEY_TILE;
+        if (in_place)
+            start_key_prefetch(p, &state.prefetch, k, next, next_cols, bytes, panels);
         int max_taken = 0;  // whether qk_tile took the row max
         if (p->head_dim > 0 && panels && kernels->qk_panels && col0 % PANEL_KEYS == 0 &&
             (t.rows <= PANEL_PRODUCT_ROWS || !kernels->unpack_panels)) {
@@ -438,20 +496,15 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         if (p->value_dim > 0) {
             const float *v_tile = (const float *)v_rows;
             int64_t v_stride = p->value_strides[2];
-            if (in_place) {
-                const int64_t next = col0 + KEY_TILE;  // the next tile's keys come in meanwhile
-                const int fetch = next < key_end && k && p->head_dim > 0;
-                if (panels)  // whole panels: 16 keys' rows of the next tile each
-                    attn_prefetch_start_bytes(
-                        &state.prefetch, fetch ? k + next / PANEL_KEYS * p->key_strides[2] * bytes : 0,
-                        p->key_strides[2] * bytes, ceil_div(key_end - next, PANEL_KEYS),
-                        PANEL_KEYS * p->head_dim * bytes);
-                else
-                    attn_prefetch_start_bytes(&state.prefetch, fetch ? k + next * p->key_strides[2] * bytes : 0,
-                                              p->key_strides[2] * bytes, key_end - next, p->head_dim * bytes);
-            }
+            if (in_place)
+                attn_prefetch_start_bytes(&state.prefetch, next_cols > 0 ? v + next * p->value_strides[2] * bytes : 0,
+                                          p->value_strides[2] * bytes, next_cols > 0 ? next_cols : 0,
+                                          p->value_dim * bytes);
             int finite;
-            if (!wide) {
+            if (in_place && kernels->pv_tile_stored) {
+                finite = pv_stored(p, kernels, &t, st, v_rows, cols, visible_limit, &state,
+                                   value_dim_padded, &v_tile, &v_stride);
+            } else if (!wide) {
                 // The widened tile is aligned scratch: read it in place when finite.
                 finite = kernels->widen_rows((const uint16_t *)v_rows, v_stride, cols, p->value_dim,
                                              p->kv_storage, state.v_wide, value_dim_padded);

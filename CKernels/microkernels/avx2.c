@@ -22,6 +22,8 @@ enum {
     KEY_BLOCK = 3,      // keys per qk register block
     ROW_BLOCK = 3,      // query rows per pv register block
     VALUE_VECTORS = 4,  // ymm per pv register block: 32 value columns
+    DECODE_VALUE_VECTORS = 8,  // with one query row: 64 value columns
+    PANEL_GROUPS = 8,   // groups of 8 keys per qk_panels block (one query row)
 };
 
 // exp(x) for x ≤ 0 (or NaN), about 1 ulp: as exp512 in avx512.c, with 2^n built
@@ -151,14 +153,40 @@ AVX2 static void exp_row_sum_avx2(float *st, int64_t cols, int64_t rows,
     }
 }
 
-// acc rows += pt · v over `width` ≤ 32 value columns; a partial last vector is
-// handled with maskload/maskstore.
-AVX2 INLINE static void pv_block(const float *pt, const float *v, int64_t v_row_stride,
-                                 int64_t cols, const float *alpha, float *acc,
-                                 int64_t acc_row_stride, const int rows, const int vectors,
-                                 __m256i tail) {
+#define AVX2_F16C __attribute__((target("avx2,fma,f16c")))
+
+// Value elements [c·8, c·8 + 8) of a row in `storage` as float32 (lanes past
+// `count` are 0): float32 through maskload; 16-bit storage widened exactly as
+// widen_rows widens it, in registers; a partial 16-bit vector goes through a
+// zeroed buffer (a full load could run past the row's end).
+AVX2_F16C INLINE static __m256 value_vector(const void *row, int c, int count, __m256i mask,
+                                           const attn_storage storage) {
+    if (storage == ATTN_STORAGE_F32) return _mm256_maskload_ps((const float *)row + c * LANES, mask);
+    const uint16_t *in = (const uint16_t *)row + c * LANES;
+    __m128i bits;
+    if (count == LANES) {
+        bits = _mm_loadu_si128((const __m128i *)in);
+    } else {
+        _Alignas(16) uint16_t part[LANES] = {0};
+        for (int e = 0; e < count; e++) part[e] = in[e];
+        bits = _mm_load_si128((const __m128i *)part);
+    }
+    if (storage == ATTN_STORAGE_F16) return _mm256_cvtph_ps(bits);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+
+// acc rows = alpha·acc + pt · v over `width` ≤ 8·vectors value columns (v in
+// `storage`, v_row_stride in its elements); a partial last vector (tail_lanes)
+// is handled with maskload/maskstore. With `special` not NULL, the lanes of the
+// updated rows that are NaN or ±∞ are ORed into it.
+AVX2_F16C INLINE static void pv_block(const float *pt, const void *v, int64_t v_row_stride,
+                                      int64_t cols, const float *alpha, float *acc,
+                                      int64_t acc_row_stride, const int rows, const int vectors,
+                                      __m256i tail, int tail_lanes, const attn_storage storage,
+                                      __m256i *special) {
+    const int64_t element_bytes = storage == ATTN_STORAGE_F32 ? 4 : 2;
     const __m256i all = _mm256_set1_epi32(-1);
-    __m256 sum[ROW_BLOCK][VALUE_VECTORS];
+    __m256 sum[ROW_BLOCK][DECODE_VALUE_VECTORS];
     _Pragma("clang loop unroll(full)")
     for (int r = 0; r < rows; r++) {
         const __m256 rescale = _mm256_set1_ps(alpha[r]);
@@ -168,10 +196,12 @@ AVX2 INLINE static void pv_block(const float *pt, const float *v, int64_t v_row_
                                                                   c == vectors - 1 ? tail : all));
     }
     for (int64_t j = 0; j < cols; j++) {
-        __m256 value[VALUE_VECTORS];
+        const char *row = (const char *)v + j * v_row_stride * element_bytes;
+        __m256 value[DECODE_VALUE_VECTORS];
         _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++)
-            value[c] = _mm256_maskload_ps(v + j * v_row_stride + c * LANES, c == vectors - 1 ? tail : all);
+            value[c] = value_vector(row, c, c == vectors - 1 ? tail_lanes : LANES, c == vectors - 1 ? tail : all,
+                                    storage);
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) {
             const __m256 weight = _mm256_broadcast_ss(pt + j * QUERY_TILE + r);
@@ -179,47 +209,194 @@ AVX2 INLINE static void pv_block(const float *pt, const float *v, int64_t v_row_
             for (int c = 0; c < vectors; c++) sum[r][c] = _mm256_fmadd_ps(weight, value[c], sum[r][c]);
         }
     }
+    const __m256i exponent = _mm256_set1_epi32(0x7F800000);
     _Pragma("clang loop unroll(full)")
     for (int r = 0; r < rows; r++)
         _Pragma("clang loop unroll(full)")
-        for (int c = 0; c < vectors; c++)
+        for (int c = 0; c < vectors; c++) {
             _mm256_maskstore_ps(acc + r * acc_row_stride + c * LANES, c == vectors - 1 ? tail : all, sum[r][c]);
+            if (special)  // masked-off lanes hold 0: finite
+                *special = _mm256_or_si256(*special, _mm256_cmpeq_epi32(
+                    _mm256_and_si256(_mm256_castps_si256(sum[r][c]), exponent), exponent));
+        }
 }
 
-AVX2 INLINE static void pv_rows(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
-                                int64_t cols, const float *alpha, float *acc, int64_t acc_row_stride,
-                                const int vectors, __m256i tail, int64_t visible_limit) {
+AVX2_F16C INLINE static void pv_rows(const float *pt, const void *v, int64_t v_row_stride, int64_t rows,
+                                     int64_t cols, const float *alpha, float *acc, int64_t acc_row_stride,
+                                     const int vectors, __m256i tail, int tail_lanes, int64_t visible_limit,
+                                     const attn_storage storage, __m256i *special) {
     int64_t i = 0;
     for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
         pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, ROW_BLOCK, visible_limit), alpha + i,
-                 acc + i * acc_row_stride, acc_row_stride, ROW_BLOCK, vectors, tail);
+                 acc + i * acc_row_stride, acc_row_stride, ROW_BLOCK, vectors, tail, tail_lanes, storage, special);
     if (rows - i == 2)
         pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, 2, visible_limit), alpha + i,
-                 acc + i * acc_row_stride, acc_row_stride, 2, vectors, tail);
+                 acc + i * acc_row_stride, acc_row_stride, 2, vectors, tail, tail_lanes, storage, special);
     if (rows - i == 1)
         pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, 1, visible_limit), alpha + i,
-                 acc + i * acc_row_stride, acc_row_stride, 1, vectors, tail);
+                 acc + i * acc_row_stride, acc_row_stride, 1, vectors, tail, tail_lanes, storage, special);
 }
 
-AVX2 static void pv_tile_avx2(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
-                              int64_t cols, int64_t value_dim, const float *alpha, float *acc,
-                              int64_t acc_row_stride, int64_t visible_limit,
-                              attn_prefetch_stream *prefetch) {
-    (void)prefetch;
+AVX2_F16C INLINE static void pv_columns(const float *pt, const void *v, int64_t v_row_stride, int64_t rows,
+                                        int64_t cols, int64_t value_dim, const float *alpha, float *acc,
+                                        int64_t acc_row_stride, int64_t visible_limit,
+                                        const attn_storage storage, __m256i *special) {
+    const int64_t element_bytes = storage == ATTN_STORAGE_F32 ? 4 : 2;
+    const char *base = (const char *)v;
+    const __m256i all = _mm256_set1_epi32(-1);
+    int64_t d0 = 0;
+    // One query row (decoding): 64 columns at once, so that 8 independent FMA
+    // chains hide the FMA latency instead of 4. Each column's arithmetic is the
+    // same whatever the block width.
+    if (rows == 1)
+        for (; d0 + DECODE_VALUE_VECTORS * LANES <= value_dim; d0 += DECODE_VALUE_VECTORS * LANES)
+            pv_block(pt, base + d0 * element_bytes, v_row_stride, visible_cols(cols, 0, 1, visible_limit), alpha,
+                     acc + d0, acc_row_stride, 1, DECODE_VALUE_VECTORS, all, LANES, storage, special);
     const int64_t block_width = VALUE_VECTORS * LANES;
-    for (int64_t d0 = 0; d0 < value_dim; d0 += block_width) {
+    for (; d0 < value_dim; d0 += block_width) {
         const int64_t width = value_dim - d0 < block_width ? value_dim - d0 : block_width;
         const int vectors = (int)((width + LANES - 1) / LANES);
         const int tail_lanes = (int)(width - (vectors - 1) * LANES);
         const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail_lanes),
                                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const char *part = base + d0 * element_bytes;
         switch (vectors) {
-        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 4, tail, visible_limit); break;
-        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 3, tail, visible_limit); break;
-        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 2, tail, visible_limit); break;
-        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 1, tail, visible_limit); break;
+        case 4: pv_rows(pt, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 4, tail, tail_lanes, visible_limit, storage, special); break;
+        case 3: pv_rows(pt, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 3, tail, tail_lanes, visible_limit, storage, special); break;
+        case 2: pv_rows(pt, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 2, tail, tail_lanes, visible_limit, storage, special); break;
+        default: pv_rows(pt, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, 1, tail, tail_lanes, visible_limit, storage, special); break;
         }
     }
+}
+
+AVX2_F16C static void pv_tile_avx2(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
+                                   int64_t cols, int64_t value_dim, const float *alpha, float *acc,
+                                   int64_t acc_row_stride, int64_t visible_limit,
+                                   attn_prefetch_stream *prefetch) {
+    (void)prefetch;
+    pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit,
+               ATTN_STORAGE_F32, 0);
+}
+
+// pv_tile on the caller's value rows in their storage, widened in registers
+// (the bits of widen_rows' copy), with the check of the updated rows fused in.
+AVX2_F16C static int pv_tile_stored_avx2(const float *pt, const void *v, int64_t v_row_stride,
+                                         attn_storage storage, int64_t rows, int64_t cols,
+                                         int64_t value_dim, const float *alpha, float *acc,
+                                         int64_t acc_row_stride, int64_t visible_limit,
+                                         attn_prefetch_stream *prefetch) {
+    (void)prefetch;  // left to the hardware
+    __m256i special = _mm256_setzero_si256();
+    if (storage == ATTN_STORAGE_F32)
+        pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit,
+                   ATTN_STORAGE_F32, &special);
+    else if (storage == ATTN_STORAGE_F16)
+        pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit,
+                   ATTN_STORAGE_F16, &special);
+    else
+        pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit,
+                   ATTN_STORAGE_BF16, &special);
+    return _mm256_testz_si256(special, special);
+}
+
+// Keys in panels of 16 (ATTN_KEY_LAYOUT_PANELS), a few query rows: each half
+// panel at head dim d is one vector of 8 keys, so no key is broadcast and no
+// lane holds an absent query row. Each lane computes fma(q_d, k_d, ·) over d
+// from 0, the operations of qk_block (a·b = b·a exactly), so the same bits.
+AVX2_F16C INLINE static __m256 panel_keys(const char *panels, int64_t panel_bytes, int64_t key0, int64_t d,
+                                          const attn_storage storage) {
+    const char *panel = panels + key0 / 16 * panel_bytes;
+    const int64_t at = d * 16 + key0 % 16;
+    if (storage == ATTN_STORAGE_F32) return _mm256_loadu_ps((const float *)panel + at);
+    const __m128i bits = _mm_loadu_si128((const __m128i *)((const uint16_t *)panel + at));
+    if (storage == ATTN_STORAGE_F16) return _mm256_cvtph_ps(bits);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+
+// Keys [0, keys) of a block (keys ≤ 8·groups, from a multiple of 8) against `rows` rows.
+AVX2_F16C INLINE static void qk_panel_groups(const float *qt, const char *panels, int64_t panel_bytes,
+                                             int64_t key0, int64_t keys, int64_t head_dim, float *st,
+                                             attn_prefetch_stream *prefetch, const attn_storage storage,
+                                             const int rows, const int groups) {
+    __m256 acc[PANEL_GROUPS][4];
+    _Pragma("clang loop unroll(full)")
+    for (int g = 0; g < groups; g++)
+        _Pragma("clang loop unroll(full)")
+        for (int r = 0; r < rows; r++) acc[g][r] = _mm256_setzero_ps();
+    const int lines = groups * (storage == ATTN_STORAGE_F32 ? 8 : 4);  // as many as this reads per 16 dims
+    for (int64_t d = 0; d < head_dim; d++) {
+        if ((d & 15) == 0) attn_prefetch_step(prefetch, lines);
+        __m256 q[4];
+        _Pragma("clang loop unroll(full)")
+        for (int r = 0; r < rows; r++) q[r] = _mm256_broadcast_ss(qt + d * QUERY_TILE + r);
+        _Pragma("clang loop unroll(full)")
+        for (int g = 0; g < groups; g++) {
+            const __m256 key = panel_keys(panels, panel_bytes, key0 + g * LANES, d, storage);
+            _Pragma("clang loop unroll(full)")
+            for (int r = 0; r < rows; r++) acc[g][r] = _mm256_fmadd_ps(q[r], key, acc[g][r]);
+        }
+    }
+    _Pragma("clang loop unroll(full)")
+    for (int g = 0; g < groups; g++) {
+        const int64_t group_keys = keys - g * LANES < LANES ? keys - g * LANES : LANES;
+        _Pragma("clang loop unroll(full)")
+        for (int r = 0; r < rows; r++) {
+            // As in qk_block: an overflowed or infinite score becomes NaN.
+            _Alignas(32) float score[LANES];
+            _mm256_store_ps(score, _mm256_fmadd_ps(acc[g][r], _mm256_setzero_ps(), acc[g][r]));
+            for (int64_t j = 0; j < group_keys; j++) st[(g * LANES + j) * QUERY_TILE + r] = score[j];
+        }
+    }
+}
+
+AVX2_F16C INLINE static void qk_panel_keys(const float *qt, const char *panels, int64_t panel_bytes,
+                                           int64_t cols, int64_t head_dim, float *st,
+                                           attn_prefetch_stream *prefetch, const attn_storage storage,
+                                           const int rows) {
+    // Enough FMA chains to hide the latency, few enough for 16 registers.
+    const int most = rows == 1 ? 8 : rows == 2 ? 4 : 2;
+    for (int64_t j0 = 0; j0 < cols; j0 += most * LANES) {
+        const int64_t keys = cols - j0 < most * LANES ? cols - j0 : most * LANES;
+        float *st_block = st + j0 * QUERY_TILE;
+        switch ((keys + LANES - 1) / LANES) {  // never past the last panel
+        case 8: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 8); break;
+        case 7: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 7); break;
+        case 6: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 6); break;
+        case 5: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 5); break;
+        case 4: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 4); break;
+        case 3: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 3); break;
+        case 2: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 2); break;
+        default: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 1); break;
+        }
+    }
+}
+
+AVX2_F16C static void qk_panels_avx2(const float *qt, const void *panels, int64_t panel_stride,
+                                     attn_storage storage, int64_t cols, int64_t head_dim, int64_t rows,
+                                     float *st, attn_prefetch_stream *prefetch) {
+    attn_prefetch_stream stream;
+    if (prefetch) stream = *prefetch;  // in registers meanwhile (stores to st could alias it)
+    else attn_prefetch_start(&stream, 0, 0, 0, 0);
+    const char *base = panels;
+    const int64_t bytes = panel_stride * (storage == ATTN_STORAGE_F32 ? 4 : 2);
+#define PANEL_CASES(STORAGE, ROWS)                                                                           \
+    switch (ROWS) {                                                                                          \
+    case 1: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, &stream, STORAGE, 1); break;        \
+    case 2: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, &stream, STORAGE, 2); break;        \
+    case 3: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, &stream, STORAGE, 3); break;        \
+    default: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, &stream, STORAGE, 4); break;       \
+    }
+    // Four rows at a time; each row's lanes are computed alone, so the split changes no bit.
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+        const int64_t left = rows - r0;
+        const float *qt_rows = qt + r0;
+        float *st_rows = st + r0;
+        if (storage == ATTN_STORAGE_F32) { PANEL_CASES(ATTN_STORAGE_F32, left) }
+        else if (storage == ATTN_STORAGE_F16) { PANEL_CASES(ATTN_STORAGE_F16, left) }
+        else { PANEL_CASES(ATTN_STORAGE_BF16, left) }
+    }
+#undef PANEL_CASES
+    if (prefetch) *prefetch = stream;
 }
 
 AVX2 static void update_rows_avx2(float *row_max, const float *row_max_new, float *row_sum,
@@ -309,10 +486,12 @@ const attn_microkernels attn_microkernels_avx2 = {
     .row_max = row_max_avx2,
     .exp_row_sum = exp_row_sum_avx2,
     .pv_tile = pv_tile_avx2,
+    .pv_tile_stored = pv_tile_stored_avx2,
     .update_rows = update_rows_avx2,
     .pack_value = pack_value_avx2,
     .values_finite = values_finite_avx2,
     .widen_rows = widen_rows_avx2,
+    .qk_panels = qk_panels_avx2,
 };
 
 #endif  // x86

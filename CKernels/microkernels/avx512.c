@@ -560,11 +560,37 @@ AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, int64_t rows,
     }
 }
 
-// acc[i0 .. i0+ROWS)[d0 .. d0+64) = alpha·acc + pt · v, with `tail` masking the last vector.
-AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_row_stride,
+// Value elements [c·16, c·16 + 16) of a row in `storage`, as float32 (lanes
+// past `lanes` are 0): a plain load for float32; for 16-bit storage the exact
+// widening of widen_rows (F16C's conversion, or the bfloat16 bits shifted up),
+// in registers. A partial 16-bit vector goes through a zeroed buffer (a wider
+// load could run past the row's end, and masked 16-bit loads need AVX512BW).
+AVX512 INLINE static __m512 value_vector(const void *row, int c, __mmask16 lanes,
+                                         const attn_storage storage) {
+    if (storage == ATTN_STORAGE_F32) return _mm512_maskz_loadu_ps(lanes, (const float *)row + c * LANES);
+    const uint16_t *in = (const uint16_t *)row + c * LANES;
+    __m256i bits;
+    if (lanes == (__mmask16)0xFFFF) {
+        bits = _mm256_loadu_si256((const __m256i *)in);
+    } else {
+        _Alignas(32) uint16_t part[LANES] = {0};
+        const int count = __builtin_popcount((unsigned)lanes);
+        for (int e = 0; e < count; e++) part[e] = in[e];
+        bits = _mm256_load_si256((const __m256i *)part);
+    }
+    if (storage == ATTN_STORAGE_F16) return _mm512_cvtph_ps(bits);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+// acc[i0 .. i0+ROWS)[d0 .. d0+64) = alpha·acc + pt · v, with `tail` masking the
+// last vector; v in `storage` (v_row_stride in its elements). With `special`
+// not NULL, the lanes of the updated rows that are NaN or ±∞ are ORed into it.
+AVX512 INLINE static void pv_block(const float *pt, const void *v, int64_t v_row_stride,
                                    int64_t cols, const float *alpha, float *acc,
                                    int64_t acc_row_stride, attn_prefetch_stream *prefetch,
-                                   const int rows, const int vectors, __mmask16 tail) {
+                                   const int rows, const int vectors, __mmask16 tail,
+                                   const attn_storage storage, __mmask16 *special) {
+    const int64_t element_bytes = storage == ATTN_STORAGE_F32 ? 4 : 2;
     __m512 sum[ROW_BLOCK][DECODE_VALUE_VECTORS];
     // Once the row maxima settle, alpha is 1 for most blocks: x·1 = x, so the
     // rescale is left out (its multiplies run on the FMA ports).
@@ -582,12 +608,15 @@ AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_ro
         }
     }
     for (int64_t j = 0; j < cols; j++) {
-        attn_prefetch_step(prefetch, 8);  // a 512-byte row per key: D = 128 in one pass
+        // As many lines of the other operand per key as this block reads (the
+        // stream is the next tile's values: as many lines, in as many keys).
+        attn_prefetch_step(prefetch, vectors * (int)element_bytes / 4 > 0 ? vectors * (int)element_bytes / 4 : 1);
+        const char *row = (const char *)v + j * v_row_stride * element_bytes;
         __m512 value[DECODE_VALUE_VECTORS];
         _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++) {
             const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
-            value[c] = _mm512_maskz_loadu_ps(lanes, v + j * v_row_stride + c * LANES);
+            value[c] = value_vector(row, c, lanes, storage);
         }
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) {
@@ -596,41 +625,53 @@ AVX512 INLINE static void pv_block(const float *pt, const float *v, int64_t v_ro
             for (int c = 0; c < vectors; c++) sum[r][c] = _mm512_fmadd_ps(weight, value[c], sum[r][c]);
         }
     }
+    const __m512i exponent = _mm512_set1_epi32(0x7F800000);
     _Pragma("clang loop unroll(full)")
     for (int r = 0; r < rows; r++)
         _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++) {
             const __mmask16 lanes = c == vectors - 1 ? tail : (__mmask16)0xFFFF;
             _mm512_mask_storeu_ps(acc + r * acc_row_stride + c * LANES, lanes, sum[r][c]);
+            if (special)
+                *special |= _mm512_mask_cmpeq_epi32_mask(
+                    lanes, _mm512_and_si512(_mm512_castps_si512(sum[r][c]), exponent), exponent);
         }
 }
 
-AVX512 INLINE static void pv_rows(const float *pt, const float *v, int64_t v_row_stride,
+AVX512 INLINE static void pv_rows(const float *pt, const void *v, int64_t v_row_stride,
                                   int64_t rows, int64_t cols, const float *alpha, float *acc,
                                   int64_t acc_row_stride, attn_prefetch_stream *prefetch,
-                                  const int vectors, __mmask16 tail, int64_t visible_limit) {
+                                  const int vectors, __mmask16 tail, int64_t visible_limit,
+                                  const attn_storage storage, __mmask16 *special) {
     int64_t i = 0;
     for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
         pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, ROW_BLOCK, visible_limit), alpha + i,
-                 acc + i * acc_row_stride, acc_row_stride, prefetch, ROW_BLOCK, vectors, tail);
+                 acc + i * acc_row_stride, acc_row_stride, prefetch, ROW_BLOCK, vectors, tail, storage, special);
     const int rest = (int)(rows - i);
     const int64_t rest_cols = visible_cols(cols, i, rest, visible_limit);
     const float *pt_rest = pt + i, *alpha_rest = alpha + i;
     float *acc_rest = acc + i * acc_row_stride;
+#define PV_REST(ROWS)                                                                                    \
+    pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, prefetch, ROWS, \
+             vectors, tail, storage, special)
     switch (rest) {  // the remaining rows in one block of constant size
-    case 5: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, prefetch, 5, vectors, tail); break;
-    case 4: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, prefetch, 4, vectors, tail); break;
-    case 3: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, prefetch, 3, vectors, tail); break;
-    case 2: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, prefetch, 2, vectors, tail); break;
-    case 1: pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, prefetch, 1, vectors, tail); break;
+    case 5: PV_REST(5); break;
+    case 4: PV_REST(4); break;
+    case 3: PV_REST(3); break;
+    case 2: PV_REST(2); break;
+    case 1: PV_REST(1); break;
     default: break;
     }
+#undef PV_REST
 }
 
-AVX512 INLINE static void pv_columns(const float *pt, const float *v, int64_t v_row_stride,
+AVX512 INLINE static void pv_columns(const float *pt, const void *v, int64_t v_row_stride,
                                      int64_t rows, int64_t cols, int64_t value_dim,
                                      const float *alpha, float *acc, int64_t acc_row_stride,
-                                     int64_t visible_limit, attn_prefetch_stream *local) {
+                                     int64_t visible_limit, attn_prefetch_stream *local,
+                                     const attn_storage storage, __mmask16 *special) {
+    const int64_t element_bytes = storage == ATTN_STORAGE_F32 ? 4 : 2;
+    const char *base = (const char *)v;
     int64_t d0 = 0;
     // One or two query rows (decoding): 128 columns at once, so that 8 or 16
     // independent FMA chains hide the FMA latency instead of 4. Each column's
@@ -638,11 +679,11 @@ AVX512 INLINE static void pv_columns(const float *pt, const float *v, int64_t v_
     if (rows <= 2)
         for (; d0 + DECODE_VALUE_VECTORS * LANES <= value_dim; d0 += DECODE_VALUE_VECTORS * LANES) {
             if (rows == 1)
-                pv_block(pt, v + d0, v_row_stride, visible_cols(cols, 0, 1, visible_limit), alpha,
-                         acc + d0, acc_row_stride, local, 1, DECODE_VALUE_VECTORS, 0xFFFF);
+                pv_block(pt, base + d0 * element_bytes, v_row_stride, visible_cols(cols, 0, 1, visible_limit),
+                         alpha, acc + d0, acc_row_stride, local, 1, DECODE_VALUE_VECTORS, 0xFFFF, storage, special);
             else
-                pv_block(pt, v + d0, v_row_stride, visible_cols(cols, 0, 2, visible_limit), alpha,
-                         acc + d0, acc_row_stride, local, 2, DECODE_VALUE_VECTORS, 0xFFFF);
+                pv_block(pt, base + d0 * element_bytes, v_row_stride, visible_cols(cols, 0, 2, visible_limit),
+                         alpha, acc + d0, acc_row_stride, local, 2, DECODE_VALUE_VECTORS, 0xFFFF, storage, special);
         }
     const int64_t block_width = VALUE_VECTORS * LANES;
     for (; d0 < value_dim; d0 += block_width) {
@@ -650,11 +691,12 @@ AVX512 INLINE static void pv_columns(const float *pt, const float *v, int64_t v_
         const int vectors = (int)((width + LANES - 1) / LANES);
         const int tail_lanes = (int)(width - (vectors - 1) * LANES);
         const __mmask16 tail = (__mmask16)((1u << tail_lanes) - 1u);
+        const char *part = base + d0 * element_bytes;
         switch (vectors) {  // constant vector counts, so each block unrolls fully
-        case 4: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 4, tail, visible_limit); break;
-        case 3: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 3, tail, visible_limit); break;
-        case 2: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 2, tail, visible_limit); break;
-        default: pv_rows(pt, v + d0, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 1, tail, visible_limit); break;
+        case 4: pv_rows(pt, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 4, tail, visible_limit, storage, special); break;
+        case 3: pv_rows(pt, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 3, tail, visible_limit, storage, special); break;
+        case 2: pv_rows(pt, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 2, tail, visible_limit, storage, special); break;
+        default: pv_rows(pt, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 1, tail, visible_limit, storage, special); break;
         }
     }
 }
@@ -665,12 +707,38 @@ AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row
                                   const float *alpha, float *acc, int64_t acc_row_stride,
                                   int64_t visible_limit, attn_prefetch_stream *prefetch) {
     if (!prefetch) {
-        pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, 0);
+        pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, 0,
+                   ATTN_STORAGE_F32, 0);
         return;
     }
     attn_prefetch_stream stream = *prefetch;  // in registers meanwhile
-    pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, &stream);
+    pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, &stream,
+               ATTN_STORAGE_F32, 0);
     *prefetch = stream;
+}
+
+// pv_tile on the caller's value rows in their storage, widened in registers
+// (the bits of widen_rows' copy), with the check of the updated rows fused in.
+AVX512 static int pv_tile_stored_avx512(const float *pt, const void *v, int64_t v_row_stride,
+                                        attn_storage storage, int64_t rows, int64_t cols,
+                                        int64_t value_dim, const float *alpha, float *acc,
+                                        int64_t acc_row_stride, int64_t visible_limit,
+                                        attn_prefetch_stream *prefetch) {
+    attn_prefetch_stream stream;
+    if (prefetch) stream = *prefetch;
+    else attn_prefetch_start(&stream, 0, 0, 0, 0);
+    __mmask16 special = 0;
+    if (storage == ATTN_STORAGE_F32)
+        pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit,
+                   &stream, ATTN_STORAGE_F32, &special);
+    else if (storage == ATTN_STORAGE_F16)
+        pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit,
+                   &stream, ATTN_STORAGE_F16, &special);
+    else
+        pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit,
+                   &stream, ATTN_STORAGE_BF16, &special);
+    if (prefetch) *prefetch = stream;
+    return special == 0;
 }
 
 AVX512 static void update_rows_avx512(float *row_max, const float *row_max_new, float *row_sum,
@@ -778,6 +846,7 @@ const attn_microkernels attn_microkernels_avx512 = {
     .row_max = row_max_avx512,
     .exp_row_sum = exp_row_sum_avx512,
     .pv_tile = pv_tile_avx512,
+    .pv_tile_stored = pv_tile_stored_avx512,
     .update_rows = update_rows_avx512,
     .pack_value = pack_value_avx512,
     .values_finite = values_finite_avx512,

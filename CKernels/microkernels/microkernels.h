@@ -29,6 +29,16 @@
 //                Row i may skip keys j ≥ i + visible_limit, which are masked (weight −0,
 //                so skipping them changes no bit); visible_limit ≥ cols means none.
 //                v may be the caller's rows (any alignment) or pack_value's copy.
+//   pv_tile_stored: pv_tile for decoding tiles on the caller's value rows as they are
+//                stored (`storage`; v_row_stride in elements, any alignment): 16-bit
+//                values widened in registers exactly as widen_rows widens them, so the
+//                bits of pv_tile on widen_rows' copy. Returns 1 if every updated element
+//                of acc (rows × value_dim) is finite; 0 if not, and then acc holds
+//                garbage: the caller restores it and takes the widen/pack way, which
+//                gives NaN and ±∞ values their meaning. (A non-finite value, an
+//                overflow, a NaN weight or a non-finite acc all leave some updated
+//                element non-finite: w·±∞ is ±∞ or NaN for every w.) NULL where a path
+//                has none: sdpa.c widens into scratch first.
 //   update_rows: alpha[i] = m_new[i] > m[i] ? e^(m[i] − m_new[i]) : 1,
 //                l[i] = l[i]·alpha[i] + sum[i], m[i] = m_new[i]   (the online-softmax step)
 //   pack_value:  a value tile copied to aligned scratch with NaN and ±∞ replaced
@@ -80,9 +90,10 @@ enum {
 /// Rows of another pass's operand to prefetch into L2 a few cache lines at a
 /// time, interleaved with the arithmetic of the current pass. Decoding (a few
 /// query rows) does little arithmetic per byte and is bound by streaming K and
-/// V: while the keys of a tile are multiplied, its value rows are fetched, and
-/// while the values are, the next tile's keys. The hardware prefetcher alone
-/// leaves gaps at every switch between the two streams.
+/// V, one tile ahead: while the keys of a tile are multiplied, the next tile's
+/// keys are fetched, and while its values are, the next tile's values, so that
+/// each line has a whole tile's time (the softmax included) to arrive. The
+/// hardware prefetcher alone leaves gaps at every switch between the two streams.
 typedef struct attn_prefetch_stream {
     const char *row;       // next row to fetch from; NULL when there is nothing (left)
     int64_t row_bytes;     // distance between rows
@@ -146,6 +157,9 @@ typedef struct attn_microkernels {
     void (*pv_tile)(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
                     int64_t cols, int64_t value_dim, const float *alpha, float *acc,
                     int64_t acc_row_stride, int64_t visible_limit, attn_prefetch_stream *prefetch);
+    int (*pv_tile_stored)(const float *pt, const void *v, int64_t v_row_stride, attn_storage storage,
+                          int64_t rows, int64_t cols, int64_t value_dim, const float *alpha, float *acc,
+                          int64_t acc_row_stride, int64_t visible_limit, attn_prefetch_stream *prefetch);
     void (*update_rows)(float *row_max, const float *row_max_new, float *row_sum,
                         const float *tile_sum, float *alpha, int64_t rows);
     int (*pack_value)(const float *v, int64_t v_row_stride, int64_t cols, int64_t value_dim,
