@@ -226,7 +226,8 @@ typedef struct attn_linear_packed attn_linear_packed;
 /// Packs weight [out_features, in_features] (nn.Linear's layout, contiguous)
 /// into panels of 16 output columns, [ceil(out/16), in_features, 16] (zero past
 /// out_features), in memory the packing owns: a copy, so later changes to
-/// `weight` do not reach it. Free it with attn_linear_packed_destroy.
+/// `weight` do not reach it (weight may be NULL when in_features or
+/// out_features is 0). Free it with attn_linear_packed_destroy.
 /// Returns ATTN_ERROR_NULL_POINTER, ATTN_ERROR_NEGATIVE_SIZE,
 /// ATTN_ERROR_SIZE_OVERFLOW or ATTN_ERROR_OUT_OF_MEMORY (then *packed is NULL).
 attn_status attn_linear_pack(const float *weight, int64_t in_features, int64_t out_features,
