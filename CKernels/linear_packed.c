@@ -367,6 +367,11 @@ attn_status attn_linear_packed_plan_create(const float *x, int64_t rows, const a
     if (!packed) return ATTN_ERROR_NULL_POINTER;
     if (rows < 0) return ATTN_ERROR_NEGATIVE_SIZE;
     const int64_t in = packed->in_features, out = packed->out_features;
+    // x [rows, in] and y [rows, out] are addressed in bytes as int64 (and the
+    // chunk count rounds rows up): more rows than fit is an overflow.
+    const int64_t widest = in > out ? in : out;
+    if (rows > INT64_MAX / (int64_t)sizeof(float) / (widest > MAX_CHUNK_ROWS ? widest : MAX_CHUNK_ROWS))
+        return ATTN_ERROR_SIZE_OVERFLOW;
     const int empty = rows == 0 || out == 0;
     if (!empty && (!y || (in > 0 && !x))) return ATTN_ERROR_NULL_POINTER;
     linear_packed_plan *plan = calloc(1, sizeof(linear_packed_plan));

@@ -208,7 +208,11 @@ attn_status attn_sdpa_backward_plan_create(const attn_backward_params *params, a
 ///   (optional, NULL for none), y [rows, out_features]; all contiguous.
 /// Uses the same micro-kernels as the attention tile product Q·Kᵀ, parallel over
 /// (row tile, output-column group) tasks: a plan (attn_linear_plan_create) run by
-/// the C driver. Returns ATTN_ERROR_NULL_POINTER or ATTN_ERROR_NEGATIVE_SIZE on bad input.
+/// the C driver, on `num_threads` threads (0: attn_default_threads(); 1 without
+/// OpenMP). Returns ATTN_ERROR_NULL_POINTER (x, weight or y NULL with something
+/// to compute), ATTN_ERROR_NEGATIVE_SIZE, ATTN_ERROR_SIZE_OVERFLOW (in_features
+/// above 2^40, or x or y too large to address) or ATTN_ERROR_OUT_OF_MEMORY; on
+/// an error y is not written.
 /// For 1–8 rows (decoding), attn_linear_packed_forward on weights packed once by
 /// attn_linear_pack reads them at memory speed, with the same bits.
 attn_status attn_linear_forward(const float *x, int64_t rows, int64_t in_features,
@@ -222,16 +226,19 @@ typedef struct attn_linear_packed attn_linear_packed;
 /// Packs weight [out_features, in_features] (nn.Linear's layout, contiguous)
 /// into panels of 16 output columns, [ceil(out/16), in_features, 16] (zero past
 /// out_features), in memory the packing owns: a copy, so later changes to
-/// `weight` do not reach it. Free it with attn_linear_packed_destroy.
+/// `weight` do not reach it (weight may be NULL when in_features or
+/// out_features is 0). Free it with attn_linear_packed_destroy.
 /// Returns ATTN_ERROR_NULL_POINTER, ATTN_ERROR_NEGATIVE_SIZE,
 /// ATTN_ERROR_SIZE_OVERFLOW or ATTN_ERROR_OUT_OF_MEMORY (then *packed is NULL).
 attn_status attn_linear_pack(const float *weight, int64_t in_features, int64_t out_features,
                              attn_linear_packed **packed);
 
-/// Frees a packing (NULL: nothing).
+/// Frees a packing (NULL: nothing). No product may be using it.
 void attn_linear_packed_destroy(attn_linear_packed *packed);
 
-/// The bytes of the packed panels (what a product reads of the weights).
+/// The bytes of the packed panels, 4 · 16 · ceil(out/16) · in_features (what a
+/// product reads of the weights; the memory the packing holds beyond its
+/// header); 0 for NULL.
 int64_t attn_linear_packed_bytes(const attn_linear_packed *packed);
 
 /// y = x·Wᵀ + b on packed weights: x [rows, in_features], bias [out_features]
@@ -240,6 +247,12 @@ int64_t attn_linear_packed_bytes(const attn_linear_packed *packed);
 /// contiguous panel ranges split between the threads. Every output has the
 /// bits of attn_linear_forward on the unpacked weights (the same operations,
 /// in the same order), whatever `rows`, the kernel path, `num_threads` or driver.
+/// `num_threads`: 0 for attn_default_threads() (1 without OpenMP). Returns
+/// ATTN_ERROR_NULL_POINTER (packed NULL, or x or y NULL with something to
+/// compute; x may be NULL when in_features is 0), ATTN_ERROR_NEGATIVE_SIZE (rows
+/// below 0), ATTN_ERROR_SIZE_OVERFLOW (x or y too large to address) or
+/// ATTN_ERROR_OUT_OF_MEMORY; on an error y is not written. `packed` is only
+/// read: several threads may use one packing at once.
 attn_status attn_linear_packed_forward(const float *x, int64_t rows, const attn_linear_packed *packed,
                                        const float *bias, float *y, int32_t num_threads);
 

@@ -77,7 +77,8 @@ enum ColourScale {
 
 /// Token-labelled heatmaps of a `LabelledMatrix`: in the terminal, and as SVG.
 public enum Heatmap {
-    /// The width of one cell of the terminal rendering, in characters.
+    /// The width of one cell of the terminal rendering, in characters (more
+    /// for a matrix with a value that needs more than 7).
     static let cellWidth = 8
 
     /// The matrix as text: a header of column labels, then one line per row,
@@ -87,7 +88,9 @@ public enum Heatmap {
     /// `width` is printed in blocks of columns, each under a line
     /// `columns 1–8 of 16` and its own header, as PyTorch and NumPy print wide
     /// arrays: every value is still printed, and no line is wider than `width`
-    /// (colour codes aside).
+    /// (colour codes aside) unless `width` is too narrow for one column.
+    /// Every cell is as wide as the widest value needs plus one space
+    /// (8 characters at least), so that numbers never run together.
     ///
     /// - Parameters:
     ///   - matrix: the matrix to draw.
@@ -100,6 +103,9 @@ public enum Heatmap {
         let labelWidth = min(max(matrix.rowLabels.map(\.count).max() ?? 0, 4), 12)
         let (low, high) = ColourScale.range(of: matrix)
         var lines: [String] = []
+        // Wider cells when a value needs more than 7 characters (−10 or below,
+        // 100 or above): every cell keeps a space before its number.
+        let cellWidth = max(Self.cellWidth, 1 + (matrix.values.scalars.map { formatCell($0).count }.max() ?? 0))
         let perBlock = width.map { max(1, ($0 - indent.count - labelWidth) / cellWidth) } ?? matrix.columns
         for first in stride(from: 0, to: max(matrix.columns, 1), by: max(perBlock, 1)) {
             let columns = first..<min(first + perBlock, matrix.columns)

@@ -36,7 +36,7 @@ struct LinearBenchResult: Encodable {
     let inFeatures, outFeatures, rows, threads: Int
     /// Median and fastest seconds of `Linear.callAsFunction` (1–8 rows: the packed matrix-vector product).
     let medianSeconds, minSeconds: Double
-    /// Median seconds of `attn_linear_forward` (the tile product on the unpacked weight), timed after.
+    /// Median seconds of the tile product on the unpacked weight (`attn_linear_plan_create`), on the same driver and threads, timed after.
     let tileSeconds: Double
     /// in · out · 4.
     let weightBytes: Int
@@ -81,13 +81,13 @@ struct LinearBench {
                         let status = input.withUnsafeBufferPointer { x in
                             layer.weight.withUnsafeBufferPointer { w in
                                 tileOutput.withUnsafeMutableBufferPointer { y in
-                                    attn_linear_forward(
-                                        x.baseAddress, Int64(rows), Int64(shape.inFeatures), w.baseAddress, nil,
-                                        Int64(shape.outFeatures), y.baseAddress, Int32(count))
+                                    Self.tileProduct(
+                                        x: x.baseAddress, rows: rows, weight: w.baseAddress, shape: shape, y: y.baseAddress,
+                                        threads: count)
                                 }
                             }
                         }
-                        guard status == ATTN_OK else { throw CommandError("attn_linear_forward: \(String(cString: attn_status_description(status)))") }
+                        guard status == ATTN_OK else { throw CommandError("attn_linear_plan_create: \(String(cString: attn_status_description(status)))") }
                     })
                     let roof = attn_read_bandwidth_gbps(Int32(count), Int64(weightBytes), 0.3)
                     let gbps = Double(weightBytes) / median / 1e9
@@ -104,6 +104,34 @@ struct LinearBench {
         progress.finish()
         if !json { printTable(results, kernelPath: kernelPath, driver: driver) }
     }
+
+    /// The tile product (`attn_linear_plan_create`, what these rows ran before
+    /// the packed product) on the driver and worker count `Linear` runs with:
+    /// `attn_linear_forward` would use the C driver, one thread in a build
+    /// without OpenMP, and compare unlike thread counts.
+    static func tileProduct(
+        x: UnsafePointer<Float>?, rows: Int, weight: UnsafePointer<Float>?, shape: LinearShape,
+        y: UnsafeMutablePointer<Float>?, threads: Int
+    ) -> attn_status {
+        var plan: OpaquePointer?
+        let status = attn_linear_plan_create(
+            x, Int64(rows), Int64(shape.inFeatures), weight, nil, Int64(shape.outFeatures), y, Int32(threads), &plan)
+        guard status == ATTN_OK, let plan else { return status }
+        defer { attn_plan_destroy(plan) }
+        if AttentionThreading.driver == .openMP { return attn_plan_run(plan) }
+        let workers = Int(attn_plan_workers(plan)), shared = SendablePlan(plan: plan)
+        for round in 0..<attn_plan_rounds(plan) {
+            if workers == 1 {
+                attn_plan_work(plan, round, 0)
+            } else {
+                DispatchQueue.concurrentPerform(iterations: workers) { attn_plan_work(shared.plan, round, Int32($0)) }
+            }
+        }
+        return ATTN_OK
+    }
+
+    /// A plan handed to Dispatch's workers, each of which runs its own share.
+    private struct SendablePlan: @unchecked Sendable { let plan: OpaquePointer }
 
     /// Median and fastest seconds of `step` and of `other`, each timed in a
     /// block of its own runs (interleaving them would make each evict the
@@ -141,7 +169,7 @@ struct LinearBench {
     }
 
     private func printTable(_ results: [LinearBenchResult], kernelPath: String, driver: String) {
-        print("kernel path \(kernelPath), driver \(driver); Linear(in, out) on `rows` rows, float32 weight [out, in], no bias; GB/s of weight bytes; roof = attn_read_bandwidth_gbps over the same bytes and threads; tile = attn_linear_forward on the unpacked weight (what these rows ran before), timed after")
+        print("kernel path \(kernelPath), driver \(driver); Linear(in, out) on `rows` rows, float32 weight [out, in], no bias; GB/s of weight bytes; roof = attn_read_bandwidth_gbps over the same bytes and threads; tile = the tile product on the unpacked weight (what these rows ran before), on the same driver and threads, timed after")
         let header = ["in→out", "rows", "thr", "median ms", "min ms", "MB", "GB/s", "roof GB/s", "% roof", "tile ms", "× tile"]
         var rows: [[String]] = []
         for r in results {

@@ -24,13 +24,14 @@ struct SDPABackwardCommand: ParsableCommand {
 
     @OptionGroup var call: SDPAOptions
 
-    @Option(name: .long, help: "Threads for the fused kernel (default: the driver's).")
+    @Option(name: .long, help: "Threads for the fused kernel (default: OMP_NUM_THREADS or the cores under OpenMP, the active processors under Dispatch).")
     var threads: Int?
 
     @Option(name: .long, help: "Backend: fused (the C kernel) or reference (the Swift oracle).")
     var backend: BackendChoice = .fused
 
     func run() throws {
+        try call.check(threads: threads)
         let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: input))
         let mask = try call.mask(in: file, named: input)
         let (q, k, v) = (try file.floatTensor("q"), try file.floatTensor("k"), try file.floatTensor("v"))

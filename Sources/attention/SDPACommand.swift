@@ -40,6 +40,7 @@ struct SDPACommand: ParsableCommand {
     var printWeights = false
 
     func run() throws {
+        try call.check(threads: threads)
         let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: input))
         let mask = try call.mask(in: file, named: input)
         let result = try scaledDotProductAttentionWithLogsumexp(

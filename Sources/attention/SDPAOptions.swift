@@ -16,6 +16,24 @@ struct SDPAOptions: ParsableArguments {
     @Option(name: .long, help: "Seed of the dropout generator (Philox-4x32-10).")
     var seed: UInt64 = 0
 
+    /// Refuses a value the call would refuse, naming the option the user typed
+    /// (the library's error names its own argument, `dropoutProbability`).
+    ///
+    /// - Parameter threads: the command's `--threads`.
+    /// - Throws: `CommandError` (one line) for a non-finite `--scale`, a
+    ///   `--dropout` outside [0, 1) or a `--threads` below 1.
+    func check(threads: Int?) throws {
+        if let scale, !scale.isFinite {
+            throw CommandError("--scale: expected a finite number, got \(scale)")
+        }
+        guard dropout >= 0, dropout < 1 else {
+            throw CommandError("--dropout: expected a probability in [0, 1), got \(dropout)")
+        }
+        if let threads, threads < 1 {
+            throw CommandError("--threads: expected at least 1, got \(threads)")
+        }
+    }
+
     /// How `--output` is written (OutputFile), for the commands' discussions.
     static let outputFileDiscussion = """
         A regular file (new or existing) is replaced atomically: written to a temporary file in its folder, \

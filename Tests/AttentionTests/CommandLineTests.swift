@@ -117,10 +117,19 @@ final class CommandLineTests: XCTestCase {
 
     func testOutOfContractOptionsFailWithOneErrorLineAndNoOutput() throws {
         let basic = GoldenFixtures.url(of: try XCTUnwrap(try GoldenFixtures.index().cases.first { $0.name == "p_basic" }))
-        for (name, options) in [("infinite scale", ["--scale", "inf"]), ("dropout 1", ["--dropout", "1"]), ("0 threads", ["--threads", "0"])] {
-            let directory = try temporaryDirectory()
-            let outputURL = directory.appendingPathComponent("out.safetensors")
-            try assertFails(["sdpa", "--input", basic.path, "--output", outputURL.path] + options, leavingNo: outputURL, name)
+        // Both commands (their shared options) name the option the user typed,
+        // not the library's argument (dropoutProbability).
+        for command in ["sdpa", "sdpa-backward"] {
+            for (name, options) in [("infinite scale", ["--scale", "inf"]), ("NaN scale", ["--scale", "nan"]),
+                                    ("dropout 1", ["--dropout", "1"]), ("NaN dropout", ["--dropout", "nan"]),
+                                    ("0 threads", ["--threads", "0"])] {
+                let directory = try temporaryDirectory()
+                let outputURL = directory.appendingPathComponent("out.safetensors")
+                let arguments = [command, "--input", basic.path, "--output", outputURL.path] + options
+                try assertFails(arguments, leavingNo: outputURL, "\(command) \(name)")
+                let error = try run(arguments).standardError
+                XCTAssertTrue(error.contains("\(options[0]): expected"), "\(command) \(name): \(error)")
+            }
         }
         // --causal with a mask in the file is refused (as PyTorch refuses is_causal with attn_mask).
         let keep = GoldenFixtures.url(of: try XCTUnwrap(try GoldenFixtures.index().cases.first { $0.name == "p_mask_keep" }))

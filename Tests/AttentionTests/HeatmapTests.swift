@@ -51,6 +51,22 @@ final class HeatmapTests: XCTestCase {
                        Heatmap.terminal(matrix, colour: .none, indent: ""), "one block when it fits")
     }
 
+    /// Scores of −10 or below or 100 or above need more than 7 characters: the
+    /// cells widen, every number keeps a space before it, and blocks still fit `width`.
+    func testLargeValuesWidenTheCellsInsteadOfRunningTogether() throws {
+        let matrix = try LabelledMatrix(
+            title: "scores", values: try Tensor(shape: [2, 3], scalars: [100.25, -12.5, 0.5, -1234.5, 7, -.infinity]),
+            rowLabels: ["a", "b"], columnLabels: ["x", "y", "z"])
+        XCTAssertEqual(Heatmap.terminal(matrix, colour: .none, indent: ""), [
+            "              x          y          z",
+            "   a   100.2500   -12.5000     0.5000",
+            "   b -1234.5000     7.0000       -inf",
+        ].joined(separator: "\n"))
+        let blocks = Heatmap.terminal(matrix, colour: .none, indent: "", width: 4 + 2 * 11)
+        XCTAssertEqual(blocks.split(separator: "\n").map(\.count).max(), 4 + 2 * 11)
+        XCTAssertTrue(blocks.contains("columns 1–2 of 3"), blocks)
+    }
+
     func testColourHeatmapsUseTrueColourOr256ColourBackgrounds() throws {
         let trueColour = Heatmap.terminal(try causalMatrix(), colour: .trueColour)
         XCTAssertTrue(trueColour.contains("\u{1B}[30;48;2;253;231;37m"), "the largest value is viridis' yellow, with black text")

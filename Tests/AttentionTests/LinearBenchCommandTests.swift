@@ -29,6 +29,19 @@ final class LinearBenchCommandTests: XCTestCase {
         }
     }
 
+    /// The tile product it compares with runs on the driver and threads
+    /// `Linear` runs with (not the C driver: one thread without OpenMP).
+    func testTheTileProductRunsOnTheSameDriverAndThreads() throws {
+        for driver in ["dispatch", "openmp"] {
+            let result = try runProcess(
+                try attentionExecutable().path, ["bench", "--linear", "40x24", "--rows", "2", "--threads", "2", "--repetitions", "2"],
+                environment: ["ATTENTION_THREADING": driver])
+            XCTAssertEqual(result.status, 0, result.standardError)
+            XCTAssertTrue(result.standardOutput.contains("tile = the tile product on the unpacked weight (what these rows ran before), on the same driver and threads"),
+                          result.standardOutput)
+        }
+    }
+
     func testMalformedShapesRowsAndMixedModesAreUsageErrors() throws {
         for arguments in [
             ["bench", "--linear", "0x5"], ["bench", "--linear", "4x"], ["bench", "--linear", "4x4", "--rows", "0"],

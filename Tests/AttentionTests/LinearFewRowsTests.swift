@@ -126,6 +126,13 @@ final class LinearFewRowsTests: XCTestCase {
         XCTAssertEqual(attn_linear_packed_forward([1, 2, 3], 1, nil, nil, &y, 1), ATTN_ERROR_NULL_POINTER)
         XCTAssertEqual(attn_linear_packed_forward([1, 2, 3], 1, packed, nil, &y, 1), ATTN_OK)
         XCTAssertEqual(y, [Float](repeating: 6, count: 17))
+        XCTAssertEqual(attn_linear_packed_plan_create([1, 2, 3], 1, packed, nil, &y, 1, nil), ATTN_ERROR_NULL_POINTER)
+        // A row count whose x or y would not fit in memory is an overflow, not an
+        // out-of-bounds read or a wrapped task count.
+        for rows in [Int64.max, Int64.max / 4, Int64.max / 17 + 1] {
+            XCTAssertEqual(attn_linear_packed_forward([1, 2, 3], rows, packed, nil, &y, 1), ATTN_ERROR_SIZE_OVERFLOW, "\(rows) rows")
+            XCTAssertEqual(attn_linear_forward([1, 2, 3], rows, 3, weight, nil, 17, &y, 1), ATTN_ERROR_SIZE_OVERFLOW, "\(rows) rows, tile path")
+        }
         var other: OpaquePointer?
         XCTAssertEqual(attn_linear_pack(weight, -1, 17, &other), ATTN_ERROR_NEGATIVE_SIZE)
         XCTAssertEqual(attn_linear_pack(nil, 3, 17, &other), ATTN_ERROR_NULL_POINTER)

@@ -119,9 +119,17 @@ extension QKVProjections {
 
     /// Applies one optimizer step to the three projections: slots `slot …` `slot + 5`.
     mutating func update(with gradients: AttentionLayerGradients, using optimizer: inout some Optimizer, slot: Int) throws {
+        try checkStep(with: gradients)
         try query.update(with: gradients.queryProjection, using: &optimizer, slot: slot, name: "queryProjection")
         try key.update(with: gradients.keyProjection, using: &optimizer, slot: slot + 2, name: "keyProjection")
         try value.update(with: gradients.valueProjection, using: &optimizer, slot: slot + 4, name: "valueProjection")
+    }
+
+    /// Throws what ``update(with:using:slot:)`` would, before any projection is stepped.
+    func checkStep(with gradients: AttentionLayerGradients) throws {
+        try query.checkStep(with: gradients.queryProjection, name: "gradients.queryProjection")
+        try key.checkStep(with: gradients.keyProjection, name: "gradients.keyProjection")
+        try value.checkStep(with: gradients.valueProjection, name: "gradients.valueProjection")
     }
 }
 
@@ -297,11 +305,16 @@ extension MultiHeadAttention {
     /// - Throws: `AttentionError.invalidShape` for a gradient of another shape,
     ///   or output projection gradients missing for a layer that has one.
     public mutating func update(with gradients: AttentionLayerGradients, using optimizer: inout some Optimizer, slot: Int = 0) throws {
-        try projections.update(with: gradients, using: &optimizer, slot: slot)
-        if outputProjection != nil {
+        // Every check first: a failed step changes no projection.
+        try projections.checkStep(with: gradients)
+        if let outputProjection {
             guard let projectionGradients = gradients.outputProjection else {
                 throw AttentionError.invalidValue(argument: "gradients.outputProjection", expected: "gradients for the output projection", actual: "nil")
             }
+            try outputProjection.checkStep(with: projectionGradients, name: "gradients.outputProjection")
+        }
+        try projections.update(with: gradients, using: &optimizer, slot: slot)
+        if let projectionGradients = gradients.outputProjection, outputProjection != nil {
             try outputProjection!.update(with: projectionGradients, using: &optimizer, slot: slot + 6, name: "outputProjection")
         }
     }
@@ -389,6 +402,8 @@ extension MultiHeadAttentionWrapper {
         guard gradients.heads.count == heads.count else {
             throw AttentionError.invalidValue(argument: "gradients.heads", expected: "\(heads.count) heads", actual: "\(gradients.heads.count)")
         }
+        // Every head's check first: a failed step changes no head.
+        for index in heads.indices { try heads[index].projections.checkStep(with: gradients.heads[index]) }
         for index in heads.indices {
             try heads[index].update(with: gradients.heads[index], using: &optimizer, slot: slot + 6 * index)
         }

@@ -8,7 +8,11 @@ import CAttention
 /// rows (a decoding step's projection) runs as a matrix-vector product bound by
 /// reading the weight, on a copy of it packed in panels of 16 output columns
 /// (`attn_linear_packed_forward`), made on the first such call and kept until
-/// the weight changes. Both give a row the same bits.
+/// the weight changes. Both give a row the same bits. The packed copy takes as
+/// much memory again as the weight (`outFeatures` rounded up to a multiple of
+/// 16); when it cannot be allocated, few-row calls run on the tile product.
+/// Copies of a layer share the packing until one of them changes its weight,
+/// and one layer may be called from several threads at once.
 public struct Linear: Sendable {
     /// `[outFeatures, inFeatures]`.
     public internal(set) var weight: Tensor<Float> {

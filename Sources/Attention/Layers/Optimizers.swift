@@ -147,18 +147,33 @@ extension Linear {
     ///   - optimizer: ``SGD``, ``Adam`` or another ``Optimizer``.
     ///   - slot: the optimizer slot of the weight.
     /// - Throws: `AttentionError.invalidShape` if a gradient's shape differs, or
-    ///   `AttentionError.invalidValue` if the bias gradient is missing for a layer with bias.
+    ///   `AttentionError.invalidValue` if the bias gradient is missing for a layer with bias;
+    ///   checked before anything is stepped, so on an error the layer is unchanged.
     public mutating func update(with gradients: LinearParameterGradients, using optimizer: inout some Optimizer, slot: Int = 0) throws {
         try update(with: gradients, using: &optimizer, slot: slot, name: "gradients")
     }
 
     mutating func update(with gradients: LinearParameterGradients, using optimizer: inout some Optimizer, slot: Int, name: String) throws {
+        try checkStep(with: gradients, name: name)
         try optimizer.update(&weight, gradient: gradients.weight, slot: slot)
-        if bias != nil {
-            guard let biasGradient = gradients.bias else {
-                throw AttentionError.invalidValue(argument: "\(name).bias", expected: "a bias gradient for a layer with bias", actual: "nil")
-            }
+        if bias != nil, let biasGradient = gradients.bias {
             try optimizer.update(&bias!, gradient: biasGradient, slot: slot + 1)
+        }
+    }
+
+    /// Throws what a step with `gradients` would, before anything is changed,
+    /// so that a failed step leaves the layer (and the optimizer's state) as it was.
+    func checkStep(with gradients: LinearParameterGradients, name: String) throws {
+        guard gradients.weight.shape == weight.shape else {
+            throw AttentionError.invalidShape(
+                argument: "\(name).weight", expected: "\(weight.shape) (the weight's shape)", actual: gradients.weight.shape)
+        }
+        guard let bias else { return }
+        guard let biasGradient = gradients.bias else {
+            throw AttentionError.invalidValue(argument: "\(name).bias", expected: "a bias gradient for a layer with bias", actual: "nil")
+        }
+        guard biasGradient.shape == bias.shape else {
+            throw AttentionError.invalidShape(argument: "\(name).bias", expected: "\(bias.shape) (the bias's shape)", actual: biasGradient.shape)
         }
     }
 }
