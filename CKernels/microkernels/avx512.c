@@ -221,6 +221,38 @@ AVX512 INLINE static void qk_keys(const float *qt, const float *k, int64_t k_row
 // One query row has one FMA chain per 16 keys, 4 cycles a link: DECODE_GROUPS
 // groups of 16 keys go through the head dims together, so that their chains
 // interleave; their transposed blocks wait in `kt` (L1) for the FMAs.
+// Tiles of at most FEW_ROWS query rows (decoding) take the softmax with keys in
+// lanes: lanes 0 … 3 of 16 score lines, loaded as 128-bit pieces and
+// transposed 4 × 4 within each 128-bit lane, give each row's 16 scores in one
+// vector (row r, lane e: key j0 + e), so a decode step costs one vector per 16
+// keys instead of one per key, with no serial max chain.
+enum { FEW_ROWS = 4 };
+
+// r[e] ↔ 4 × 4 transposes within each 128-bit lane (its own inverse): with
+// r[e] block b = line 4b + e (lanes 0 … 3), r[i] lane 4b + e becomes line 4b + e, lane i.
+AVX512 INLINE static void transpose4_in_lanes(__m512 r[FEW_ROWS]) {
+    const __m512 t0 = _mm512_unpacklo_ps(r[0], r[1]), t1 = _mm512_unpackhi_ps(r[0], r[1]);
+    const __m512 t2 = _mm512_unpacklo_ps(r[2], r[3]), t3 = _mm512_unpackhi_ps(r[2], r[3]);
+    r[0] = _mm512_shuffle_ps(t0, t2, 0x44);
+    r[1] = _mm512_shuffle_ps(t0, t2, 0xEE);
+    r[2] = _mm512_shuffle_ps(t1, t3, 0x44);
+    r[3] = _mm512_shuffle_ps(t1, t3, 0xEE);
+}
+
+// Scores of up to 4 rows with keys in lanes (score[i] lane e: key e of row i)
+// stored into lanes 0 … 3 of the first `keys` score lines (lanes of no row: 0):
+// sixteen 128-bit stores instead of a scatter per row.
+AVX512 INLINE static void store_keys_in_lanes(float *st, int64_t keys, __m512 score[FEW_ROWS]) {
+    transpose4_in_lanes(score);  // score[e] block b: lanes 0 … 3 of line 4b + e
+#define FEW_ROWS_STORE(B, E)                                                                 \
+    if ((B) * 4 + (E) < keys) _mm_store_ps(st + ((B) * 4 + (E)) * QUERY_TILE, _mm512_extractf32x4_ps(score[E], B));
+    FEW_ROWS_STORE(0, 0) FEW_ROWS_STORE(0, 1) FEW_ROWS_STORE(0, 2) FEW_ROWS_STORE(0, 3)
+    FEW_ROWS_STORE(1, 0) FEW_ROWS_STORE(1, 1) FEW_ROWS_STORE(1, 2) FEW_ROWS_STORE(1, 3)
+    FEW_ROWS_STORE(2, 0) FEW_ROWS_STORE(2, 1) FEW_ROWS_STORE(2, 2) FEW_ROWS_STORE(2, 3)
+    FEW_ROWS_STORE(3, 0) FEW_ROWS_STORE(3, 1) FEW_ROWS_STORE(3, 2) FEW_ROWS_STORE(3, 3)
+#undef FEW_ROWS_STORE
+}
+
 enum { DECODE_GROUPS = 4, MAX_LANE_ROWS = 8 };
 
 AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t k_row_stride,
@@ -269,6 +301,15 @@ AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t
     for (int g = 0; g < groups; g++) {
         const int64_t group_keys = keys - g * LANES < LANES ? keys - g * LANES : LANES;
         const __mmask16 key_lanes = (__mmask16)((1u << group_keys) - 1u);
+        if (rows <= FEW_ROWS) {
+            __m512 score[FEW_ROWS];
+            _Pragma("clang loop unroll(full)")
+            for (int r = 0; r < FEW_ROWS; r++)  // as in qk_block: an overflowed or infinite score becomes NaN
+                score[r] = r >= rows ? _mm512_setzero_ps()
+                           : attention ? _mm512_fmadd_ps(acc[g][r], _mm512_setzero_ps(), acc[g][r]) : acc[g][r];
+            store_keys_in_lanes(st + g * LANES * QUERY_TILE, group_keys, score);
+            continue;
+        }
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) {
             // As in qk_block: an overflowed or infinite score becomes NaN.
@@ -337,19 +378,14 @@ AVX512 INLINE static void qk_panel_groups(const float *qt, const char *panels, i
             for (int r = 0; r < rows; r++) acc[g][r] = _mm512_fmadd_ps(q[r], key, acc[g][r]);
         }
     }
-    const __m512i lines_of_st = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(QUERY_TILE));
     _Pragma("clang loop unroll(full)")
     for (int g = 0; g < groups; g++) {
         const int64_t group_keys = keys - g * LANES < LANES ? keys - g * LANES : LANES;
-        const __mmask16 key_lanes = (__mmask16)((1u << group_keys) - 1u);
+        __m512 score[FEW_ROWS];
         _Pragma("clang loop unroll(full)")
-        for (int r = 0; r < rows; r++) {
-            // As in qk_block: an overflowed or infinite score becomes NaN.
-            const __m512 score = _mm512_fmadd_ps(acc[g][r], _mm512_setzero_ps(), acc[g][r]);
-            _mm512_mask_i32scatter_ps(st + g * LANES * QUERY_TILE + r, key_lanes, lines_of_st, score, 4);
-        }
+        for (int r = 0; r < FEW_ROWS; r++)  // as in qk_block: an overflowed or infinite score becomes NaN
+            score[r] = r < rows ? _mm512_fmadd_ps(acc[g][r], _mm512_setzero_ps(), acc[g][r]) : _mm512_setzero_ps();
+        store_keys_in_lanes(st + g * LANES * QUERY_TILE, group_keys, score);
     }
 }
 
@@ -524,24 +560,6 @@ AVX512 static void row_max_lines(const float *st, int64_t cols, int64_t rows,
         }
         _mm512_store_ps(row_max_new + c * LANES, m);
     }
-}
-
-// Tiles of at most FEW_ROWS query rows (decoding) take the softmax with keys in
-// lanes: lanes 0 … 3 of 16 score lines, loaded as 128-bit pieces and
-// transposed 4 × 4 within each 128-bit lane, give each row's 16 scores in one
-// vector (row r, lane e: key j0 + e), so a decode step costs one vector per 16
-// keys instead of one per key, with no serial max chain.
-enum { FEW_ROWS = 4 };
-
-// r[e] ↔ 4 × 4 transposes within each 128-bit lane (its own inverse): with
-// r[e] block b = line 4b + e (lanes 0 … 3), r[i] lane 4b + e becomes line 4b + e, lane i.
-AVX512 INLINE static void transpose4_in_lanes(__m512 r[FEW_ROWS]) {
-    const __m512 t0 = _mm512_unpacklo_ps(r[0], r[1]), t1 = _mm512_unpackhi_ps(r[0], r[1]);
-    const __m512 t2 = _mm512_unpacklo_ps(r[2], r[3]), t3 = _mm512_unpackhi_ps(r[2], r[3]);
-    r[0] = _mm512_shuffle_ps(t0, t2, 0x44);
-    r[1] = _mm512_shuffle_ps(t0, t2, 0xEE);
-    r[2] = _mm512_shuffle_ps(t1, t3, 0x44);
-    r[3] = _mm512_shuffle_ps(t1, t3, 0xEE);
 }
 
 // score[i] lane e = st[j0 + e][i] for lines j0 … j0 + 15 (all within the
