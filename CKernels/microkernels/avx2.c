@@ -113,8 +113,8 @@ AVX2 static void qk_tile_avx2(const float *qt, const float *k, int64_t k_row_str
     if (row_max_new) row_max_avx2(st, cols, rows, row_max, row_max_new, cols);
 }
 
-AVX2 static void row_max_avx2(const float *st, int64_t cols, int64_t rows, const float *row_max,
-                              float *row_max_new, int64_t visible_limit) {
+AVX2 static void row_max_lines(const float *st, int64_t cols, int64_t rows, const float *row_max,
+                               float *row_max_new, int64_t visible_limit) {
     const int64_t vectors = rows <= 0 ? 1 : (rows + LANES - 1) / LANES;
     for (int c = 0; c < vectors && c < QUERY_TILE / LANES; c++) {
         // A NaN score replaces the max (the last one in key order), and
@@ -130,10 +130,142 @@ AVX2 static void row_max_avx2(const float *st, int64_t cols, int64_t rows, const
     }
 }
 
+// Tiles of at most FEW_ROWS query rows (decoding) take the softmax with keys in
+// lanes, as in avx512.c: lanes 0 … 3 of 8 score lines, loaded as 128-bit pieces
+// and transposed 4 × 4 within each 128-bit lane, give each row's 8 scores in one
+// vector (row r, lane e: key j0 + e): one vector per 8 keys instead of one per key.
+enum { FEW_ROWS = 4 };
+
+// 4 × 4 transposes within each 128-bit lane (their own inverse).
+AVX2 INLINE static void transpose4_in_lanes(__m256 r[FEW_ROWS]) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    r[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+    r[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+    r[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+    r[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+}
+
+// score[i] lane e = st[j0 + e][i] for lines j0 … j0 + 7 (all within st's
+// KEY_TILE lines; lines past cols hold anything, and callers mask them).
+AVX2 INLINE static void load_keys_in_lanes(const float *st, __m256 score[FEW_ROWS]) {
+    _Pragma("clang loop unroll(full)")
+    for (int e = 0; e < FEW_ROWS; e++)
+        score[e] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_load_ps(st + e * QUERY_TILE)),
+                                        _mm_load_ps(st + (4 + e) * QUERY_TILE), 1);
+    transpose4_in_lanes(score);
+}
+
+// Lanes of an 8-key group from key j0 that row i cannot see (j ≥ i + visible_limit),
+// or that hold no key (j ≥ cols): all ones there.
+AVX2 INLINE static __m256 few_rows_out(int64_t j0, int i, int64_t visible_limit, int64_t cols) {
+    int64_t seen = cols - j0;
+    if (visible_limit < cols && i + visible_limit - j0 < seen) seen = i + visible_limit - j0;
+    seen = seen < 0 ? 0 : seen > LANES ? LANES : seen;
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8),
+                                                  _mm256_set1_epi32((int)seen)));
+}
+
+// row_max for few rows: each row's largest visible score by a tree, then
+// m_new = s_max > m ? s_max : m, the sequential pass's bits unless the winner is
+// ±0 or a NaN is met; then 0 is returned, for the sequential pass.
+AVX2 INLINE static int row_max_few(const float *st, int64_t cols, const float *row_max,
+                                   float *row_max_new, int64_t visible_limit, const int rows) {
+    const __m256 minus_infinity = _mm256_set1_ps(-INFINITY);
+    __m256 best[FEW_ROWS], nan = _mm256_setzero_ps();
+    _Pragma("clang loop unroll(full)")
+    for (int i = 0; i < rows; i++) best[i] = minus_infinity;
+    for (int64_t j0 = 0; j0 < cols; j0 += LANES) {
+        __m256 score[FEW_ROWS];
+        load_keys_in_lanes(st + j0 * QUERY_TILE, score);
+        _Pragma("clang loop unroll(full)")
+        for (int i = 0; i < rows; i++) {
+            const __m256 s = _mm256_blendv_ps(score[i], minus_infinity, few_rows_out(j0, i, visible_limit, cols));
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(s, s, _CMP_UNORD_Q));
+            best[i] = _mm256_max_ps(s, best[i]);
+        }
+    }
+    if (_mm256_movemask_ps(nan)) return 0;
+    float m_new[FEW_ROWS];
+    _Pragma("clang loop unroll(full)")
+    for (int i = 0; i < rows; i++) {
+        __m128 v = _mm_max_ps(_mm256_castps256_ps128(best[i]), _mm256_extractf128_ps(best[i], 1));
+        v = _mm_max_ps(v, _mm_movehl_ps(v, v));
+        v = _mm_max_ss(v, _mm_shuffle_ps(v, v, 1));
+        const float s_max = _mm_cvtss_f32(v), m = row_max[i];
+        if (s_max == 0.0f || m != m) return 0;
+        m_new[i] = s_max > m ? s_max : m;
+    }
+    _Pragma("clang loop unroll(full)")
+    for (int i = 0; i < rows; i++) row_max_new[i] = m_new[i];
+    for (int i = rows; i < LANES; i++) row_max_new[i] = row_max[i];  // lanes of no row
+    return 1;
+}
+
+AVX2 static void row_max_avx2(const float *st, int64_t cols, int64_t rows, const float *row_max,
+                              float *row_max_new, int64_t visible_limit) {
+    int done = 0;
+    switch (rows) {
+    case 1: done = row_max_few(st, cols, row_max, row_max_new, visible_limit, 1); break;
+    case 2: done = row_max_few(st, cols, row_max, row_max_new, visible_limit, 2); break;
+    case 3: done = row_max_few(st, cols, row_max, row_max_new, visible_limit, 3); break;
+    case 4: done = row_max_few(st, cols, row_max, row_max_new, visible_limit, 4); break;
+    default: break;
+    }
+    if (!done) row_max_lines(st, cols, rows, row_max, row_max_new, visible_limit);
+}
+
+// exp_row_sum for few rows: the weights with keys in lanes (exp256 on the same
+// inputs, the same masks), transposed back into the score lines, and each row's
+// sum taken from those lines in key order from +0, as the line pass does.
+AVX2 INLINE static void exp_row_sum_few(float *st, int64_t cols, const float *row_max_new,
+                                        float *tile_sum, int64_t visible_limit, const int rows) {
+    const __m256 minus_infinity = _mm256_set1_ps(-INFINITY);
+    const __m256 masked_weight = _mm256_set1_ps(-0.0f);
+    __m256 m[FEW_ROWS];
+    _Pragma("clang loop unroll(full)")
+    for (int i = 0; i < rows; i++) m[i] = _mm256_set1_ps(row_max_new[i]);
+    __m128 sum = _mm_setzero_ps();
+    for (int64_t j0 = 0; j0 < cols; j0 += LANES) {
+        float *lines = st + j0 * QUERY_TILE;
+        __m256 score[FEW_ROWS];
+        load_keys_in_lanes(lines, score);
+        _Pragma("clang loop unroll(full)")
+        for (int i = 0; i < FEW_ROWS; i++) {
+            if (i >= rows) {
+                score[i] = _mm256_setzero_ps();
+                continue;
+            }
+            const __m256 masked = _mm256_or_ps(_mm256_cmp_ps(score[i], minus_infinity, _CMP_EQ_OQ),
+                                               few_rows_out(j0, i, visible_limit, cols));
+            score[i] = _mm256_blendv_ps(exp256(_mm256_sub_ps(score[i], m[i])), masked_weight, masked);
+        }
+        transpose4_in_lanes(score);  // score[e] half b: lanes 0 … 3 of line j0 + 4b + e
+        const int64_t keys = cols - j0 < LANES ? cols - j0 : LANES;
+#define FEW_ROWS_LINE(B, E)                                                                  \
+        if ((B) * 4 + (E) < keys) {                                                          \
+            const __m128 p = (B) ? _mm256_extractf128_ps(score[E], 1) : _mm256_castps256_ps128(score[E]); \
+            _mm_store_ps(lines + ((B) * 4 + (E)) * QUERY_TILE, p);                           \
+            sum = _mm_add_ps(sum, p);                                                        \
+        }
+        FEW_ROWS_LINE(0, 0) FEW_ROWS_LINE(0, 1) FEW_ROWS_LINE(0, 2) FEW_ROWS_LINE(0, 3)
+        FEW_ROWS_LINE(1, 0) FEW_ROWS_LINE(1, 1) FEW_ROWS_LINE(1, 2) FEW_ROWS_LINE(1, 3)
+#undef FEW_ROWS_LINE
+    }
+    _mm256_store_ps(tile_sum, _mm256_insertf128_ps(_mm256_setzero_ps(), sum, 0));  // lanes of no row: 0
+}
+
 AVX2 static void exp_row_sum_avx2(float *st, int64_t cols, int64_t rows,
                                   const float *row_max_new, float *tile_sum, int64_t visible_limit,
                                   int may_hold_minus_infinity) {
     (void)may_hold_minus_infinity;  // every cell is checked
+    switch (rows) {
+    case 1: exp_row_sum_few(st, cols, row_max_new, tile_sum, visible_limit, 1); return;
+    case 2: exp_row_sum_few(st, cols, row_max_new, tile_sum, visible_limit, 2); return;
+    case 3: exp_row_sum_few(st, cols, row_max_new, tile_sum, visible_limit, 3); return;
+    case 4: exp_row_sum_few(st, cols, row_max_new, tile_sum, visible_limit, 4); return;
+    default: break;
+    }
     const __m256 minus_infinity = _mm256_set1_ps(-INFINITY);
     const __m256 masked_weight = _mm256_set1_ps(-0.0f);
     const int64_t vectors = rows <= 0 ? 1 : (rows + LANES - 1) / LANES;

@@ -221,6 +221,38 @@ AVX512 INLINE static void qk_keys(const float *qt, const float *k, int64_t k_row
 // One query row has one FMA chain per 16 keys, 4 cycles a link: DECODE_GROUPS
 // groups of 16 keys go through the head dims together, so that their chains
 // interleave; their transposed blocks wait in `kt` (L1) for the FMAs.
+// Tiles of at most FEW_ROWS query rows (decoding) take the softmax with keys in
+// lanes: lanes 0 … 3 of 16 score lines, loaded as 128-bit pieces and
+// transposed 4 × 4 within each 128-bit lane, give each row's 16 scores in one
+// vector (row r, lane e: key j0 + e), so a decode step costs one vector per 16
+// keys instead of one per key, with no serial max chain.
+enum { FEW_ROWS = 4 };
+
+// r[e] ↔ 4 × 4 transposes within each 128-bit lane (its own inverse): with
+// r[e] block b = line 4b + e (lanes 0 … 3), r[i] lane 4b + e becomes line 4b + e, lane i.
+AVX512 INLINE static void transpose4_in_lanes(__m512 r[FEW_ROWS]) {
+    const __m512 t0 = _mm512_unpacklo_ps(r[0], r[1]), t1 = _mm512_unpackhi_ps(r[0], r[1]);
+    const __m512 t2 = _mm512_unpacklo_ps(r[2], r[3]), t3 = _mm512_unpackhi_ps(r[2], r[3]);
+    r[0] = _mm512_shuffle_ps(t0, t2, 0x44);
+    r[1] = _mm512_shuffle_ps(t0, t2, 0xEE);
+    r[2] = _mm512_shuffle_ps(t1, t3, 0x44);
+    r[3] = _mm512_shuffle_ps(t1, t3, 0xEE);
+}
+
+// Scores of up to 4 rows with keys in lanes (score[i] lane e: key e of row i)
+// stored into lanes 0 … 3 of the first `keys` score lines (lanes of no row: 0):
+// sixteen 128-bit stores instead of a scatter per row.
+AVX512 INLINE static void store_keys_in_lanes(float *st, int64_t keys, __m512 score[FEW_ROWS]) {
+    transpose4_in_lanes(score);  // score[e] block b: lanes 0 … 3 of line 4b + e
+#define FEW_ROWS_STORE(B, E)                                                                 \
+    if ((B) * 4 + (E) < keys) _mm_store_ps(st + ((B) * 4 + (E)) * QUERY_TILE, _mm512_extractf32x4_ps(score[E], B));
+    FEW_ROWS_STORE(0, 0) FEW_ROWS_STORE(0, 1) FEW_ROWS_STORE(0, 2) FEW_ROWS_STORE(0, 3)
+    FEW_ROWS_STORE(1, 0) FEW_ROWS_STORE(1, 1) FEW_ROWS_STORE(1, 2) FEW_ROWS_STORE(1, 3)
+    FEW_ROWS_STORE(2, 0) FEW_ROWS_STORE(2, 1) FEW_ROWS_STORE(2, 2) FEW_ROWS_STORE(2, 3)
+    FEW_ROWS_STORE(3, 0) FEW_ROWS_STORE(3, 1) FEW_ROWS_STORE(3, 2) FEW_ROWS_STORE(3, 3)
+#undef FEW_ROWS_STORE
+}
+
 enum { DECODE_GROUPS = 4, MAX_LANE_ROWS = 8 };
 
 AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t k_row_stride,
@@ -269,6 +301,15 @@ AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t
     for (int g = 0; g < groups; g++) {
         const int64_t group_keys = keys - g * LANES < LANES ? keys - g * LANES : LANES;
         const __mmask16 key_lanes = (__mmask16)((1u << group_keys) - 1u);
+        if (rows <= FEW_ROWS) {
+            __m512 score[FEW_ROWS];
+            _Pragma("clang loop unroll(full)")
+            for (int r = 0; r < FEW_ROWS; r++)  // as in qk_block: an overflowed or infinite score becomes NaN
+                score[r] = r >= rows ? _mm512_setzero_ps()
+                           : attention ? _mm512_fmadd_ps(acc[g][r], _mm512_setzero_ps(), acc[g][r]) : acc[g][r];
+            store_keys_in_lanes(st + g * LANES * QUERY_TILE, group_keys, score);
+            continue;
+        }
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) {
             // As in qk_block: an overflowed or infinite score becomes NaN.
@@ -337,19 +378,14 @@ AVX512 INLINE static void qk_panel_groups(const float *qt, const char *panels, i
             for (int r = 0; r < rows; r++) acc[g][r] = _mm512_fmadd_ps(q[r], key, acc[g][r]);
         }
     }
-    const __m512i lines_of_st = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(QUERY_TILE));
     _Pragma("clang loop unroll(full)")
     for (int g = 0; g < groups; g++) {
         const int64_t group_keys = keys - g * LANES < LANES ? keys - g * LANES : LANES;
-        const __mmask16 key_lanes = (__mmask16)((1u << group_keys) - 1u);
+        __m512 score[FEW_ROWS];
         _Pragma("clang loop unroll(full)")
-        for (int r = 0; r < rows; r++) {
-            // As in qk_block: an overflowed or infinite score becomes NaN.
-            const __m512 score = _mm512_fmadd_ps(acc[g][r], _mm512_setzero_ps(), acc[g][r]);
-            _mm512_mask_i32scatter_ps(st + g * LANES * QUERY_TILE + r, key_lanes, lines_of_st, score, 4);
-        }
+        for (int r = 0; r < FEW_ROWS; r++)  // as in qk_block: an overflowed or infinite score becomes NaN
+            score[r] = r < rows ? _mm512_fmadd_ps(acc[g][r], _mm512_setzero_ps(), acc[g][r]) : _mm512_setzero_ps();
+        store_keys_in_lanes(st + g * LANES * QUERY_TILE, group_keys, score);
     }
 }
 
@@ -507,8 +543,8 @@ static inline __mmask16 causally_hidden(int64_t j, int c, int64_t visible_limit)
 // The causal mask: the keys past the last visible one of a row vector are
 // hidden from all its 16 rows (the max skips them, exp stores their −0 unread),
 // and the key before those from some of its lanes.
-AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
-                                  const float *row_max, float *row_max_new, int64_t visible_limit) {
+AVX512 static void row_max_lines(const float *st, int64_t cols, int64_t rows,
+                                 const float *row_max, float *row_max_new, int64_t visible_limit) {
     const int vectors = row_vectors(rows);
     for (int c = 0; c < vectors; c++) {
         const int64_t seen = visible_cols(cols, c * LANES, LANES, visible_limit);
@@ -526,9 +562,143 @@ AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
     }
 }
 
+// score[i] lane e = st[j0 + e][i] for lines j0 … j0 + 15 (all within the
+// KEY_TILE lines of st; lines past cols hold anything, and callers mask them).
+AVX512 INLINE static void load_keys_in_lanes(const float *st, __m512 score[FEW_ROWS]) {
+    _Pragma("clang loop unroll(full)")
+    for (int e = 0; e < FEW_ROWS; e++) {
+        __m512 z = _mm512_castps128_ps512(_mm_load_ps(st + e * QUERY_TILE));
+        z = _mm512_insertf32x4(z, _mm_load_ps(st + (4 + e) * QUERY_TILE), 1);
+        z = _mm512_insertf32x4(z, _mm_load_ps(st + (8 + e) * QUERY_TILE), 2);
+        z = _mm512_insertf32x4(z, _mm_load_ps(st + (12 + e) * QUERY_TILE), 3);
+        score[e] = z;
+    }
+    transpose4_in_lanes(score);
+}
+
+// Lanes of a 16-key group from key j0 that row i cannot see (j ≥ i + visible_limit).
+static inline __mmask16 few_rows_hidden(int64_t j0, int i, int64_t visible_limit, int64_t cols) {
+    if (visible_limit >= cols) return 0;
+    const int64_t seen = i + visible_limit - j0;
+    return seen <= 0 ? (__mmask16)0xFFFF : seen >= LANES ? 0 : (__mmask16)~((1u << seen) - 1u);
+}
+
+static inline __mmask16 key_lanes_of(int64_t j0, int64_t cols) {
+    const int64_t keys = cols - j0;
+    return keys >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << keys) - 1u);
+}
+
+// row_max for few rows: the largest visible score of each row by a tree (no
+// serial chain), then m_new = s_max > m ? s_max : m. That is the sequential
+// pass's value, and its bits unless the winner is ±0 (the sequential pass
+// keeps the first zero in key order) or a NaN is met (the last NaN wins): then
+// 0 is returned and the sequential pass runs instead.
+AVX512 INLINE static int row_max_few(const float *st, int64_t cols, const float *row_max,
+                                     float *row_max_new, int64_t visible_limit, const int rows) {
+    const __m512 minus_infinity = _mm512_set1_ps(-INFINITY);
+    __m512 best[FEW_ROWS];
+    _Pragma("clang loop unroll(full)")
+    for (int i = 0; i < rows; i++) best[i] = minus_infinity;
+    __mmask16 nan = 0;
+    for (int64_t j0 = 0; j0 < cols; j0 += LANES) {
+        __m512 score[FEW_ROWS];
+        load_keys_in_lanes(st + j0 * QUERY_TILE, score);
+        const __mmask16 keys = key_lanes_of(j0, cols);
+        _Pragma("clang loop unroll(full)")
+        for (int i = 0; i < rows; i++) {
+            const __mmask16 visible = keys & (__mmask16)~few_rows_hidden(j0, i, visible_limit, cols);
+            nan |= _mm512_mask_cmp_ps_mask(visible, score[i], score[i], _CMP_UNORD_Q);
+            best[i] = _mm512_mask_max_ps(best[i], visible, score[i], best[i]);
+        }
+    }
+    if (nan) return 0;
+    float m_new[FEW_ROWS];
+    _Pragma("clang loop unroll(full)")
+    for (int i = 0; i < rows; i++) {
+        const float s_max = _mm512_reduce_max_ps(best[i]), m = row_max[i];
+        if (s_max == 0.0f || m != m) return 0;
+        m_new[i] = s_max > m ? s_max : m;
+    }
+    _Pragma("clang loop unroll(full)")
+    for (int i = 0; i < rows; i++) row_max_new[i] = m_new[i];
+    for (int i = rows; i < LANES; i++) row_max_new[i] = row_max[i];  // lanes of no row
+    return 1;
+}
+
+// Only the row vectors that hold query rows are computed: a decode step (one
+// query row) costs one vector per key instead of four. Lanes are independent,
+// so a row's bits do not depend on how many other rows there are.
+AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
+                                  const float *row_max, float *row_max_new, int64_t visible_limit) {
+    int done = 0;
+    switch (rows) {
+    case 1: done = row_max_few(st, cols, row_max, row_max_new, visible_limit, 1); break;
+    case 2: done = row_max_few(st, cols, row_max, row_max_new, visible_limit, 2); break;
+    case 3: done = row_max_few(st, cols, row_max, row_max_new, visible_limit, 3); break;
+    case 4: done = row_max_few(st, cols, row_max, row_max_new, visible_limit, 4); break;
+    default: break;
+    }
+    if (!done) row_max_lines(st, cols, rows, row_max, row_max_new, visible_limit);
+}
+
+// exp_row_sum for few rows: the weights with keys in lanes (softmax_weight on
+// the same inputs, the same masks: the same bits), transposed back into the
+// score lines, and each row's sum taken from those lines in key order,
+// sum = sum + p_j from +0 as the line pass does (a masked key adds −0, which
+// changes no bit: so keys the line pass leaves out may be added here).
+AVX512 INLINE static void exp_row_sum_few(float *st, int64_t cols, const float *row_max_new,
+                                          float *tile_sum, int64_t visible_limit,
+                                          int may_hold_minus_infinity, const int rows) {
+    const __m512 minus_infinity = _mm512_set1_ps(-INFINITY);
+    const __m512 masked_weight = _mm512_set1_ps(-0.0f);
+    const int look_for_minus_infinity = visible_limit < cols || may_hold_minus_infinity;
+    __m512 m[FEW_ROWS];
+    _Pragma("clang loop unroll(full)")
+    for (int i = 0; i < rows; i++) m[i] = _mm512_set1_ps(row_max_new[i]);
+    __m128 sum = _mm_setzero_ps();
+    for (int64_t j0 = 0; j0 < cols; j0 += LANES) {
+        float *lines = st + j0 * QUERY_TILE;
+        __m512 score[FEW_ROWS];
+        load_keys_in_lanes(lines, score);
+        _Pragma("clang loop unroll(full)")
+        for (int i = 0; i < FEW_ROWS; i++) {
+            if (i >= rows) {
+                score[i] = _mm512_setzero_ps();
+                continue;
+            }
+            // Lanes past cols are not stored; masking them keeps junk out of the arithmetic.
+            __mmask16 masked = few_rows_hidden(j0, i, visible_limit, cols) | (__mmask16)~key_lanes_of(j0, cols);
+            if (look_for_minus_infinity)
+                masked |= _mm512_cmp_ps_mask(score[i], minus_infinity, _CMP_EQ_OQ);
+            score[i] = _mm512_mask_blend_ps(masked, softmax_weight(_mm512_sub_ps(score[i], m[i])), masked_weight);
+        }
+        transpose4_in_lanes(score);  // score[e] block b: lanes 0 … 3 of line j0 + 4b + e
+        const int64_t keys = cols - j0 < LANES ? cols - j0 : LANES;
+#define FEW_ROWS_LINE(B, E)                                                    \
+        if ((B) * 4 + (E) < keys) {                                            \
+            const __m128 p = _mm512_extractf32x4_ps(score[E], B);              \
+            _mm_store_ps(lines + ((B) * 4 + (E)) * QUERY_TILE, p);             \
+            sum = _mm_add_ps(sum, p);                                          \
+        }
+        FEW_ROWS_LINE(0, 0) FEW_ROWS_LINE(0, 1) FEW_ROWS_LINE(0, 2) FEW_ROWS_LINE(0, 3)
+        FEW_ROWS_LINE(1, 0) FEW_ROWS_LINE(1, 1) FEW_ROWS_LINE(1, 2) FEW_ROWS_LINE(1, 3)
+        FEW_ROWS_LINE(2, 0) FEW_ROWS_LINE(2, 1) FEW_ROWS_LINE(2, 2) FEW_ROWS_LINE(2, 3)
+        FEW_ROWS_LINE(3, 0) FEW_ROWS_LINE(3, 1) FEW_ROWS_LINE(3, 2) FEW_ROWS_LINE(3, 3)
+#undef FEW_ROWS_LINE
+    }
+    _mm512_store_ps(tile_sum, _mm512_zextps128_ps512(sum));  // lanes of no row: 0
+}
+
 AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, int64_t rows,
                                       const float *row_max_new, float *tile_sum, int64_t visible_limit,
                                       int may_hold_minus_infinity) {
+    switch (rows) {
+    case 1: exp_row_sum_few(st, cols, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity, 1); return;
+    case 2: exp_row_sum_few(st, cols, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity, 2); return;
+    case 3: exp_row_sum_few(st, cols, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity, 3); return;
+    case 4: exp_row_sum_few(st, cols, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity, 4); return;
+    default: break;
+    }
     const __m512 minus_infinity = _mm512_set1_ps(-INFINITY);
     const __m512 masked_weight = _mm512_set1_ps(-0.0f);
     const int vectors = row_vectors(rows);
