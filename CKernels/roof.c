@@ -7,9 +7,15 @@
 //   and nothing written.
 //
 // Each thread dots its own contiguous share (first touched by that thread, so
-// that its pages are near it); the best of several passes is kept (a shared
-// machine can take a core away for a while; the roof is what the memory
-// system can do). Sixteen accumulators, more than FMA latency × ports.
+// that its pages are near it). The passes are synchronised: a barrier before
+// each pass sets all threads off together, each notes when it set off and when
+// it finished, and the pass's aggregate rate is all the threads' bytes over the
+// pass's time, from the first start to the last finish (the slowest thread's
+// own time when they overlap, more when a busy machine has them take turns).
+// So no thread's pass counts while another is idle (still touching its pages,
+// or done) and it has the memory system to itself. The best pass is kept (a
+// shared machine can take a core away for a while; the roof is what the
+// memory system can do). Sixteen accumulators, more than FMA latency × ports.
 #define _POSIX_C_SOURCE 200809L
 #include "attention.h"
 #include "microkernels/microkernels.h"
@@ -19,8 +25,14 @@
 #include <string.h>
 #include <time.h>
 
-#ifndef _OPENMP
+#ifdef _OPENMP
+// The Swift toolchain's clang ships no omp.h: declare the calls we use.
+int omp_get_thread_num(void);
+int omp_get_num_threads(void);
+#else
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #endif
 
 static double now_seconds(void) {
@@ -75,46 +87,127 @@ static float dot(const char *path, const float *a, const float *b, int64_t n) {
     return dot_portable(a, b, n);
 }
 
+
 enum { ROOF_PASSES_MIN = 3, ROOF_PASSES_MAX = 1000, MAX_ROOF_THREADS = 256 };
 
-// One thread's share: the best seconds of a pass over n floats of a and of b,
-// passes repeated for about `seconds` (at least ROOF_PASSES_MIN). 0 if its
-// memory could not be had.
-typedef struct roof_job {
-    const char *path;
-    int64_t floats;
-    double seconds, best;
-    volatile float sink;
-} roof_job;
+#ifndef _OPENMP
+// A barrier of `count` threads from C11 atomics (macOS has no
+// pthread_barrier_t): the last to arrive opens the next generation. Waiters
+// yield their core, which a machine with fewer free cores than threads needs.
+typedef struct roof_barrier {
+    _Atomic int32_t arrived, generation;
+    int32_t count;
+} roof_barrier;
 
-static void run_job(roof_job *job) {
-    job->best = 0.0;
-    float *a = attn_aligned_alloc(sizeof(float) * (size_t)job->floats);
-    float *b = attn_aligned_alloc(sizeof(float) * (size_t)job->floats);
-    if (a && b) {
-        for (int64_t i = 0; i < job->floats; i++) {  // first touch, by this thread
-            a[i] = 1.0f + 1e-7f * (float)(i & 1023);
-            b[i] = 1.0f - 1e-7f * (float)(i & 511);
-        }
-        dot(job->path, a, b, job->floats);  // warm the caches (when it fits) and the TLB
-        const double start = now_seconds();
-        double best = 1e30;
-        for (int pass = 0; pass < ROOF_PASSES_MAX; pass++) {
-            const double begin = now_seconds();
-            job->sink = dot(job->path, a, b, job->floats);
-            const double took = now_seconds() - begin;
-            if (took < best) best = took;
-            if (pass + 1 >= ROOF_PASSES_MIN && now_seconds() - start > job->seconds) break;
-        }
-        job->best = best;
+static void roof_barrier_wait(roof_barrier *barrier) {
+    const int32_t generation = atomic_load(&barrier->generation);
+    if (atomic_fetch_add(&barrier->arrived, 1) + 1 == barrier->count) {
+        atomic_store(&barrier->arrived, 0);
+        atomic_fetch_add(&barrier->generation, 1);
+    } else {
+        while (atomic_load(&barrier->generation) == generation) sched_yield();
     }
-    attn_aligned_free(a);
-    attn_aligned_free(b);
+}
+#endif
+
+// One measurement: `shares` shares of `floats` floats of a and of b each (the
+// threads asked for), run by `workers` threads (those that started: worker w
+// takes the shares s ≡ w mod workers, one each when all started). Worker 0
+// keeps the score and decides when to stop; the barriers publish it.
+typedef struct roof_run {
+    const char *path;
+    int32_t shares;
+    int64_t floats;
+    double seconds;
+    int ok[MAX_ROOF_THREADS];        // per worker: its memory could be had
+    double began[MAX_ROOF_THREADS];  // per worker: when it set off on this pass
+    double ended[MAX_ROOF_THREADS];  // per worker: when it finished this pass
+    double start, best_rate;         // worker 0's: when the timed passes began, bytes/s
+    int stop;                        // worker 0's: no more passes
+#ifndef _OPENMP
+    _Atomic int go;                  // the worker count is known: start
+    roof_barrier barrier;
+#endif
+} roof_run;
+
+static void roof_barrier_all(roof_run *run) {
+#ifdef _OPENMP
+    (void)run;
+#pragma omp barrier
+#else
+    roof_barrier_wait(&run->barrier);
+#endif
+}
+
+// Worker `worker` of `workers`: allocates and first-touches its shares, warms
+// them up, then runs the passes in step with the others.
+static void roof_worker(roof_run *run, int32_t worker, int32_t workers) {
+    float *a[MAX_ROOF_THREADS], *b[MAX_ROOF_THREADS];
+    int32_t mine = 0;
+    int ok = 1;
+    for (int32_t s = worker; s < run->shares; s += workers, mine++) {
+        a[mine] = attn_aligned_alloc(sizeof(float) * (size_t)run->floats);
+        b[mine] = attn_aligned_alloc(sizeof(float) * (size_t)run->floats);
+        if (!a[mine] || !b[mine]) {
+            ok = 0;
+            continue;
+        }
+        for (int64_t i = 0; i < run->floats; i++) {  // first touch, by this thread
+            a[mine][i] = 1.0f + 1e-7f * (float)(i & 1023);
+            b[mine][i] = 1.0f - 1e-7f * (float)(i & 511);
+        }
+    }
+    volatile float sink = 0.0f;
+    if (ok)  // warm the caches (when it fits) and the TLB
+        for (int32_t m = 0; m < mine; m++) sink = dot(run->path, a[m], b[m], run->floats);
+    run->ok[worker] = ok;
+    roof_barrier_all(run);  // all set up
+    if (worker == 0) {
+        run->stop = 0;
+        for (int32_t w = 0; w < workers; w++)
+            if (!run->ok[w]) run->stop = 1;
+        run->best_rate = 0.0;
+        run->start = now_seconds();
+    }
+    const double pass_bytes = 2.0 * (double)run->floats * sizeof(float) * (double)run->shares;
+    for (int pass = 0;; pass++) {
+        roof_barrier_all(run);  // all set off together, and all see worker 0's stop
+        if (run->stop) break;
+        run->began[worker] = now_seconds();
+        for (int32_t m = 0; m < mine; m++) sink = dot(run->path, a[m], b[m], run->floats);
+        run->ended[worker] = now_seconds();
+        roof_barrier_all(run);  // all done
+        if (worker == 0) {
+            // The pass took from the first thread's start to the last one's
+            // end: at least the slowest thread's own time, and more when the
+            // threads did not overlap (more threads than free cores take turns).
+            double first = run->began[0], last = run->ended[0];
+            for (int32_t w = 1; w < workers; w++) {
+                if (run->began[w] < first) first = run->began[w];
+                if (run->ended[w] > last) last = run->ended[w];
+            }
+            if (last > first && pass_bytes / (last - first) > run->best_rate) run->best_rate = pass_bytes / (last - first);
+            run->stop = pass + 1 >= ROOF_PASSES_MAX ||
+                        (pass + 1 >= ROOF_PASSES_MIN && now_seconds() - run->start > run->seconds);
+        }
+    }
+    (void)sink;
+    for (int32_t m = 0; m < mine; m++) {
+        attn_aligned_free(a[m]);
+        attn_aligned_free(b[m]);
+    }
 }
 
 #ifndef _OPENMP
+typedef struct roof_slot {
+    roof_run *run;
+    int32_t worker;
+} roof_slot;
+
 static void *roof_thread(void *argument) {
-    run_job(argument);
+    roof_slot *slot = argument;
+    while (!atomic_load(&slot->run->go)) sched_yield();
+    roof_worker(slot->run, slot->worker, slot->run->barrier.count);
     return 0;
 }
 #endif
@@ -126,32 +219,46 @@ double attn_read_bandwidth_gbps(int32_t threads, int64_t bytes, double seconds) 
     // Per thread: two arrays of a multiple of 256 floats (the dot's step).
     int64_t floats = bytes / threads / 2 / (int64_t)sizeof(float) / 256 * 256;
     if (floats < 256) floats = 256;
-    const char *path = attn_selected_microkernels()->name;
-    roof_job jobs[MAX_ROOF_THREADS];
-    for (int32_t t = 0; t < threads; t++) {
-        jobs[t].path = path;
-        jobs[t].floats = floats;
-        jobs[t].seconds = seconds;
-    }
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-    for (int32_t t = 0; t < threads; t++) run_job(&jobs[t]);
-#else
-    pthread_t ids[MAX_ROOF_THREADS];
-    int started[MAX_ROOF_THREADS] = {0};
-    for (int32_t t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], 0, roof_thread, &jobs[t]) == 0;
-    run_job(&jobs[0]);
-    for (int32_t t = 1; t < threads; t++) {
-        if (started[t]) pthread_join(ids[t], 0);
-        else run_job(&jobs[t]);  // could not start: runs after, alone (a lower roof, never a fake one)
-    }
+    roof_run *run = calloc(1, sizeof *run);  // ~5 KB: off the caller's stack
+    if (!run) return 0.0;
+    run->path = attn_selected_microkernels()->name;
+    run->shares = threads;
+    run->floats = floats;
+    run->seconds = seconds;
+#ifndef _OPENMP
+    atomic_init(&run->go, 0);
+    atomic_init(&run->barrier.arrived, 0);
+    atomic_init(&run->barrier.generation, 0);
 #endif
-    // The threads run side by side, each its best pass: the aggregate rate is
-    // the sum of their rates.
-    double rate = 0.0;
-    for (int32_t t = 0; t < threads; t++) {
-        if (jobs[t].best <= 0.0) return 0.0;
-        rate += 2.0 * (double)floats * sizeof(float) / jobs[t].best;
+    int32_t workers = 1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    {
+        // The team may be smaller than asked (nested, OMP_DYNAMIC, a limit):
+        // its threads then take the missing shares.
+#pragma omp single
+        workers = omp_get_num_threads();
+        roof_worker(run, omp_get_thread_num(), omp_get_num_threads());
     }
+#else
+    // A thread that could not start leaves its share to those that did (run
+    // one after another in the same pass: a lower roof, never a fake one).
+    pthread_t ids[MAX_ROOF_THREADS];
+    roof_slot slots[MAX_ROOF_THREADS];
+    for (int32_t t = 1; t < threads; t++) {
+        slots[workers] = (roof_slot){run, workers};
+        if (pthread_create(&ids[workers], 0, roof_thread, &slots[workers]) == 0) workers++;
+    }
+    run->barrier.count = workers;
+    atomic_store(&run->go, 1);
+    roof_worker(run, 0, workers);
+    for (int32_t w = 1; w < workers; w++) pthread_join(ids[w], 0);
+#endif
+    double rate = 0.0;
+    int ok = 1;
+    for (int32_t w = 0; w < workers; w++)
+        if (!run->ok[w]) ok = 0;
+    if (ok) rate = run->best_rate;
+    free(run);
     return rate / 1e9;
 }

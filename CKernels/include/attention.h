@@ -425,11 +425,16 @@ attn_status attn_partial_finish(const attn_partial *state, int64_t rows, int64_t
 
 /// The read bandwidth of this machine in GB/s (10^9 bytes per second): `threads`
 /// threads each run a two-array float32 dot product (what a decode step does
-/// with keys and values) over its share of `bytes` of data, in the widest
-/// vectors of the selected path; the best of several runs of about `seconds`
-/// in all. OpenMP threads where compiled in, else POSIX threads. For the
-/// benchmarks' "% of roof": `bytes` sets where the data lives (above the
-/// last-level cache: DRAM).
+/// with keys and values) over its share of `bytes` of data (first touched by
+/// that thread), in the widest vectors of the selected path. The passes are
+/// synchronised: a barrier sets all threads off on each pass together, and a
+/// pass's rate is all the bytes over its time, from the first thread's start
+/// to the last one's finish (the slowest thread's time when they overlap); the
+/// result is the best pass of several (at least 3) over about `seconds`. OpenMP
+/// threads where compiled in, else POSIX threads; a thread that cannot start
+/// leaves its share to the others (a lower roof). 0 if the memory cannot be
+/// had. For the benchmarks' "% of roof": `bytes` sets where the data lives
+/// (above the last-level cache: DRAM).
 double attn_read_bandwidth_gbps(int32_t threads, int64_t bytes, double seconds);
 
 /// The number of query heads the plan of this call puts in one tile
