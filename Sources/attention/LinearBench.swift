@@ -5,7 +5,8 @@ import Foundation
 
 /// The options of `attention bench --linear`.
 struct LinearBenchOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Time Linear alone on a few rows: INxOUT (nn.Linear(in, out), weight [out, in] float32, no bias), e.g. 4096x1024; repeatable. Reports GB/s of weight bytes and % of a read roof measured in the same run over the same bytes and threads, beside the tile product on the unpacked weight (attn_linear_forward).", valueName: "INxOUT"))
+    @Option(name: .long, help: ArgumentHelp("Time Linear alone on a few rows: INxOUT (nn.Linear(in, out), weight [out, in] float32, no bias), e.g. 4096x1024; repeatable. Reports GB/s of weight bytes and % of a read roof measured in the same run over the same bytes and threads, beside the tile product on the unpacked weight (attn_linear_forward).", valueName: "INxOUT"),
+            transform: LinearShape.init(parsing:))
     var linear: [LinearShape] = []
 
     @Option(name: .long, help: ArgumentHelp("With --linear: input rows per call; repeatable. Default: 1, 2, 4, 8.", valueName: "n"))
@@ -18,14 +19,26 @@ struct LinearBenchOptions: ParsableArguments {
 }
 
 /// `INxOUT`: a layer nn.Linear(in, out).
-struct LinearShape: ExpressibleByArgument, CustomStringConvertible {
+struct LinearShape: CustomStringConvertible {
     let inFeatures, outFeatures: Int
 
-    init?(argument: String) {
+    /// Parses `INxOUT` (an `x` or `X` between two integers ≥ 1); a
+    /// ValidationError says which part is wrong and what it must be (the
+    /// argument parser puts the option and the value typed before it).
+    init(parsing argument: String) throws {
+        let expected = "expected INxOUT, two integers ≥ 1, e.g. 4096x1024"
         let parts = argument.lowercased().split(separator: "x", omittingEmptySubsequences: false)
-        guard parts.count == 2, let input = Int(parts[0]), let output = Int(parts[1]), input >= 1, output >= 1 else { return nil }
-        inFeatures = input
-        outFeatures = output
+        guard parts.count == 2 else {
+            throw ValidationError("\(parts.count < 2 ? "no x between IN and OUT" : "more than one x"); \(expected)")
+        }
+        func feature(_ name: String, _ text: Substring) throws -> Int {
+            if text.isEmpty { throw ValidationError("\(name) is missing; \(expected)") }
+            guard let value = Int(text) else { throw ValidationError("\(name) (\(text)) is not an integer; \(expected)") }
+            guard value >= 1 else { throw ValidationError("\(name) is \(value); \(expected)") }
+            return value
+        }
+        inFeatures = try feature("IN", parts[0])
+        outFeatures = try feature("OUT", parts[1])
     }
 
     var description: String { "\(inFeatures)x\(outFeatures)" }

@@ -51,4 +51,19 @@ final class LinearBenchCommandTests: XCTestCase {
             XCTAssertEqual(result.status, 64, "\(arguments): \(result.standardError)")
         }
     }
+
+    /// A malformed INxOUT says which part is wrong and what is expected, after
+    /// the option and the value typed.
+    func testAMalformedShapeSaysWhichPartIsWrongAndTheExpectedRange() throws {
+        let expected = "expected INxOUT, two integers ≥ 1, e.g. 4096x1024"
+        for (value, part) in [
+            ("0x5", "IN is 0"), ("4x-2", "OUT is -2"), ("4x", "OUT is missing"), ("ax5", "IN (a) is not an integer"),
+            ("45", "no x between IN and OUT"), ("4x4x4", "more than one x"),
+        ] {
+            let result = try runAttentionExecutable(["bench", "--linear", value])
+            XCTAssertEqual(result.status, 64, value)
+            XCTAssertTrue(result.standardError.contains("'\(value)' is invalid for '--linear <INxOUT>': \(part); \(expected)"),
+                          "\(value): \(result.standardError)")
+        }
+    }
 }
