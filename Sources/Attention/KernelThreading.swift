@@ -195,8 +195,28 @@ struct UncheckedSendable<Value>: @unchecked Sendable {
 
 /// The one warning for an `ATTENTION_*` variable whose value cannot be used, in
 /// the words of the C target's (CKernels/environment.h): one line on standard
-/// error, `attention: ignoring NAME="value": problem; using fallback`. The
-/// caller reads its variable once per process, so it warns once.
+/// error, `attention: ignoring NAME="value": problem; using fallback`, the value
+/// shown as ``shownEnvironmentValue(_:)`` shows it. The caller reads its
+/// variable once per process, so it warns once.
 func warnAboutEnvironment(_ variable: String, _ value: String, problem: String, using fallback: String) {
-    FileHandle.standardError.write(Data("attention: ignoring \(variable)=\"\(value)\": \(problem); using \(fallback)\n".utf8))
+    FileHandle.standardError.write(Data("attention: ignoring \(variable)=\(shownEnvironmentValue(value)): \(problem); using \(fallback)\n".utf8))
+}
+
+/// `value` quoted as the C target's warning shows it (CKernels/environment.c):
+/// at most its first 40 UTF-8 bytes (a longer one as `"first 40 bytes"... (N
+/// bytes)`), printable ASCII as is, `"` and `\` as `\"` and `\\`, any other
+/// byte as `\xNN`, so that a huge or binary value can neither flood nor corrupt
+/// the terminal. (Package-wide: the command-line tool's own variables use it.)
+package func shownEnvironmentValue(_ value: String) -> String {
+    let shownBytes = 40
+    let bytes = Array(value.utf8)
+    var shown = ""
+    for byte in bytes.prefix(shownBytes) {
+        switch byte {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"): shown += "\\" + String(UnicodeScalar(byte))
+        case 0x20..<0x7f: shown.unicodeScalars.append(UnicodeScalar(byte))
+        default: shown += "\\x" + (byte < 16 ? "0" : "") + String(byte, radix: 16)
+        }
+    }
+    return bytes.count > shownBytes ? "\"\(shown)\"... (\(bytes.count) bytes)" : "\"\(shown)\""
 }

@@ -276,7 +276,7 @@ struct BenchCommand: ParsableCommand {
         guard let value = ProcessInfo.processInfo.environment["ATTENTION_BENCH_PEAK_GFLOPS"], !value.isEmpty else { return nil }
         if let peak = Double(value) { return peak }
         FileHandle.standardError.write(Data(
-            "attention: ignoring ATTENTION_BENCH_PEAK_GFLOPS=\"\(value)\": expected a number of GFLOP/s; using the measured peak\n".utf8))
+            "attention: ignoring ATTENTION_BENCH_PEAK_GFLOPS=\(shownEnvironmentValue(value)): expected a number of GFLOP/s; using the measured peak\n".utf8))
         return nil
     }
 

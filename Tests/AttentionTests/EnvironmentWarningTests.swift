@@ -49,6 +49,24 @@ final class EnvironmentWarningTests: XCTestCase {
         XCTAssertEqual(lines, ["attention: ignoring ATTENTION_IDLE_WAIT=\"never\": expected spin, sleep or runtime; using runtime (KMP_BLOCKTIME is set)"])
     }
 
+    /// A huge or binary value cannot flood or corrupt the terminal: the
+    /// warning shows its first 40 bytes, printable ASCII as is, `"` and `\`
+    /// escaped, other bytes as \xNN, then the full length — in the C target's
+    /// warnings and the Swift module's alike.
+    func testAHugeOrBinaryValueIsShownTruncatedAndEscaped() throws {
+        let binary = "sp\u{1B}[2J\"\\\nn\u{7F}é"
+        let long = String(repeating: "z", count: 5000)
+        let run = try help(["ATTENTION_IDLE_WAIT": binary, "ATTENTION_THREADING": long])
+        let lines = warnings(run)
+        XCTAssertEqual(lines.count, 2, run.standardError)
+        XCTAssertTrue(lines.contains(#"attention: ignoring ATTENTION_IDLE_WAIT="sp\x1b[2J\"\\\x0an\x7f\xc3\xa9": expected spin, sleep or runtime; using sleep"#),
+                      "\(lines)")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("attention: ignoring ATTENTION_THREADING=\"\(String(repeating: "z", count: 40))\"... (5000 bytes): expected openmp or dispatch; using ") },
+                      "\(lines)")
+        XCTAssertFalse(run.standardError.contains("\u{1B}"), run.standardError)
+        XCTAssertLessThan(run.standardError.utf8.count, 1000, run.standardError)
+    }
+
     func testAcceptedAndEmptyValuesAreSilent() throws {
         for environment in [["ATTENTION_THREADING": "dispatch", "ATTENTION_IDLE_WAIT": "spin", "ATTENTION_KERNEL_PATH": "portable"],
                             ["ATTENTION_THREADING": "", "ATTENTION_IDLE_WAIT": "", "ATTENTION_KERNEL_PATH": ""]] {
