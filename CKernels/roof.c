@@ -89,8 +89,10 @@ typedef struct roof_job {
 
 static void run_job(roof_job *job) {
     job->best = 0.0;
-    float *a = attn_aligned_alloc(sizeof(float) * (size_t)job->floats);
-    float *b = attn_aligned_alloc(sizeof(float) * (size_t)job->floats);
+    // In cache memory, as a KVCache's keys and values are (huge pages where granted).
+    const int64_t bytes = (int64_t)sizeof(float) * job->floats;
+    float *a = attn_cache_alloc(bytes);
+    float *b = attn_cache_alloc(bytes);
     if (a && b) {
         for (int64_t i = 0; i < job->floats; i++) {  // first touch, by this thread
             a[i] = 1.0f + 1e-7f * (float)(i & 1023);
@@ -108,8 +110,8 @@ static void run_job(roof_job *job) {
         }
         job->best = best;
     }
-    attn_aligned_free(a);
-    attn_aligned_free(b);
+    attn_cache_free(a, bytes);
+    attn_cache_free(b, bytes);
 }
 
 #ifndef _OPENMP
