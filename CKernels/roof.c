@@ -146,8 +146,9 @@ static void roof_worker(roof_run *run, int32_t worker, int32_t workers) {
     int32_t mine = 0;
     int ok = 1;
     for (int32_t s = worker; s < run->shares; s += workers, mine++) {
-        a[mine] = attn_aligned_alloc(sizeof(float) * (size_t)run->floats);
-        b[mine] = attn_aligned_alloc(sizeof(float) * (size_t)run->floats);
+        // In cache memory, as a KVCache's keys and values are (huge pages where granted).
+        a[mine] = attn_cache_alloc((int64_t)sizeof(float) * run->floats);
+        b[mine] = attn_cache_alloc((int64_t)sizeof(float) * run->floats);
         if (!a[mine] || !b[mine]) {
             ok = 0;
             continue;
@@ -193,8 +194,8 @@ static void roof_worker(roof_run *run, int32_t worker, int32_t workers) {
     }
     (void)sink;
     for (int32_t m = 0; m < mine; m++) {
-        attn_aligned_free(a[m]);
-        attn_aligned_free(b[m]);
+        attn_cache_free(a[m], (int64_t)sizeof(float) * run->floats);
+        attn_cache_free(b[m], (int64_t)sizeof(float) * run->floats);
     }
 }
 

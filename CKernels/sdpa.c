@@ -436,14 +436,16 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         const int explicit_mask = t.keep_mask || t.additive_mask || t.key_keep;
         const int masked = diagonal || explicit_mask;
         const int in_place = t.rows <= IN_PLACE_VALUE_ROWS && p->value_dim > 0;
+        const int fetch_ahead = in_place && (!wide || attn_decode_prefetch_float32());
         const char *v_rows = v ? v + col0 * p->value_strides[2] * bytes : 0;
         // Decoding streams K and V one tile ahead: while this tile's keys are
         // multiplied, the next tile's keys come in, and while its values are,
         // the next tile's values, so that each stream's lines have a whole
-        // tile's time (softmax included) to arrive.
+        // tile's time (softmax included) to arrive. (Not float32 on AMD:
+        // its hardware prefetchers do better alone, attn_decode_prefetch_float32.)
         const int64_t next = col0 + KEY_TILE;
         const int64_t next_cols = key_end - next < KEY_TILE ? key_end - next : KEY_TILE;
-        if (in_place)
+        if (fetch_ahead)
             start_key_prefetch(p, &state.prefetch, k, next, next_cols, bytes, panels);
         int max_taken = 0;  // whether qk_tile took the row max
         if (p->head_dim > 0 && panels && kernels->qk_panels && col0 % PANEL_KEYS == 0 &&
@@ -496,7 +498,7 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         if (p->value_dim > 0) {
             const float *v_tile = (const float *)v_rows;
             int64_t v_stride = p->value_strides[2];
-            if (in_place)
+            if (fetch_ahead)
                 attn_prefetch_start_bytes(&state.prefetch, next_cols > 0 ? v + next * p->value_strides[2] * bytes : 0,
                                           p->value_strides[2] * bytes, next_cols > 0 ? next_cols : 0,
                                           p->value_dim * bytes);

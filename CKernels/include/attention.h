@@ -423,6 +423,18 @@ attn_status attn_partial_finish(const attn_partial *state, int64_t rows, int64_t
 // ---------------------------------------------------------------------------
 // Roofs.
 
+/// Zero-filled memory for a key/value cache (or any large buffer a decode step
+/// streams whole): `bytes` bytes, 64-byte aligned; from 2 MiB up, mapped
+/// 2 MiB-aligned and, on Linux, advised to use transparent huge pages
+/// (madvise MADV_HUGEPAGE, granted in the kernel's default "madvise" mode), so
+/// that streaming it costs a TLB entry per 2 MiB instead of per 4 KiB. NULL if
+/// `bytes` < 1 or the memory cannot be had. Free it with attn_cache_free and
+/// the same `bytes`.
+void *attn_cache_alloc(int64_t bytes);
+
+/// Frees memory from attn_cache_alloc(bytes) (NULL is ignored).
+void attn_cache_free(void *memory, int64_t bytes);
+
 /// The read bandwidth of this machine in GB/s (10^9 bytes per second): `threads`
 /// threads each run a two-array float32 dot product (what a decode step does
 /// with keys and values) over its share of `bytes` of data (first touched by

@@ -223,4 +223,9 @@ int attn_microkernels_supported(const attn_microkernels *table);
 /// The table in use: chosen on first call, then fixed unless attn_select_kernel_path changes it.
 const attn_microkernels *attn_selected_microkernels(void);
 
+/// 1 if a decode step streams float32 keys and values one tile ahead itself
+/// (attn_prefetch_stream), 0 where the hardware prefetchers do better alone
+/// (AMD; dispatch.c says what was measured). 16-bit storage always streams.
+int attn_decode_prefetch_float32(void);
+
 #endif

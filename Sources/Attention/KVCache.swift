@@ -1,3 +1,4 @@
+import CAttention
 import Foundation
 
 /// The error a ``KVCache`` throws when an append does not fit.
@@ -24,7 +25,10 @@ public enum KVCacheError: Error, Equatable, Sendable, CustomStringConvertible {
 /// them (Pope et al. 2022, "Efficiently Scaling Transformer Inference", §2).
 ///
 /// Memory is allocated once, at creation: keys `[batch, kvHeads, capacity, headDim]`
-/// and values `[batch, kvHeads, capacity, valueDim]`, 64-byte aligned, in the
+/// and values `[batch, kvHeads, capacity, valueDim]`, 64-byte aligned (from 2 MiB
+/// up: 2 MiB-aligned, in transparent huge pages where Linux grants them, so
+/// that a decode step's stream over the cache walks fewer pages;
+/// `attn_cache_alloc`), in the
 /// element type of ``storage`` (4 or 2 bytes a number). Values are stored as
 /// rows; keys in panels of 16 keys × headDim with the keys innermost (capacity
 /// rounded up to a multiple of 16), the layout a decode step reads with plain
@@ -73,6 +77,8 @@ public final class KVCache: @unchecked Sendable {
     private let paddedCapacity: Int
     private let keyBase: UnsafeMutableRawPointer
     private let valueBase: UnsafeMutableRawPointer
+    private let keyBytes: Int
+    private let valueBytes: Int
     private var storedLengths: [Int]
     private let lock = NSLock()
 
@@ -87,7 +93,9 @@ public final class KVCache: @unchecked Sendable {
     ///   - storage: `.float32` (default), `.float16` or `.bfloat16`.
     /// - Throws: `AttentionError.invalidValue` naming the argument below its
     ///   minimum, or `capacity` when the cache would not fit in the machine's
-    ///   physical memory (or its size in bytes overflows `Int`).
+    ///   physical memory (or its size in bytes overflows `Int`);
+    ///   `AttentionError.insufficientMemory` naming `keys` or `values` when the
+    ///   system refuses the memory.
     public init(
         batch: Int, kvHeads: Int, headDim: Int, valueDim: Int? = nil, capacity: Int, storage: KVCacheStorage = .float32
     ) throws {
@@ -125,14 +133,27 @@ public final class KVCache: @unchecked Sendable {
         self.paddedCapacity = paddedCapacity
         self.storage = storage
         let element = storage.bytesPerElement
-        keyBase = .allocate(byteCount: batch * kvHeads * paddedCapacity * headDim * element, alignment: 64)
-        valueBase = .allocate(byteCount: batch * kvHeads * capacity * valueDim * element, alignment: 64)
+        keyBytes = batch * kvHeads * paddedCapacity * headDim * element
+        valueBytes = batch * kvHeads * capacity * valueDim * element
+        guard let keys = attn_cache_alloc(Int64(keyBytes)) else {
+            throw AttentionError.insufficientMemory(
+                tensor: "keys", shape: [batch, kvHeads, paddedCapacity, headDim], bytes: UInt64(keyBytes),
+                reason: "the cache's key memory could not be allocated")
+        }
+        guard let values = attn_cache_alloc(Int64(valueBytes)) else {
+            attn_cache_free(keys, Int64(keyBytes))
+            throw AttentionError.insufficientMemory(
+                tensor: "values", shape: [batch, kvHeads, capacity, valueDim], bytes: UInt64(valueBytes),
+                reason: "the cache's value memory could not be allocated")
+        }
+        keyBase = keys
+        valueBase = values
         storedLengths = Array(repeating: 0, count: batch)
     }
 
     deinit {
-        keyBase.deallocate()
-        valueBase.deallocate()
+        attn_cache_free(keyBase, Int64(keyBytes))
+        attn_cache_free(valueBase, Int64(valueBytes))
     }
 
     /// The number of tokens each sequence holds, `[batch]`, each in `0...capacity`.

@@ -75,7 +75,7 @@ struct KVStorageBenchmark {
             let data = CaseData(shape: shape)
             for storage in storages {
               for layout in layouts {
-                let stored = data.stored(storage, panels: layout == .panels)
+                let stored = try data.stored(storage, panels: layout == .panels)
                 for threads in threadCounts {
                     let bytes = Double(shape.batch * shape.kvHeads * shape.keyLength * shape.headDim * 2 * storage.bytesPerElement)
                     let key = "\(threads) \(Int(bytes))"
@@ -124,12 +124,12 @@ struct KVStorageBenchmark {
         }
 
         /// Keys and values as raw bytes of the storage type, keys in rows or panels.
-        func stored(_ storage: KVStorageChoice, panels: Bool) -> (key: [UInt8], value: [UInt8]) {
-            func bytes(_ values: [Float]) -> [UInt8] {
-                if storage == .float32 { return values.withUnsafeBytes { Array($0) } }
-                return values.map(storage.narrow).withUnsafeBytes { Array($0) }
+        func stored(_ storage: KVStorageChoice, panels: Bool) throws -> (key: CacheBytes, value: CacheBytes) {
+            func bytes(_ values: [Float]) throws -> CacheBytes {
+                if storage == .float32 { return try values.withUnsafeBytes { try CacheBytes($0) } }
+                return try values.map(storage.narrow).withUnsafeBytes { try CacheBytes($0) }
             }
-            guard panels else { return (bytes(key), bytes(value)) }
+            guard panels else { return (try bytes(key), try bytes(value)) }
             // [heads, length, dim] → [heads, length/16, dim, 16] (length padded to 16).
             let (heads, length, dim) = (shape.batch * shape.kvHeads, shape.keyLength, shape.headDim)
             let panelCount = (length + 15) / 16
@@ -137,12 +137,12 @@ struct KVStorageBenchmark {
             for h in 0..<heads { for j in 0..<length { for d in 0..<dim {
                 paneled[(h * panelCount + j / 16) * 16 * dim + d * 16 + j % 16] = key[(h * length + j) * dim + d]
             } } }
-            return (bytes(paneled), bytes(value))
+            return (try bytes(paneled), try bytes(value))
         }
     }
 
     /// Median and fastest seconds of attn_sdpa_forward after two warm-up calls.
-    func time(_ data: CaseData, _ stored: (key: [UInt8], value: [UInt8]), _ storage: KVStorageChoice,
+    func time(_ data: CaseData, _ stored: (key: CacheBytes, value: CacheBytes), _ storage: KVStorageChoice,
               _ layout: KeyLayoutChoice, _ threads: Int) throws -> (Double, Double, Int) {
         let s = data.shape
         var output = [Float](repeating: 0, count: s.batch * s.heads * s.queryLength * s.headDim)
@@ -169,28 +169,26 @@ struct KVStorageBenchmark {
         var times: [Double] = []
         var stacked = 1
         let status: attn_status = data.query.withUnsafeBufferPointer { q in
-            stored.key.withUnsafeBytes { k in
-                stored.value.withUnsafeBytes { v in
-                    output.withUnsafeMutableBufferPointer { out in
-                        params.query = q.baseAddress
-                        params.key = k.baseAddress.map { UnsafePointer(OpaquePointer($0)) }
-                        params.value = v.baseAddress.map { UnsafePointer(OpaquePointer($0)) }
-                        params.output = out.baseAddress
-                        stacked = Int(attn_sdpa_stacked_heads(&params))
-                        for _ in 0..<2 {
-                            let status = attn_sdpa_forward(&params)
-                            if status != ATTN_OK { return status }
-                        }
-                        let clock = ContinuousClock()
-                        let start = clock.now
-                        while true {
-                            let elapsed = clock.measure { _ = attn_sdpa_forward(&params) }
-                            times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
-                            if let repetitions { if times.count >= repetitions { break } } else if times.count >= 5,
-                                clock.now - start > .seconds(1) { break }
-                        }
-                        return ATTN_OK
+            withExtendedLifetime(stored) {
+                output.withUnsafeMutableBufferPointer { out in
+                    params.query = q.baseAddress
+                    params.key = UnsafePointer(OpaquePointer(stored.key.pointer))
+                    params.value = UnsafePointer(OpaquePointer(stored.value.pointer))
+                    params.output = out.baseAddress
+                    stacked = Int(attn_sdpa_stacked_heads(&params))
+                    for _ in 0..<2 {
+                        let status = attn_sdpa_forward(&params)
+                        if status != ATTN_OK { return status }
                     }
+                    let clock = ContinuousClock()
+                    let start = clock.now
+                    while true {
+                        let elapsed = clock.measure { _ = attn_sdpa_forward(&params) }
+                        times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+                        if let repetitions { if times.count >= repetitions { break } } else if times.count >= 5,
+                            clock.now - start > .seconds(1) { break }
+                    }
+                    return ATTN_OK
                 }
             }
         }
@@ -226,4 +224,24 @@ struct KVStorageBenchmark {
     private func fixed(_ value: Double, _ decimals: Int) -> String {
         value.isFinite ? String(format: "%.\(decimals)f", value) : "-"
     }
+}
+
+/// Keys or values of a bench case in cache memory (`attn_cache_alloc`: 2 MiB
+/// pages where the system grants them), as a ``KVCache`` holds them, so that
+/// the kernel streams them as it would a cache's.
+final class CacheBytes {
+    let pointer: UnsafeMutableRawPointer
+    let count: Int
+
+    /// Copies `bytes` into new cache memory.
+    init(_ bytes: UnsafeRawBufferPointer) throws {
+        count = max(bytes.count, 1)
+        guard let memory = attn_cache_alloc(Int64(count)) else {
+            throw ValidationError("could not allocate \(count) bytes for keys or values")
+        }
+        pointer = memory
+        if let base = bytes.baseAddress { pointer.copyMemory(from: base, byteCount: bytes.count) }
+    }
+
+    deinit { attn_cache_free(pointer, Int64(count)) }
 }
