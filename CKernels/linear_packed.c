@@ -367,11 +367,7 @@ attn_status attn_linear_packed_plan_create(const float *x, int64_t rows, const a
     if (!packed) return ATTN_ERROR_NULL_POINTER;
     if (rows < 0) return ATTN_ERROR_NEGATIVE_SIZE;
     const int64_t in = packed->in_features, out = packed->out_features;
-    // x [rows, in] and y [rows, out] are addressed in bytes as int64 (and the
-    // chunk count rounds rows up): more rows than fit is an overflow.
-    const int64_t widest = in > out ? in : out;
-    if (rows > INT64_MAX / (int64_t)sizeof(float) / (widest > MAX_CHUNK_ROWS ? widest : MAX_CHUNK_ROWS))
-        return ATTN_ERROR_SIZE_OVERFLOW;
+    if (plan_rows_overflow(rows, in, out, MAX_CHUNK_ROWS)) return ATTN_ERROR_SIZE_OVERFLOW;
     const int empty = rows == 0 || out == 0;
     if (!empty && (!y || (in > 0 && !x))) return ATTN_ERROR_NULL_POINTER;
     linear_packed_plan *plan = calloc(1, sizeof(linear_packed_plan));
@@ -419,9 +415,5 @@ attn_status attn_linear_packed_forward(const float *x, int64_t rows, const attn_
     num_threads = 1;  // this driver runs the plan serially without OpenMP
 #endif
     attn_plan *plan;
-    const attn_status status = attn_linear_packed_plan_create(x, rows, packed, bias, y, num_threads, &plan);
-    if (status != ATTN_OK) return status;
-    const attn_status ran = attn_plan_run(plan);
-    attn_plan_destroy(plan);
-    return ran;
+    return plan_run_created(attn_linear_packed_plan_create(x, rows, packed, bias, y, num_threads, &plan), &plan);
 }
