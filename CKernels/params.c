@@ -80,27 +80,39 @@ static attn_status validate_forward_operands(const attn_params *p, int values) {
     return ATTN_OK;
 }
 
+// A backward operand and its gradient (or its forward partner), rows of
+// `dim` floats (D or Dv): when dim > 0, both there (else NULL_POINTER), then
+// both with unit inner stride (else INNER_STRIDE).
+static attn_status validate_operand_pair(int64_t dim, const float *a, int64_t a_inner_stride,
+                                         const float *b, int64_t b_inner_stride) {
+    if (dim <= 0) return ATTN_OK;
+    if (!a || !b) return ATTN_ERROR_NULL_POINTER;
+    if (a_inner_stride != 1 || b_inner_stride != 1) return ATTN_ERROR_INNER_STRIDE;
+    return ATTN_OK;
+}
+
 // The backward operands: per query row, logsumexp, Q and dQ, O and dO; per key
 // row, K and dK, V and dV; the mask where both exist.
 static attn_status validate_backward_operands(const attn_backward_params *b, int64_t rows,
                                               int64_t keys) {
     const attn_params *p = &b->forward;
+    attn_status status;
     if (rows > 0) {
         if (!p->logsumexp) return ATTN_ERROR_NULL_POINTER;
-        if (p->head_dim > 0 && (!b->grad_query || !p->query)) return ATTN_ERROR_NULL_POINTER;
-        if (p->head_dim > 0 && (b->grad_query_strides[3] != 1 || p->query_strides[3] != 1))
-            return ATTN_ERROR_INNER_STRIDE;
-        if (p->value_dim > 0 && (!p->output || !b->grad_output)) return ATTN_ERROR_NULL_POINTER;
-        if (p->value_dim > 0 && (p->output_strides[3] != 1 || b->grad_output_strides[3] != 1))
-            return ATTN_ERROR_INNER_STRIDE;
+        status = validate_operand_pair(p->head_dim, b->grad_query, b->grad_query_strides[3], p->query,
+                                       p->query_strides[3]);
+        if (status != ATTN_OK) return status;
+        status = validate_operand_pair(p->value_dim, p->output, p->output_strides[3], b->grad_output,
+                                       b->grad_output_strides[3]);
+        if (status != ATTN_OK) return status;
     }
     if (keys > 0) {
-        if (p->head_dim > 0 && (!b->grad_key || !p->key)) return ATTN_ERROR_NULL_POINTER;
-        if (p->head_dim > 0 && (b->grad_key_strides[3] != 1 || p->key_strides[3] != 1))
-            return ATTN_ERROR_INNER_STRIDE;
-        if (p->value_dim > 0 && (!b->grad_value || !p->value)) return ATTN_ERROR_NULL_POINTER;
-        if (p->value_dim > 0 && (b->grad_value_strides[3] != 1 || p->value_strides[3] != 1))
-            return ATTN_ERROR_INNER_STRIDE;
+        status = validate_operand_pair(p->head_dim, b->grad_key, b->grad_key_strides[3], p->key,
+                                       p->key_strides[3]);
+        if (status != ATTN_OK) return status;
+        status = validate_operand_pair(p->value_dim, b->grad_value, b->grad_value_strides[3], p->value,
+                                       p->value_strides[3]);
+        if (status != ATTN_OK) return status;
     }
     if (rows > 0 && keys > 0 && p->mask_kind != ATTN_MASK_NONE && !p->mask)
         return ATTN_ERROR_NULL_POINTER;
