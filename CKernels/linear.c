@@ -70,10 +70,7 @@ attn_status attn_linear_plan_create(const float *x, int64_t rows, int64_t in_fea
     const int empty = rows == 0 || out_features == 0;
     if (!empty && (!y || (in_features > 0 && (!x || !weight)))) return ATTN_ERROR_NULL_POINTER;
     if (in_features > ((int64_t)1 << 40)) return ATTN_ERROR_SIZE_OVERFLOW;
-    // x [rows, in] and y [rows, out] are addressed in bytes as int64 (and the
-    // tile count rounds rows up): more rows than fit is an overflow.
-    const int64_t widest = in_features > out_features ? in_features : out_features;
-    if (rows > INT64_MAX / (int64_t)sizeof(float) / (widest > 64 ? widest : 64)) return ATTN_ERROR_SIZE_OVERFLOW;
+    if (plan_rows_overflow(rows, in_features, out_features, QUERY_TILE)) return ATTN_ERROR_SIZE_OVERFLOW;
     linear_plan *plan = calloc(1, sizeof(linear_plan));
     if (!plan) return ATTN_ERROR_OUT_OF_MEMORY;
     plan->base.run_task = run_linear_task;
@@ -120,10 +117,6 @@ attn_status attn_linear_forward(const float *x, int64_t rows, int64_t in_feature
     num_threads = 1;  // this driver runs the plan serially without OpenMP
 #endif
     attn_plan *plan;
-    const attn_status status = attn_linear_plan_create(x, rows, in_features, weight, bias,
-                                                       out_features, y, num_threads, &plan);
-    if (status != ATTN_OK) return status;
-    const attn_status ran = attn_plan_run(plan);
-    attn_plan_destroy(plan);
-    return ran;
+    return plan_run_created(
+        attn_linear_plan_create(x, rows, in_features, weight, bias, out_features, y, num_threads, &plan), &plan);
 }

@@ -92,9 +92,13 @@ int64_t attn_linear_packed_bytes(const attn_linear_packed *packed) {
 typedef void (*panels_fn)(const float *x, int64_t in, int rows, const float *panel,
                           int64_t p0, int64_t p1, int64_t out, const float *bias, float *y);
 
-// Portable: the multiply-then-add of qk_tile_portable (`s += key · q`), lanes innermost.
-static void panels_portable(const float *x, int64_t in, int rows, const float *panel, int64_t p0,
-                            int64_t p1, int64_t out, const float *bias, float *y) {
+// The scalar paths, lanes innermost: with `fused` 0 the multiply-then-add of
+// qk_tile_portable (`s += key · q`), with `fused` 1 fmaf lane by lane (any other
+// path with a fused multiply-add: neon). Inlined into each with `fused` a
+// constant, so each keeps its own arithmetic.
+__attribute__((always_inline)) static inline void panels_scalar(
+    const float *x, int64_t in, int rows, const float *panel, int64_t p0, int64_t p1, int64_t out,
+    const float *bias, float *y, const int fused) {
     for (int64_t p = p0; p < p1; p++) {
         const float *w = panel + p * in * PANEL;
         const int64_t col0 = p * PANEL, cols = out - col0 < PANEL ? out - col0 : PANEL;
@@ -103,29 +107,25 @@ static void panels_portable(const float *x, int64_t in, int rows, const float *p
             for (int l = 0; l < PANEL; l++) s[l] = 0.0f;
             for (int64_t d = 0; d < in; d++) {
                 const float q = x[r * in + d];
-                for (int l = 0; l < PANEL; l++) s[l] += w[d * PANEL + l] * q;
+                if (fused) {
+                    for (int l = 0; l < PANEL; l++) s[l] = fmaf(q, w[d * PANEL + l], s[l]);
+                } else {
+                    for (int l = 0; l < PANEL; l++) s[l] += w[d * PANEL + l] * q;
+                }
             }
             for (int64_t l = 0; l < cols; l++) y[r * out + col0 + l] = bias ? s[l] + bias[col0 + l] : s[l];
         }
     }
 }
 
-// Any other path with a fused multiply-add (neon): fmaf, lane by lane.
+static void panels_portable(const float *x, int64_t in, int rows, const float *panel, int64_t p0,
+                            int64_t p1, int64_t out, const float *bias, float *y) {
+    panels_scalar(x, in, rows, panel, p0, p1, out, bias, y, 0);
+}
+
 static void panels_fused(const float *x, int64_t in, int rows, const float *panel, int64_t p0,
                          int64_t p1, int64_t out, const float *bias, float *y) {
-    for (int64_t p = p0; p < p1; p++) {
-        const float *w = panel + p * in * PANEL;
-        const int64_t col0 = p * PANEL, cols = out - col0 < PANEL ? out - col0 : PANEL;
-        for (int r = 0; r < rows; r++) {
-            float s[PANEL];
-            for (int l = 0; l < PANEL; l++) s[l] = 0.0f;
-            for (int64_t d = 0; d < in; d++) {
-                const float q = x[r * in + d];
-                for (int l = 0; l < PANEL; l++) s[l] = fmaf(q, w[d * PANEL + l], s[l]);
-            }
-            for (int64_t l = 0; l < cols; l++) y[r * out + col0 + l] = bias ? s[l] + bias[col0 + l] : s[l];
-        }
-    }
+    panels_scalar(x, in, rows, panel, p0, p1, out, bias, y, 1);
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -367,11 +367,7 @@ attn_status attn_linear_packed_plan_create(const float *x, int64_t rows, const a
     if (!packed) return ATTN_ERROR_NULL_POINTER;
     if (rows < 0) return ATTN_ERROR_NEGATIVE_SIZE;
     const int64_t in = packed->in_features, out = packed->out_features;
-    // x [rows, in] and y [rows, out] are addressed in bytes as int64 (and the
-    // chunk count rounds rows up): more rows than fit is an overflow.
-    const int64_t widest = in > out ? in : out;
-    if (rows > INT64_MAX / (int64_t)sizeof(float) / (widest > MAX_CHUNK_ROWS ? widest : MAX_CHUNK_ROWS))
-        return ATTN_ERROR_SIZE_OVERFLOW;
+    if (plan_rows_overflow(rows, in, out, MAX_CHUNK_ROWS)) return ATTN_ERROR_SIZE_OVERFLOW;
     const int empty = rows == 0 || out == 0;
     if (!empty && (!y || (in > 0 && !x))) return ATTN_ERROR_NULL_POINTER;
     linear_packed_plan *plan = calloc(1, sizeof(linear_packed_plan));
@@ -419,9 +415,5 @@ attn_status attn_linear_packed_forward(const float *x, int64_t rows, const attn_
     num_threads = 1;  // this driver runs the plan serially without OpenMP
 #endif
     attn_plan *plan;
-    const attn_status status = attn_linear_packed_plan_create(x, rows, packed, bias, y, num_threads, &plan);
-    if (status != ATTN_OK) return status;
-    const attn_status ran = attn_plan_run(plan);
-    attn_plan_destroy(plan);
-    return ran;
+    return plan_run_created(attn_linear_packed_plan_create(x, rows, packed, bias, y, num_threads, &plan), &plan);
 }

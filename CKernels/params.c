@@ -6,6 +6,7 @@
 #include "params.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 // Sizes past this would let a thread's scratch (bounded through the head and
@@ -80,27 +81,40 @@ static attn_status validate_forward_operands(const attn_params *p, int values) {
     return ATTN_OK;
 }
 
+// A backward operand and its gradient (or its forward partner), rows of `dim`
+// floats (D or Dv; 0 where no row is read).
+typedef struct operand_pair {
+    int64_t dim;
+    const float *a, *b;
+    int64_t a_inner_stride, b_inner_stride;
+} operand_pair;
+
+// When dim > 0: both there (else NULL_POINTER), then both with unit inner
+// stride (else INNER_STRIDE).
+static attn_status validate_operand_pair(const operand_pair *pair) {
+    if (pair->dim <= 0) return ATTN_OK;
+    if (!pair->a || !pair->b) return ATTN_ERROR_NULL_POINTER;
+    if (pair->a_inner_stride != 1 || pair->b_inner_stride != 1) return ATTN_ERROR_INNER_STRIDE;
+    return ATTN_OK;
+}
+
 // The backward operands: per query row, logsumexp, Q and dQ, O and dO; per key
 // row, K and dK, V and dV; the mask where both exist.
 static attn_status validate_backward_operands(const attn_backward_params *b, int64_t rows,
                                               int64_t keys) {
     const attn_params *p = &b->forward;
-    if (rows > 0) {
-        if (!p->logsumexp) return ATTN_ERROR_NULL_POINTER;
-        if (p->head_dim > 0 && (!b->grad_query || !p->query)) return ATTN_ERROR_NULL_POINTER;
-        if (p->head_dim > 0 && (b->grad_query_strides[3] != 1 || p->query_strides[3] != 1))
-            return ATTN_ERROR_INNER_STRIDE;
-        if (p->value_dim > 0 && (!p->output || !b->grad_output)) return ATTN_ERROR_NULL_POINTER;
-        if (p->value_dim > 0 && (p->output_strides[3] != 1 || b->grad_output_strides[3] != 1))
-            return ATTN_ERROR_INNER_STRIDE;
-    }
-    if (keys > 0) {
-        if (p->head_dim > 0 && (!b->grad_key || !p->key)) return ATTN_ERROR_NULL_POINTER;
-        if (p->head_dim > 0 && (b->grad_key_strides[3] != 1 || p->key_strides[3] != 1))
-            return ATTN_ERROR_INNER_STRIDE;
-        if (p->value_dim > 0 && (!b->grad_value || !p->value)) return ATTN_ERROR_NULL_POINTER;
-        if (p->value_dim > 0 && (b->grad_value_strides[3] != 1 || p->value_strides[3] != 1))
-            return ATTN_ERROR_INNER_STRIDE;
+    if (rows > 0 && !p->logsumexp) return ATTN_ERROR_NULL_POINTER;
+    const int64_t row_d = rows > 0 ? p->head_dim : 0, row_dv = rows > 0 ? p->value_dim : 0;
+    const int64_t key_d = keys > 0 ? p->head_dim : 0, key_dv = keys > 0 ? p->value_dim : 0;
+    const operand_pair pairs[] = {
+        {row_d, b->grad_query, p->query, b->grad_query_strides[3], p->query_strides[3]},
+        {row_dv, p->output, b->grad_output, p->output_strides[3], b->grad_output_strides[3]},
+        {key_d, b->grad_key, p->key, b->grad_key_strides[3], p->key_strides[3]},
+        {key_dv, b->grad_value, p->value, b->grad_value_strides[3], p->value_strides[3]},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        const attn_status status = validate_operand_pair(&pairs[i]);
+        if (status != ATTN_OK) return status;
     }
     if (rows > 0 && keys > 0 && p->mask_kind != ATTN_MASK_NONE && !p->mask)
         return ATTN_ERROR_NULL_POINTER;

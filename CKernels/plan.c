@@ -173,3 +173,10 @@ attn_status attn_plan_run(attn_plan *plan) {
 void attn_plan_destroy(attn_plan *plan) {
     if (plan) plan->release(plan);
 }
+
+attn_status plan_run_created(attn_status created, attn_plan **plan) {
+    if (created != ATTN_OK) return created;
+    const attn_status ran = attn_plan_run(*plan);
+    attn_plan_destroy(*plan);
+    return ran;
+}

@@ -51,4 +51,20 @@ void attn_aligned_free(void *pointer);
 // positive, else attn_default_threads(), then at most `useful` and at least 1.
 int32_t plan_worker_count(int32_t requested, int64_t useful);
 
+// Whether `rows` rows of x [rows, in] and y [rows, out] overflow: they are
+// addressed in bytes as int64, and the tile count rounds rows up to a multiple
+// of `tile_rows`, so more rows than fit is ATTN_ERROR_SIZE_OVERFLOW.
+static inline int plan_rows_overflow(int64_t rows, int64_t in, int64_t out, int64_t tile_rows) {
+    const int64_t widest = in > out ? in : out;
+    return rows > INT64_MAX / (int64_t)sizeof(float) / (widest > tile_rows ? widest : tile_rows);
+}
+
+// A forward call's driver on the plan its create call made: `created` (that
+// call's status) if it failed; else runs *plan with attn_plan_run, destroys it
+// and returns the run's status. The plan goes by address, so that it is read
+// after the create call in the argument list has written it:
+//   attn_plan *plan;
+//   return plan_run_created(attn_..._plan_create(..., &plan), &plan);
+attn_status plan_run_created(attn_status created, attn_plan **plan);
+
 #endif

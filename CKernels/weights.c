@@ -217,14 +217,6 @@ attn_status attn_sdpa_scores_plan_create(const attn_params *params, float *score
     return scores_plan_create(params, 0, scores, plan);
 }
 
-// The C driver on a plan made by `create`.
-static attn_status run_plan(attn_status created, attn_plan *plan) {
-    if (created != ATTN_OK) return created;
-    const attn_status ran = attn_plan_run(plan);
-    attn_plan_destroy(plan);
-    return ran;
-}
-
 attn_status attn_sdpa_weights(const attn_params *params, const float *logsumexp, float *weights) {
     attn_params serial;
     const attn_params *p = params;
@@ -238,7 +230,7 @@ attn_status attn_sdpa_weights(const attn_params *params, const float *logsumexp,
     (void)serial;
 #endif
     attn_plan *plan;
-    return run_plan(attn_sdpa_weights_plan_create(p, logsumexp, weights, &plan), plan);
+    return plan_run_created(attn_sdpa_weights_plan_create(p, logsumexp, weights, &plan), &plan);
 }
 
 attn_status attn_sdpa_scores(const attn_params *params, float *scores) {
@@ -254,5 +246,5 @@ attn_status attn_sdpa_scores(const attn_params *params, float *scores) {
     (void)serial;
 #endif
     attn_plan *plan;
-    return run_plan(attn_sdpa_scores_plan_create(p, scores, &plan), plan);
+    return plan_run_created(attn_sdpa_scores_plan_create(p, scores, &plan), &plan);
 }

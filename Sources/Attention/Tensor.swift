@@ -243,25 +243,3 @@ extension Tensor where Element == Float {
         return largest
     }
 }
-
-/// SplitMix64 (Steele, Lea, Flood 2014): a tiny seeded generator for test data.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A standard-normal sample by the Box–Muller transform.
-    mutating func nextNormal() -> Float {
-        let u1 = Double(next() >> 11 | 1) * 0x1p-53  // (0, 1): log stays finite
-        let u2 = Double(next() >> 11) * 0x1p-53
-        return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
-    }
-}

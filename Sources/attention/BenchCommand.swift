@@ -157,7 +157,7 @@ struct BenchCommand: ParsableCommand {
                 kernelPath: kernelPath, error: failure, driver: setting.driver.rawValue, idleWait: setting.idleWait.rawValue,
                 flopFactor: flopFactor)
             results.append(result)
-            if format == .json { try printJSON(result) }
+            if format == .json { try BenchTiming.printJSON(result) }
         }
         progress.finish()
         if let svg { try BenchPlot.write(results, peers: peerRows, kernelPath: kernelPath, to: svg) }
@@ -182,21 +182,11 @@ struct BenchCommand: ParsableCommand {
             ? try backwardCall(queries: q, keys: k, values: v, mask: mask, backend: backend, threads: threads)
             : { _ = try scaledDotProductAttention(queries: q, keys: k, values: v, mask: mask, backend: backend, threads: threads) }
         for _ in 0..<(backend == .reference ? 1 : 2) { try call() }
-        var times: [Double] = []
-        let clock = ContinuousClock()
-        let start = clock.now
-        while true {
-            let elapsed = try clock.measure(call)
-            times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
-            if let repetitions { if times.count >= repetitions { break } } else if times.count >= 5, clock.now - start > .seconds(1) {
-                break
-            }
-            if repetitions == nil, backend == .reference, times.count >= 3 { break }
-        }
-        times.sort()
-        let middle = times.count / 2
-        let median = times.count % 2 == 1 ? times[middle] : (times[middle - 1] + times[middle]) / 2
-        return (median, times[0], times.count)
+        // The naive reference is slow: three runs are enough.
+        let times = try BenchTiming.sortedSeconds(
+            repetitions: repetitions, minimumRuns: 5, minimumTime: .seconds(1), maximumRuns: backend == .reference ? 3 : .max, call)
+        let summary = BenchTiming.summary(times)
+        return (summary.median, summary.fastest, summary.runs)
     }
 
     /// The process's peak resident set size (getrusage; kilobytes on Linux).
@@ -208,13 +198,6 @@ struct BenchCommand: ParsableCommand {
         #else
         return Double(usage.ru_maxrss) / 1_048_576
         #endif
-    }
-
-    func printJSON(_ result: BenchmarkResult) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        print(String(decoding: try encoder.encode(result), as: UTF8.self))
-        fflush(nil)  // flush stdout, line by line for a pipe
     }
 
     func printCSV(_ results: [BenchmarkResult]) {
@@ -250,10 +233,7 @@ struct BenchCommand: ParsableCommand {
                 openMP.map { fixed(ratio($0.medianSeconds, r.medianSeconds), 2) } ?? "",
             ])
         }
-        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
-        for row in [header] + rows {
-            print(row.enumerated().map { $1.leftPadded(to: widths[$0]) }.joined(separator: "  "))
-        }
+        BenchTiming.printColumns(header: header, rows: rows)
         for r in results where r.error != nil {
             print("not measured: \(r.batch),\(r.heads),\(r.queryLength),\(r.keyLength),\(r.headDim) \(r.path) \(r.threads)t: \(r.error!)")
         }

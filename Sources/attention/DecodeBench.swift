@@ -133,7 +133,7 @@ struct DecodeBench {
                             medianSeconds: median, minSeconds: fastest, tokensPerSecond: 1 / median, projectionSeconds: projections,
                             weightBytes: model.weightBytes, cacheBytes: cacheBytes, gbps: gbps, roofGbps: roof,
                             roofFraction: roof > 0 ? gbps / roof : .nan, repetitions: runs, kernelPath: kernelPath)
-                        if json { try printJSON(result) }
+                        if json { try BenchTiming.printJSON(result) }
                         results.append(result)
                     }
                 }
@@ -164,31 +164,11 @@ struct DecodeBench {
         for _ in 0..<2 { try step(); try other() }
         var times: [Double] = [], otherTimes: [Double] = []
         let clock = ContinuousClock()
-        let start = clock.now
-        func seconds(_ duration: Duration) -> Double {
-            Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
+        try BenchTiming.repeatRuns(repetitions: repetitions, minimumRuns: 10, minimumTime: .milliseconds(500)) {
+            times.append(BenchTiming.seconds(try clock.measure(step)))
+            otherTimes.append(BenchTiming.seconds(try clock.measure(other)))
         }
-        while true {
-            times.append(seconds(try clock.measure(step)))
-            otherTimes.append(seconds(try clock.measure(other)))
-            if let repetitions {
-                if times.count >= repetitions { break }
-            } else if times.count >= 10, clock.now - start > .milliseconds(500) {
-                break
-            }
-        }
-        func summary(_ values: [Double]) -> (Double, Double, Int) {
-            let sorted = values.sorted(), middle = sorted.count / 2
-            return (sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2, sorted[0], sorted.count)
-        }
-        return (summary(times), summary(otherTimes))
-    }
-
-    private func printJSON(_ result: DecodeBenchResult) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        print(String(decoding: try encoder.encode(result), as: UTF8.self))
-        fflush(nil)
+        return (BenchTiming.summary(times), BenchTiming.summary(otherTimes))
     }
 
     private func printTable(_ results: [DecodeBenchResult], kernelPath: String) {
@@ -206,14 +186,8 @@ struct DecodeBench {
                 float32.map { fixed($0.medianSeconds / r.medianSeconds, 2) } ?? "",
             ])
         }
-        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
-        for row in [header] + rows {
-            print(row.enumerated().map { $1.leftPadded(to: widths[$0]) }.joined(separator: "  "))
-        }
+        BenchTiming.printColumns(header: header, rows: rows)
     }
 
-    private func fixed(_ value: Double, _ decimals: Int) -> String {
-        guard value.isFinite else { return "-" }
-        return String(format: "%.\(decimals)f", value)
-    }
+    private func fixed(_ value: Double, _ decimals: Int) -> String { BenchTiming.fixed(value, decimals) }
 }

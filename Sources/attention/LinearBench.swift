@@ -109,7 +109,7 @@ struct LinearBench {
                         medianSeconds: median, minSeconds: fastest, tileSeconds: tile, weightBytes: weightBytes,
                         gbps: gbps, roofGbps: roof, roofFraction: roof > 0 ? gbps / roof : .nan,
                         repetitions: runs, kernelPath: kernelPath, driver: driver)
-                    if json { try printJSON(result) }
+                    if json { try BenchTiming.printJSON(result) }
                     results.append(result)
                 }
             }
@@ -158,27 +158,9 @@ struct LinearBench {
 
     private func block(_ body: () throws -> Void) throws -> (Double, Double, Int) {
         for _ in 0..<2 { try body() }
-        var times: [Double] = []
-        let clock = ContinuousClock()
-        let start = clock.now
-        while true {
-            let duration = try clock.measure(body)
-            times.append(Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18)
-            if let repetitions {
-                if times.count >= repetitions { break }
-            } else if times.count >= 10, clock.now - start > .milliseconds(300) {
-                break
-            }
-        }
-        let sorted = times.sorted(), middle = sorted.count / 2
-        return (sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2, sorted[0], sorted.count)
-    }
-
-    private func printJSON(_ result: LinearBenchResult) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        print(String(decoding: try encoder.encode(result), as: UTF8.self))
-        fflush(nil)
+        let times = try BenchTiming.sortedSeconds(
+            repetitions: repetitions, minimumRuns: 10, minimumTime: .milliseconds(300), body)
+        return BenchTiming.summary(times)
     }
 
     private func printTable(_ results: [LinearBenchResult], kernelPath: String, driver: String) {
@@ -192,14 +174,8 @@ struct LinearBench {
                 fixed(r.tileSeconds * 1e3, 3), fixed(r.tileSeconds / r.medianSeconds, 2),
             ])
         }
-        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
-        for row in [header] + rows {
-            print(row.enumerated().map { $1.leftPadded(to: widths[$0]) }.joined(separator: "  "))
-        }
+        BenchTiming.printColumns(header: header, rows: rows)
     }
 
-    private func fixed(_ value: Double, _ decimals: Int) -> String {
-        guard value.isFinite else { return "-" }
-        return String(format: "%.\(decimals)f", value)
-    }
+    private func fixed(_ value: Double, _ decimals: Int) -> String { BenchTiming.fixed(value, decimals) }
 }
