@@ -426,7 +426,8 @@ attn_status attn_partial_finish(const attn_partial *state, int64_t rows, int64_t
 /// Zero-filled memory for a key/value cache (or any large buffer a decode step
 /// streams whole): `bytes` bytes, 64-byte aligned; from 2 MiB up, mapped
 /// 2 MiB-aligned and, on Linux, advised to use transparent huge pages
-/// (madvise MADV_HUGEPAGE, granted in the kernel's default "madvise" mode), so
+/// (madvise MADV_HUGEPAGE, granted in the "madvise" and "always" modes of
+/// /sys/kernel/mm/transparent_hugepage/enabled; not on macOS), so
 /// that streaming it costs a TLB entry per 2 MiB instead of per 4 KiB. NULL if
 /// `bytes` < 1 or the memory cannot be had. Free it with attn_cache_free and
 /// the same `bytes`.

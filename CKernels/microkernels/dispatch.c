@@ -115,7 +115,8 @@ int attn_kernel_path_supported(const char *name) {
 }
 
 // Whether a decode step prefetches the next tile of float32 keys and values
-// itself. On AMD Zen (measured on Zen 5: 1,32,1,16384,128 and 1,4,1,2048,128)
+// itself. On AMD Zen (measured on Zen 5 only: 1,32,1,16384,128, 1,32,1,2048,128,
+// 1,4,1,2048,128 and 1,16,1,4096,64,4)
 // the hardware prefetchers keep up with float32 rows and panels, and the
 // software stream's instructions cost more than they hide: off. Elsewhere
 // (measured on Intel Sapphire Rapids, where it was a gain) and for 16-bit
