@@ -49,10 +49,10 @@ build_safetensors() {
     # The parser's sources only (Foundation, no C kernel), with the harness's
     # LLVMFuzzerTestOneInput. -parse-as-library: the harness has no top-level code.
     "$SWIFTC" -g -Onone -parse-as-library -sanitize=fuzzer,address -use-ld=lld \
-        -module-name AttentionFuzzSafetensors \
+        -module-name AttentionFuzzSafetensors -package-name AttentionFuzz \
         Fuzz/safetensors/FuzzSafetensors.swift \
         Sources/Attention/IO/*.swift Sources/Attention/Tensor.swift Sources/Attention/AttentionError.swift \
-        Sources/Attention/MemoryBudget.swift \
+        Sources/Attention/MemoryBudget.swift Sources/Attention/SplitMix64.swift \
         -o "$binary"
 }
 
