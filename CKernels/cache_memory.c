@@ -5,8 +5,8 @@
 // each once the TLB's reach is passed); in 2 MiB pages it needs one per 2 MiB.
 // Buffers of at least ATTN_CACHE_HUGE_PAGE bytes are therefore mapped directly,
 // 2 MiB-aligned, and (Linux) advised to use transparent huge pages, which the
-// kernel grants in its default "madvise" mode; smaller ones come from the
-// aligned allocator. Both are zero-filled.
+// kernel grants in its "madvise" and "always" modes (not "never"; macOS has
+// none); smaller ones come from the aligned allocator. Both are zero-filled.
 #define _DEFAULT_SOURCE
 #include "attention.h"
 #include "plan.h"
