@@ -40,16 +40,17 @@ static void run_linear_task(attn_plan *base, int32_t round, int64_t task, int32_
     float *yt = xt + in * QUERY_TILE;
     const int64_t row0 = task / plan->column_groups * QUERY_TILE;
     const int64_t tile_rows = plan->rows - row0 < QUERY_TILE ? plan->rows - row0 : QUERY_TILE;
+    const int64_t ts = attn_tile_stride(plan->kernels, tile_rows);  // the line stride of xt and yt
     const int64_t first = task % plan->column_groups * plan->columns_per_group;
     const int64_t last = out - first < plan->columns_per_group ? out : first + plan->columns_per_group;
-    if (in > 0) plan->kernels->pack_query(plan->x + row0 * in, in, tile_rows, in, 1.0f, xt);
+    if (in > 0) plan->kernels->pack_query(plan->x + row0 * in, in, tile_rows, in, 1.0f, xt, ts);
     for (int64_t out0 = first; out0 < last; out0 += KEY_TILE) {
         const int64_t cols = last - out0 < KEY_TILE ? last - out0 : KEY_TILE;
         if (in > 0)
-            plan->kernels->qk_tile(xt, plan->weight + out0 * in, in, cols, in, tile_rows, cols, yt, 0, 0, 0);
+            plan->kernels->qk_tile(xt, plan->weight + out0 * in, in, cols, in, tile_rows, cols, yt, ts, 0, 0, 0);
         for (int64_t i = 0; i < tile_rows; i++)
             for (int64_t j = 0; j < cols; j++) {
-                const float sum = in > 0 ? yt[j * QUERY_TILE + i] : 0.0f;
+                const float sum = in > 0 ? yt[j * ts + i] : 0.0f;
                 plan->y[(row0 + i) * out + out0 + j] = plan->bias ? sum + plan->bias[out0 + j] : sum;
             }
     }

@@ -64,8 +64,8 @@ typedef struct row_state {
     float *row_sum;      // l      [QUERY_TILE]
     float *tile_sum;     // Σ_j p  [QUERY_TILE] of the current key tile
     float *alpha;        // e^(m − m_new) [QUERY_TILE], 1 where the max did not grow
-    float *qt;           // scale·Qᵀ [head_dim, QUERY_TILE]
-    float *scores;       // st / pt  [KEY_TILE, QUERY_TILE]
+    float *qt;           // scale·Qᵀ [head_dim, QUERY_TILE], lines t.ts apart (attn_tile_stride)
+    float *scores;       // st / pt  [KEY_TILE, QUERY_TILE], lines t.ts apart
     float *acc;          // unnormalised output [QUERY_TILE, value_dim_padded]
     float *v_packed;     // the value tile, aligned, NaN/±∞ zeroed [KEY_TILE, value_dim_padded]
     float *merged_max;   // the chunks so far, merged: M [QUERY_TILE]
@@ -143,6 +143,7 @@ typedef struct task_view {
     const float *additive_mask;
     const unsigned char *key_keep;   // key padding at (batch, 0), or NULL
     int64_t kv_element_bytes;        // 4, or 2 for 16-bit storage
+    int64_t ts;                      // the line stride of qt and st (attn_tile_stride)
 } task_view;
 
 // The query head and query row of tile row i.
@@ -164,12 +165,12 @@ static void apply_explicit_mask(const task_view *t, int64_t col0, int64_t cols, 
         if (t->keep_mask) {
             const unsigned char *mask_row = t->keep_mask + row_offset;
             for (int64_t j = 0; j < cols; j++)
-                if (!mask_row[j * ms[3]]) st[j * QUERY_TILE + i] = -INFINITY;
+                if (!mask_row[j * ms[3]]) st[j * t->ts + i] = -INFINITY;
         } else if (t->additive_mask) {
             const float *mask_row = t->additive_mask + row_offset;
             for (int64_t j = 0; j < cols; j++) {
                 const float bias = mask_row[j * ms[3]];
-                float *s = st + j * QUERY_TILE + i;
+                float *s = st + j * t->ts + i;
                 *s = bias == -INFINITY ? -INFINITY : *s + bias;
             }
         }
@@ -178,7 +179,7 @@ static void apply_explicit_mask(const task_view *t, int64_t col0, int64_t cols, 
         const int64_t stride = t->p->key_padding_strides[1];
         for (int64_t j = 0; j < cols; j++)
             if (!t->key_keep[(col0 + j) * stride])
-                for (int64_t i = 0; i < QUERY_TILE; i++) st[j * QUERY_TILE + i] = -INFINITY;
+                for (int64_t i = 0; i < t->ts; i++) st[j * t->ts + i] = -INFINITY;
     }
 }
 
@@ -190,7 +191,7 @@ static void apply_dropout(const task_view *t, int64_t col0, int64_t cols, float 
         const int64_t head = head_of(t, i), row = query_row_of(t, i);
         for (int64_t j = 0; j < cols; j++)
             if (!attn_philox_keep(p->dropout_seed, t->batch, head, row, col0 + j, p->dropout_p))
-                pt[j * QUERY_TILE + i] *= 0.0f;
+                pt[j * t->ts + i] *= 0.0f;
     }
 }
 
@@ -198,7 +199,7 @@ static void apply_dropout(const task_view *t, int64_t col0, int64_t cols, float 
 // same arithmetic as a finite tile); add them back for the cells that are not
 // masked. A masked cell (weight −0) so never turns 0·Inf into NaN, and the
 // finite part of every row is bit for bit what it would be without them.
-static void add_nonfinite_values(const float *pt, const float *v, int64_t v_row_stride,
+static void add_nonfinite_values(const float *pt, int64_t ts, const float *v, int64_t v_row_stride,
                                  int64_t rows, int64_t cols, int64_t value_dim, float *acc,
                                  int64_t acc_row_stride) {
     for (int64_t j = 0; j < cols; j++)
@@ -206,7 +207,7 @@ static void add_nonfinite_values(const float *pt, const float *v, int64_t v_row_
             const float value = v[j * v_row_stride + d];
             if (isfinite(value)) continue;
             for (int64_t i = 0; i < rows; i++) {
-                const float weight = pt[j * QUERY_TILE + i];
+                const float weight = pt[j * ts + i];
                 if (weight == 0.0f && signbit(weight)) continue;  // masked
                 acc[i * acc_row_stride + d] += weight * value;
             }
@@ -219,7 +220,7 @@ static int pv_packed(const attn_params *p, const attn_microkernels *kernels, con
                      int64_t visible_limit, row_state *state, int64_t value_dim_padded) {
     const int finite = kernels->pack_value(v_tile, v_stride, cols, p->value_dim,
                                            state->v_packed, value_dim_padded);
-    kernels->pv_tile(pt, state->v_packed, value_dim_padded, t->rows, cols, p->value_dim,
+    kernels->pv_tile(pt, t->ts, state->v_packed, value_dim_padded, t->rows, cols, p->value_dim,
                      state->alpha, state->acc, value_dim_padded, visible_limit, 0);
     return finite;
 }
@@ -244,7 +245,7 @@ static int pv_in_place(const attn_params *p, const attn_microkernels *kernels, c
         finite_before &= isfinite(state->acc[e]) != 0;
     }
     if (finite_before) {
-        kernels->pv_tile(pt, v_tile, v_stride, t->rows, cols, p->value_dim, state->alpha,
+        kernels->pv_tile(pt, t->ts, v_tile, v_stride, t->rows, cols, p->value_dim, state->alpha,
                          state->acc, value_dim_padded, visible_limit, &state->prefetch);
         int finite_after = 1;
         for (int64_t e = 0; e < count; e++) finite_after &= isfinite(state->acc[e]) != 0;
@@ -270,7 +271,7 @@ static int pv_stored(const attn_params *p, const attn_microkernels *kernels, con
     memcpy(saved, state->acc, sizeof(float) * (size_t)count);
     *v_tile = (const float *)v_rows;
     *v_stride = p->value_strides[2];
-    if (kernels->pv_tile_stored(pt, v_rows, p->value_strides[2], p->kv_storage, t->rows, cols,
+    if (kernels->pv_tile_stored(pt, t->ts, v_rows, p->value_strides[2], p->kv_storage, t->rows, cols,
                                 p->value_dim, state->alpha, state->acc, value_dim_padded,
                                 visible_limit, &state->prefetch))
         return 1;
@@ -286,7 +287,7 @@ static int pv_stored(const attn_params *p, const attn_microkernels *kernels, con
     if (!finite)
         return pv_packed(p, kernels, t, pt, state->v_wide, value_dim_padded, cols, visible_limit,
                          state, value_dim_padded);
-    kernels->pv_tile(pt, state->v_wide, value_dim_padded, t->rows, cols, p->value_dim, state->alpha,
+    kernels->pv_tile(pt, t->ts, state->v_wide, value_dim_padded, t->rows, cols, p->value_dim, state->alpha,
                      state->acc, value_dim_padded, visible_limit, 0);
     return 1;
 }
@@ -294,9 +295,9 @@ static int pv_stored(const attn_params *p, const attn_microkernels *kernels, con
 // The rows of one task and what they read: rows [row0, row0 + rows) of the
 // unit of `stacked` query heads from `head` (1: one head). k and v come back
 // as bytes: kv_element_bytes per element.
-static task_view task_at(const attn_params *p, int64_t batch, int64_t head, int64_t stacked,
-                         int64_t row0, const float **q_out, const char **k_out,
-                         const char **v_out, int64_t *key_end_out) {
+static task_view task_at(const attn_params *p, const attn_microkernels *kernels, int64_t batch,
+                         int64_t head, int64_t stacked, int64_t row0, const float **q_out,
+                         const char **k_out, const char **v_out, int64_t *key_end_out) {
     task_view t;
     t.p = p;
     t.batch = batch;
@@ -306,6 +307,7 @@ static task_view task_at(const attn_params *p, int64_t batch, int64_t head, int6
     t.row0 = row0;
     const int64_t unit_rows = stacked * p->query_length;
     t.rows = unit_rows - row0 < QUERY_TILE ? unit_rows - row0 : QUERY_TILE;
+    t.ts = attn_tile_stride(kernels, t.rows);
     // Stacked tiles hold every query row of their heads, so the smallest and
     // largest query row are those of the head.
     t.first_row = stacked > 1 ? 0 : row0;
@@ -355,7 +357,7 @@ static void pack_task_queries(const attn_params *p, const attn_microkernels *ker
                               const task_view *t, const float *q, row_state *state) {
     if (t->stacked == 1 || p->query_length == 1) {
         const int64_t stride = t->stacked == 1 ? p->query_strides[2] : p->query_strides[1];
-        kernels->pack_query(q, stride, t->rows, p->head_dim, p->scale, state->qt);
+        kernels->pack_query(q, stride, t->rows, p->head_dim, p->scale, state->qt, t->ts);
         return;
     }
     const int64_t width = padded_dim(p->head_dim);
@@ -364,7 +366,7 @@ static void pack_task_queries(const attn_params *p, const attn_microkernels *ker
         memcpy(state->q_rows + i * width,
                base + head_of(t, i) * p->query_strides[1] + query_row_of(t, i) * p->query_strides[2],
                sizeof(float) * (size_t)p->head_dim);
-    kernels->pack_query(state->q_rows, width, t->rows, p->head_dim, p->scale, state->qt);
+    kernels->pack_query(state->q_rows, width, t->rows, p->head_dim, p->scale, state->qt, t->ts);
 }
 
 enum {
@@ -452,7 +454,7 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
             (t.rows <= PANEL_PRODUCT_ROWS || !kernels->unpack_panels)) {
             // Keys in panels, few rows: plain vector loads, no transposes (4 rows at a time).
             kernels->qk_panels(state.qt, k + col0 / PANEL_KEYS * p->key_strides[2] * bytes,
-                               p->key_strides[2], p->kv_storage, cols, p->head_dim, t.rows, st,
+                               p->key_strides[2], p->kv_storage, cols, p->head_dim, t.rows, st, t.ts,
                                in_place ? &state.prefetch : 0);
         } else if (p->head_dim > 0) {
             const char *k_rows = k + col0 * p->key_strides[2] * bytes;
@@ -474,12 +476,12 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
                 k_stride = head_dim_padded;
             }
             // Unmasked tiles take the row max from the micro-kernel, while the scores are in registers.
-            kernels->qk_tile(state.qt, k_tile, k_stride, cols, p->head_dim, t.rows, visible_limit, st,
+            kernels->qk_tile(state.qt, k_tile, k_stride, cols, p->head_dim, t.rows, visible_limit, st, t.ts,
                              state.row_max, masked ? 0 : state.row_max_new,
                              in_place ? &state.prefetch : 0);
             max_taken = !masked;
         } else {
-            memset(st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
+            memset(st, 0, sizeof(float) * (size_t)(cols * t.ts));
         }
         if (explicit_mask) apply_explicit_mask(&t, col0, cols, st);
 
@@ -488,8 +490,8 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         // On a diagonal tile, row_max and exp_row_sum take the cells past each
         // row's visible limit as masked (the causal mask).
         if (!max_taken)
-            kernels->row_max(st, cols, t.rows, state.row_max, state.row_max_new, visible_limit);
-        kernels->exp_row_sum(st, cols, t.rows, state.row_max_new, state.tile_sum, visible_limit,
+            kernels->row_max(st, t.ts, cols, t.rows, state.row_max, state.row_max_new, visible_limit);
+        kernels->exp_row_sum(st, t.ts, cols, t.rows, state.row_max_new, state.tile_sum, visible_limit,
                              explicit_mask || p->head_dim == 0);
         kernels->update_rows(state.row_max, state.row_max_new, state.row_sum, state.tile_sum,
                              state.alpha, t.rows);
@@ -513,7 +515,7 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
                 v_tile = state.v_wide;
                 v_stride = value_dim_padded;
                 if (finite)
-                    kernels->pv_tile(st, v_tile, v_stride, t.rows, cols, p->value_dim, state.alpha,
+                    kernels->pv_tile(st, t.ts, v_tile, v_stride, t.rows, cols, p->value_dim, state.alpha,
                                      state.acc, value_dim_padded, visible_limit,
                                      in_place ? &state.prefetch : 0);
                 else
@@ -524,7 +526,7 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
                                      value_dim_padded);
             } else if (finite_value_tiles && finite_value_tiles[col0 / KEY_TILE]) {
                 // Checked once per call: the copy would hold the very same bits.
-                kernels->pv_tile(st, v_tile, v_stride, t.rows, cols, p->value_dim,
+                kernels->pv_tile(st, t.ts, v_tile, v_stride, t.rows, cols, p->value_dim,
                                  state.alpha, state.acc, value_dim_padded, visible_limit, 0);
                 finite = 1;
             } else {
@@ -532,7 +534,7 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
                                    value_dim_padded);
             }
             if (!finite)
-                add_nonfinite_values(st, v_tile, v_stride, t.rows, cols, p->value_dim,
+                add_nonfinite_values(st, t.ts, v_tile, v_stride, t.rows, cols, p->value_dim,
                                      state.acc, value_dim_padded);
         }
     }
@@ -722,7 +724,7 @@ static void run_task(const attn_params *p, const call_plan *plan, int64_t unit, 
     const float *q;
     const char *k, *v;
     int64_t causal_end;
-    const task_view t = task_at(p, unit_batch(p, plan, unit), unit_head(p, plan, unit), plan->stacked,
+    const task_view t = task_at(p, plan->kernels, unit_batch(p, plan, unit), unit_head(p, plan, unit), plan->stacked,
                                 row0, &q, &k, &v, &causal_end);
     const int64_t key_end = task_key_end(plan, causal_end);
     const unsigned char *finite_tiles =
@@ -754,7 +756,7 @@ static void run_chunk_task(const attn_params *p, const call_plan *plan, int64_t 
     const float *q;
     const char *k, *v;
     int64_t causal_end;
-    const task_view t = task_at(p, unit_batch(p, plan, unit), unit_head(p, plan, unit), plan->stacked,
+    const task_view t = task_at(p, plan->kernels, unit_batch(p, plan, unit), unit_head(p, plan, unit), plan->stacked,
                                 0, &q, &k, &v, &causal_end);
     const int64_t key_end = task_key_end(plan, causal_end);
     float *partial = plan->partials + (unit * plan->chunks + chunk) * plan->partial_floats;
@@ -778,7 +780,7 @@ static void run_merge_task(const attn_params *p, const call_plan *plan, int64_t 
     const float *q;
     const char *k, *v;
     int64_t causal_end;
-    const task_view t = task_at(p, unit_batch(p, plan, unit), unit_head(p, plan, unit), plan->stacked,
+    const task_view t = task_at(p, plan->kernels, unit_batch(p, plan, unit), unit_head(p, plan, unit), plan->stacked,
                                 0, &q, &k, &v, &causal_end);
     start_merge(t.rows, state);
     for (int64_t chunk = 0; chunk < plan->chunks; chunk++) {

@@ -182,9 +182,10 @@ static int64_t visible_key_end(const attn_params *p, const row_tile *t) {
 static void load_row_tile(const backward_plan *plan, const row_tile *t, grad_scratch *s) {
     const attn_params *p = &plan->params.forward;
     const attn_microkernels *kr = plan->kernels;
-    if (p->head_dim > 0) kr->pack_query(t->q, p->query_strides[2], t->rows, p->head_dim, p->scale, s->qt);
+    if (p->head_dim > 0) kr->pack_query(t->q, p->query_strides[2], t->rows, p->head_dim, p->scale, s->qt, QUERY_TILE);
     if (p->value_dim > 0)
-        kr->pack_query(t->dout, plan->params.grad_output_strides[2], t->rows, p->value_dim, 1.0f, s->dot);
+        kr->pack_query(t->dout, plan->params.grad_output_strides[2], t->rows, p->value_dim, 1.0f, s->dot,
+                       QUERY_TILE);
     const float *lse = p->logsumexp + t->batch * p->logsumexp_strides[0] + t->head * p->logsumexp_strides[1];
     const float *delta = plan->delta + (t->batch * p->query_heads + t->head) * p->query_length;
     for (int64_t i = 0; i < QUERY_TILE; i++) {
@@ -239,17 +240,17 @@ static int64_t tile_gradients(const backward_plan *plan, const row_tile *t, int6
     // P, as the forward computed it (a NULL-free row_max makes ±∞ scores NaN).
     if (p->head_dim > 0)
         kr->qk_tile(s->qt, k, p->key_strides[2], cols, p->head_dim, t->rows, visible_limit, s->pt,
-                    s->junk, 0, 0);
+                    QUERY_TILE, s->junk, 0, 0);
     else
         memset(s->pt, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
     if (explicit_mask) apply_explicit_mask(p, t, col0, cols, s->pt);
-    kr->exp_row_sum(s->pt, cols, t->rows, s->lse, s->junk, visible_limit, explicit_mask || p->head_dim == 0);
+    kr->exp_row_sum(s->pt, QUERY_TILE, cols, t->rows, s->lse, s->junk, visible_limit, explicit_mask || p->head_dim == 0);
 
     // dP = dO Vᵀ.
     if (p->value_dim > 0) {
         const float *v = p->value + t->batch * p->value_strides[0] + t->kv_head * p->value_strides[1] +
                          col0 * p->value_strides[2];
-        kr->qk_tile(s->dot, v, p->value_strides[2], cols, p->value_dim, t->rows, cols, s->dst, 0, 0, 0);
+        kr->qk_tile(s->dot, v, p->value_strides[2], cols, p->value_dim, t->rows, cols, s->dst, QUERY_TILE, 0, 0, 0);
     } else {
         memset(s->dst, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
     }
@@ -296,11 +297,11 @@ static void masked_product(const attn_microkernels *kr, const float *w, const fl
     if (width == 0 || in_cols == 0 || out_rows == 0) return;
     if (finite < 0) finite = kr->values_finite(x, x_stride, in_cols, width);
     if (finite) {
-        kr->pv_tile(w, x, x_stride, out_rows, in_cols, width, s->ones, acc, acc_stride, visible_limit, 0);
+        kr->pv_tile(w, QUERY_TILE, x, x_stride, out_rows, in_cols, width, s->ones, acc, acc_stride, visible_limit, 0);
         return;
     }
     kr->pack_value(x, x_stride, in_cols, width, s->packed, packed_stride);
-    kr->pv_tile(w, s->packed, packed_stride, out_rows, in_cols, width, s->ones, acc, acc_stride,
+    kr->pv_tile(w, QUERY_TILE, s->packed, packed_stride, out_rows, in_cols, width, s->ones, acc, acc_stride,
                 visible_limit, 0);
     for (int64_t c = 0; c < in_cols; c++)
         for (int64_t d = 0; d < width; d++) {

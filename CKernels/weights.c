@@ -45,12 +45,12 @@ typedef struct scores_scratch {
 // cannot see becomes −∞ (an additive −∞ overwrites, so NaN·K at a masked key has
 // no effect), an additive bias is added in float32.
 static void mask_tile(const attn_params *p, int64_t b, int64_t h, int64_t row0, int64_t rows,
-                      int64_t col0, int64_t cols, int64_t visible_limit, float *st) {
+                      int64_t col0, int64_t cols, int64_t visible_limit, float *st, int64_t ts) {
     const int64_t *ms = p->mask_strides;
     const int64_t mask_offset = b * ms[0] + h * ms[1] + row0 * ms[2];
     for (int64_t i = 0; i < rows; i++) {
         for (int64_t j = 0; j < cols; j++) {
-            float *s = st + j * QUERY_TILE + i;
+            float *s = st + j * ts + i;
             if (j >= i + visible_limit) { *s = -INFINITY; continue; }  // causal
             if (p->mask_kind == ATTN_MASK_KEEP) {
                 const unsigned char keep = ((const unsigned char *)p->mask)[mask_offset + i * ms[2] + (col0 + j) * ms[3]];
@@ -65,7 +65,7 @@ static void mask_tile(const attn_params *p, int64_t b, int64_t h, int64_t row0, 
         const unsigned char *keep = p->key_padding_keep + b * p->key_padding_strides[0];
         for (int64_t j = 0; j < cols; j++)
             if (!keep[(col0 + j) * p->key_padding_strides[1]])
-                for (int64_t i = 0; i < rows; i++) st[j * QUERY_TILE + i] = -INFINITY;
+                for (int64_t i = 0; i < rows; i++) st[j * ts + i] = -INFINITY;
     }
 }
 
@@ -74,6 +74,7 @@ static void mask_tile(const attn_params *p, int64_t b, int64_t h, int64_t row0, 
 static void scores_task(const attn_params *p, const attn_microkernels *kernels, int64_t b, int64_t h,
                         int64_t row0, const float *logsumexp, float *out, scores_scratch *s) {
     const int64_t rows = p->query_length - row0 < QUERY_TILE ? p->query_length - row0 : QUERY_TILE;
+    const int64_t ts = attn_tile_stride(kernels, rows);  // the line stride of s->qt and s->st
     const int64_t kv_head = h / (p->query_heads / p->kv_heads);
     const int64_t causal_offset =
         p->causal == ATTN_CAUSAL_BOTTOM_RIGHT ? p->key_length - p->query_length : 0;
@@ -81,7 +82,7 @@ static void scores_task(const attn_params *p, const attn_microkernels *kernels, 
     const float keep_scale = 1.0f / (1.0f - p->dropout_p);
     if (p->head_dim > 0) {
         const float *q = p->query + b * p->query_strides[0] + h * p->query_strides[1] + row0 * p->query_strides[2];
-        kernels->pack_query(q, p->query_strides[2], rows, p->head_dim, p->scale, s->qt);
+        kernels->pack_query(q, p->query_strides[2], rows, p->head_dim, p->scale, s->qt, ts);
     }
     if (logsumexp)
         for (int64_t i = 0; i < QUERY_TILE; i++) s->row_lse[i] = i < rows ? logsumexp[row_index + i] : 0.0f;
@@ -106,17 +107,17 @@ static void scores_task(const attn_params *p, const attn_microkernels *kernels, 
             visible_limit = row0 + causal_offset - col0 + 1;
         if (p->head_dim > 0)
             kernels->qk_tile(s->qt, k + col0 * p->key_strides[2], p->key_strides[2], cols, p->head_dim,
-                             rows, visible_limit, s->st, s->no_max, 0, 0);
+                             rows, visible_limit, s->st, ts, s->no_max, 0, 0);
         else
-            memset(s->st, 0, sizeof(float) * (size_t)(cols * QUERY_TILE));
-        if (explicit_mask || visible_limit < cols) mask_tile(p, b, h, row0, rows, col0, cols, visible_limit, s->st);
+            memset(s->st, 0, sizeof(float) * (size_t)(cols * ts));
+        if (explicit_mask || visible_limit < cols) mask_tile(p, b, h, row0, rows, col0, cols, visible_limit, s->st, ts);
         if (logsumexp) {
-            kernels->exp_row_sum(s->st, cols, rows, s->row_lse, s->tile_sum, visible_limit, 1);
+            kernels->exp_row_sum(s->st, ts, cols, rows, s->row_lse, s->tile_sum, visible_limit, 1);
             if (nan_rows || p->dropout_p > 0.0f)
                 for (int64_t i = 0; i < rows; i++) {
                     const int nan_row = isnan(s->row_lse[i]);  // as in the oracle: NaN everywhere
                     for (int64_t j = 0; j < cols; j++) {
-                        float *w = s->st + j * QUERY_TILE + i;
+                        float *w = s->st + j * ts + i;
                         if (nan_row) *w = NAN;
                         if (p->dropout_p > 0.0f)
                             *w = attn_philox_keep(p->dropout_seed, b, h, row0 + i, col0 + j, p->dropout_p)
@@ -127,10 +128,10 @@ static void scores_task(const attn_params *p, const attn_microkernels *kernels, 
             // + 0: a masked cell's −0 is written as +0.
             for (int64_t i = 0; i < rows; i++)
                 for (int64_t j = 0; j < cols; j++)
-                    out_rows[i * p->key_length + col0 + j] = s->st[j * QUERY_TILE + i] + 0.0f;
+                    out_rows[i * p->key_length + col0 + j] = s->st[j * ts + i] + 0.0f;
         } else {
             for (int64_t i = 0; i < rows; i++)
-                for (int64_t j = 0; j < cols; j++) out_rows[i * p->key_length + col0 + j] = s->st[j * QUERY_TILE + i];
+                for (int64_t j = 0; j < cols; j++) out_rows[i * p->key_length + col0 + j] = s->st[j * ts + i];
         }
     }
     // The keys no row of the tile sees: weight 0 (NaN on a NaN row), score −∞.

@@ -611,19 +611,57 @@ __attribute__((target("avx2,fma,f16c"))) static int widen_rows_avx2(
     return !tail_special && _mm_testz_si128(special, special);
 }
 
+// The table's entries: this path keeps lines QUERY_TILE floats apart (its
+// few_rows_stride is 0), so ts is always QUERY_TILE and is not read.
+
+AVX2_F16C static void pack_query_avx2_entry(const float *q, int64_t q_row_stride, int64_t rows, int64_t head_dim, float scale, float *qt, int64_t ts) {
+    (void)ts;
+    pack_query_avx2(q, q_row_stride, rows, head_dim, scale, qt);
+}
+
+AVX2_F16C static void qk_tile_avx2_entry(const float *qt, const float *k, int64_t k_row_stride, int64_t cols, int64_t head_dim, int64_t rows, int64_t visible_limit, float *st, int64_t ts, const float *row_max, float *row_max_new, attn_prefetch_stream *prefetch) {
+    (void)ts;
+    qk_tile_avx2(qt, k, k_row_stride, cols, head_dim, rows, visible_limit, st, row_max, row_max_new, prefetch);
+}
+
+AVX2_F16C static void row_max_avx2_entry(const float *st, int64_t ts, int64_t cols, int64_t rows, const float *row_max, float *row_max_new, int64_t visible_limit) {
+    (void)ts;
+    row_max_avx2(st, cols, rows, row_max, row_max_new, visible_limit);
+}
+
+AVX2_F16C static void exp_row_sum_avx2_entry(float *st, int64_t ts, int64_t cols, int64_t rows, const float *row_max_new, float *tile_sum, int64_t visible_limit, int may_hold_minus_infinity) {
+    (void)ts;
+    exp_row_sum_avx2(st, cols, rows, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity);
+}
+
+AVX2_F16C static void pv_tile_avx2_entry(const float *pt, int64_t ts, const float *v, int64_t v_row_stride, int64_t rows, int64_t cols, int64_t value_dim, const float *alpha, float *acc, int64_t acc_row_stride, int64_t visible_limit, attn_prefetch_stream *prefetch) {
+    (void)ts;
+    pv_tile_avx2(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, prefetch);
+}
+
+AVX2_F16C static int pv_tile_stored_avx2_entry(const float *pt, int64_t ts, const void *v, int64_t v_row_stride, attn_storage storage, int64_t rows, int64_t cols, int64_t value_dim, const float *alpha, float *acc, int64_t acc_row_stride, int64_t visible_limit, attn_prefetch_stream *prefetch) {
+    (void)ts;
+    return pv_tile_stored_avx2(pt, v, v_row_stride, storage, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, prefetch);
+}
+
+AVX2_F16C static void qk_panels_avx2_entry(const float *qt, const void *panels, int64_t panel_stride, attn_storage storage, int64_t cols, int64_t head_dim, int64_t rows, float *st, int64_t ts, attn_prefetch_stream *prefetch) {
+    (void)ts;
+    qk_panels_avx2(qt, panels, panel_stride, storage, cols, head_dim, rows, st, prefetch);
+}
+
 const attn_microkernels attn_microkernels_avx2 = {
     .name = "avx2",
-    .pack_query = pack_query_avx2,
-    .qk_tile = qk_tile_avx2,
-    .row_max = row_max_avx2,
-    .exp_row_sum = exp_row_sum_avx2,
-    .pv_tile = pv_tile_avx2,
-    .pv_tile_stored = pv_tile_stored_avx2,
+    .pack_query = pack_query_avx2_entry,
+    .qk_tile = qk_tile_avx2_entry,
+    .row_max = row_max_avx2_entry,
+    .exp_row_sum = exp_row_sum_avx2_entry,
+    .pv_tile = pv_tile_avx2_entry,
+    .pv_tile_stored = pv_tile_stored_avx2_entry,
     .update_rows = update_rows_avx2,
     .pack_value = pack_value_avx2,
     .values_finite = values_finite_avx2,
     .widen_rows = widen_rows_avx2,
-    .qk_panels = qk_panels_avx2,
+    .qk_panels = qk_panels_avx2_entry,
 };
 
 #endif  // x86

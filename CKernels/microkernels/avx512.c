@@ -28,6 +28,7 @@ enum {
     ROW_BLOCK = 6,                     // query rows per pv register block
     VALUE_VECTORS = 4,                 // zmm per pv register block: 64 value columns
     DECODE_VALUE_VECTORS = 8,          // with one or two query rows: 128 value columns
+    FEW_ROWS_STRIDE = 16,              // the line stride of tiles of ≤ 16 rows (attn_tile_stride)
 };
 
 // exp(x) for x ≤ 0 (or NaN), accurate to about 1 ulp: x = n·ln2 + r with
@@ -117,7 +118,7 @@ AVX512 INLINE static void transpose16(__m512 r[16]) {
 // are 0 up to the last row vector that holds a row; later vectors are not
 // written (every pass of this path reads only row_vectors(rows) of them).
 AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64_t rows,
-                                     int64_t head_dim, float scale, float *qt) {
+                                     int64_t head_dim, float scale, float *qt, int64_t ts) {
     const __m512 scale_vector = _mm512_set1_ps(scale);
     for (int c = 0; c < row_vectors(rows); c++) {
         const int64_t first = c * LANES;
@@ -135,14 +136,14 @@ AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64
             _Pragma("clang loop unroll(full)")
             for (int dd = 0; dd < LANES; dd++)  // constant indices keep the block in registers
                 if (dd < dims)
-                    _mm512_store_ps(qt + (d0 + dd) * QUERY_TILE + first, _mm512_mul_ps(block[dd], scale_vector));
+                    _mm512_store_ps(qt + (d0 + dd) * ts + first, _mm512_mul_ps(block[dd], scale_vector));
         }
     }
 }
 
 // st[j0 .. j0+keys)[0 .. 16·vectors) = k rows · qt; keys × vectors ≤ 24 accumulators.
 AVX512 INLINE static void qk_block(const float *qt, const float *k, int64_t k_row_stride,
-                                   int64_t head_dim, float *st, int attention, float *running_max,
+                                   int64_t head_dim, float *st, int64_t ts, int attention, float *running_max,
                                    const int keys, const int vectors) {
     __m512 acc[MAX_BLOCK_KEYS][ROW_VECTORS];
     _Pragma("clang loop unroll(full)")
@@ -152,7 +153,7 @@ AVX512 INLINE static void qk_block(const float *qt, const float *k, int64_t k_ro
     for (int64_t d = 0; d < head_dim; d++) {
         __m512 q[ROW_VECTORS];
         _Pragma("clang loop unroll(full)")
-        for (int c = 0; c < vectors; c++) q[c] = _mm512_load_ps(qt + d * QUERY_TILE + c * LANES);
+        for (int c = 0; c < vectors; c++) q[c] = _mm512_load_ps(qt + d * ts + c * LANES);
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < keys; r++) {
             const __m512 key = _mm512_set1_ps(k[r * k_row_stride + d]);
@@ -173,7 +174,7 @@ AVX512 INLINE static void qk_block(const float *qt, const float *k, int64_t k_ro
     for (int r = 0; r < keys; r++)
         _Pragma("clang loop unroll(full)")
         for (int c = 0; c < vectors; c++)
-            _mm512_store_ps(st + r * QUERY_TILE + c * LANES, acc[r][c]);
+            _mm512_store_ps(st + r * ts + c * LANES, acc[r][c]);
     if (!running_max) return;
     // The row max, fused while the scores are in registers. max(s, m) returns m
     // when either is NaN, so a NaN max sticks; a NaN score is blended in.
@@ -193,22 +194,22 @@ AVX512 INLINE static void qk_block(const float *qt, const float *k, int64_t k_ro
 // a diagonal tile would otherwise go in blocks of 4 keys, whose 4 or 8 FMA
 // chains cannot hide the FMA latency), then blocks of 4, 2, 1 for the rest.
 AVX512 INLINE static void qk_keys(const float *qt, const float *k, int64_t k_row_stride,
-                                  int64_t cols, int64_t head_dim, float *st, int attention,
+                                  int64_t cols, int64_t head_dim, float *st, int64_t ts, int attention,
                                   float *running_max, const int vectors) {
     const int block = BLOCK_ACCUMULATORS / vectors;
     int64_t j = 0;
     for (; j + block <= cols; j += block)
-        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, block, vectors);
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * ts, ts, attention, running_max, block, vectors);
     if (vectors <= 2)
         for (; j + 16 / vectors <= cols; j += 16 / vectors)
-            qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, 16 / vectors, vectors);
+            qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * ts, ts, attention, running_max, 16 / vectors, vectors);
     for (; j + 4 <= cols; j += 4)
-        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, 4, vectors);
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * ts, ts, attention, running_max, 4, vectors);
     if (j + 2 <= cols) {
-        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, 2, vectors);
+        qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * ts, ts, attention, running_max, 2, vectors);
         j += 2;
     }
-    if (j < cols) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * QUERY_TILE, attention, running_max, 1, vectors);
+    if (j < cols) qk_block(qt, k + j * k_row_stride, k_row_stride, head_dim, st + j * ts, ts, attention, running_max, 1, vectors);
 }
 
 // A few query rows (decoding): keys in lanes. Sixteen key rows at a time are
@@ -242,10 +243,10 @@ AVX512 INLINE static void transpose4_in_lanes(__m512 r[FEW_ROWS]) {
 // Scores of up to 4 rows with keys in lanes (score[i] lane e: key e of row i)
 // stored into lanes 0 … 3 of the first `keys` score lines (lanes of no row: 0):
 // sixteen 128-bit stores instead of a scatter per row.
-AVX512 INLINE static void store_keys_in_lanes(float *st, int64_t keys, __m512 score[FEW_ROWS]) {
+AVX512 INLINE static void store_keys_in_lanes(float *st, int64_t ts, int64_t keys, __m512 score[FEW_ROWS]) {
     transpose4_in_lanes(score);  // score[e] block b: lanes 0 … 3 of line 4b + e
 #define FEW_ROWS_STORE(B, E)                                                                 \
-    if ((B) * 4 + (E) < keys) _mm_store_ps(st + ((B) * 4 + (E)) * QUERY_TILE, _mm512_extractf32x4_ps(score[E], B));
+    if ((B) * 4 + (E) < keys) _mm_store_ps(st + ((B) * 4 + (E)) * ts, _mm512_extractf32x4_ps(score[E], B));
     FEW_ROWS_STORE(0, 0) FEW_ROWS_STORE(0, 1) FEW_ROWS_STORE(0, 2) FEW_ROWS_STORE(0, 3)
     FEW_ROWS_STORE(1, 0) FEW_ROWS_STORE(1, 1) FEW_ROWS_STORE(1, 2) FEW_ROWS_STORE(1, 3)
     FEW_ROWS_STORE(2, 0) FEW_ROWS_STORE(2, 1) FEW_ROWS_STORE(2, 2) FEW_ROWS_STORE(2, 3)
@@ -257,7 +258,7 @@ enum { DECODE_GROUPS = 4, MAX_LANE_ROWS = 8 };
 
 AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t k_row_stride,
                                         int64_t keys, int64_t head_dim, float *st,
-                                        attn_prefetch_stream *prefetch, const int rows,
+                                        int64_t ts, attn_prefetch_stream *prefetch, const int rows,
                                         const int groups, const int attention) {
     _Alignas(64) float kt[DECODE_GROUPS][LANES * LANES];
     __m512 acc[DECODE_GROUPS][MAX_LANE_ROWS];
@@ -285,7 +286,7 @@ AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t
         for (int64_t dd = 0; dd < dims; dd++) {
             __m512 q[MAX_LANE_ROWS];
             _Pragma("clang loop unroll(full)")
-            for (int r = 0; r < rows; r++) q[r] = _mm512_set1_ps(qt[(d0 + dd) * QUERY_TILE + r]);
+            for (int r = 0; r < rows; r++) q[r] = _mm512_set1_ps(qt[(d0 + dd) * ts + r]);
             _Pragma("clang loop unroll(full)")
             for (int g = 0; g < groups; g++) {
                 const __m512 key = _mm512_load_ps(kt[g] + dd * LANES);
@@ -296,7 +297,7 @@ AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t
     }
     const __m512i lines = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(QUERY_TILE));
+        _mm512_set1_epi32((int)ts));
     _Pragma("clang loop unroll(full)")
     for (int g = 0; g < groups; g++) {
         const int64_t group_keys = keys - g * LANES < LANES ? keys - g * LANES : LANES;
@@ -307,14 +308,14 @@ AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t
             for (int r = 0; r < FEW_ROWS; r++)  // as in qk_block: an overflowed or infinite score becomes NaN
                 score[r] = r >= rows ? _mm512_setzero_ps()
                            : attention ? _mm512_fmadd_ps(acc[g][r], _mm512_setzero_ps(), acc[g][r]) : acc[g][r];
-            store_keys_in_lanes(st + g * LANES * QUERY_TILE, group_keys, score);
+            store_keys_in_lanes(st + g * LANES * ts, ts, group_keys, score);
             continue;
         }
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) {
             // As in qk_block: an overflowed or infinite score becomes NaN.
             const __m512 score = attention ? _mm512_fmadd_ps(acc[g][r], _mm512_setzero_ps(), acc[g][r]) : acc[g][r];
-            _mm512_mask_i32scatter_ps(st + g * LANES * QUERY_TILE + r, key_lanes, lines, score, 4);
+            _mm512_mask_i32scatter_ps(st + g * LANES * ts + r, key_lanes, lines, score, 4);
         }
     }
 }
@@ -324,7 +325,7 @@ AVX512 INLINE static void qk_key_groups(const float *qt, const float *k, int64_t
 // (The group count changes no bit: each lane is its own chain.)
 AVX512 INLINE static void qk_keys_in_lanes(const float *qt, const float *k, int64_t k_row_stride,
                                            int64_t cols, int64_t head_dim, float *st,
-                                           attn_prefetch_stream *prefetch, const int rows,
+                                           int64_t ts, attn_prefetch_stream *prefetch, const int rows,
                                            const int attention) {
     // The stream is kept in registers meanwhile (stores to st could alias it).
     attn_prefetch_stream stream = *prefetch, *local = &stream;
@@ -333,12 +334,12 @@ AVX512 INLINE static void qk_keys_in_lanes(const float *qt, const float *k, int6
     for (int64_t j0 = 0; j0 < cols; j0 += step) {
         const int64_t keys = cols - j0 < step ? cols - j0 : step;
         const float *k_block = k + j0 * k_row_stride;
-        float *st_block = st + j0 * QUERY_TILE;
+        float *st_block = st + j0 * ts;
         switch ((keys + LANES - 1) / LANES) {
-        case 4: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 4, attention); break;
-        case 3: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 3, attention); break;
-        case 2: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 2, attention); break;
-        default: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, local, rows, 1, attention); break;
+        case 4: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, ts, local, rows, 4, attention); break;
+        case 3: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, ts, local, rows, 3, attention); break;
+        case 2: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, ts, local, rows, 2, attention); break;
+        default: qk_key_groups(qt, k_block, k_row_stride, keys, head_dim, st_block, ts, local, rows, 1, attention); break;
         }
     }
     *prefetch = stream;
@@ -357,7 +358,7 @@ AVX512 INLINE static __m512 panel_keys(const char *panel, int64_t d, const attn_
 
 AVX512 INLINE static void qk_panel_groups(const float *qt, const char *panels, int64_t panel_bytes,
                                           int64_t keys, int64_t head_dim, float *st,
-                                          attn_prefetch_stream *prefetch, const attn_storage storage,
+                                          int64_t ts, attn_prefetch_stream *prefetch, const attn_storage storage,
                                           const int rows, const int groups) {
     __m512 acc[DECODE_GROUPS][4];
     _Pragma("clang loop unroll(full)")
@@ -370,7 +371,7 @@ AVX512 INLINE static void qk_panel_groups(const float *qt, const char *panels, i
         if ((d & (LANES - 1)) == 0) attn_prefetch_step(prefetch, lines);
         __m512 q[4];
         _Pragma("clang loop unroll(full)")
-        for (int r = 0; r < rows; r++) q[r] = _mm512_set1_ps(qt[d * QUERY_TILE + r]);
+        for (int r = 0; r < rows; r++) q[r] = _mm512_set1_ps(qt[d * ts + r]);
         _Pragma("clang loop unroll(full)")
         for (int g = 0; g < groups; g++) {
             const __m512 key = panel_keys(panels + g * panel_bytes, d, storage);
@@ -385,25 +386,25 @@ AVX512 INLINE static void qk_panel_groups(const float *qt, const char *panels, i
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < FEW_ROWS; r++)  // as in qk_block: an overflowed or infinite score becomes NaN
             score[r] = r < rows ? _mm512_fmadd_ps(acc[g][r], _mm512_setzero_ps(), acc[g][r]) : _mm512_setzero_ps();
-        store_keys_in_lanes(st + g * LANES * QUERY_TILE, group_keys, score);
+        store_keys_in_lanes(st + g * LANES * ts, ts, group_keys, score);
     }
 }
 
 AVX512 INLINE static void qk_panel_keys(const float *qt, const char *panels, int64_t panel_bytes,
                                         int64_t cols, int64_t head_dim, float *st,
-                                        attn_prefetch_stream *prefetch, const attn_storage storage,
+                                        int64_t ts, attn_prefetch_stream *prefetch, const attn_storage storage,
                                         const int rows) {
     attn_prefetch_stream stream = *prefetch, *local = &stream;
     const int most = rows <= 2 ? DECODE_GROUPS : 2;
     for (int64_t j0 = 0; j0 < cols; j0 += most * LANES) {
         const int64_t keys = cols - j0 < most * LANES ? cols - j0 : most * LANES;
         const char *block = panels + j0 / LANES * panel_bytes;
-        float *st_block = st + j0 * QUERY_TILE;
+        float *st_block = st + j0 * ts;
         switch ((keys + LANES - 1) / LANES) {
-        case 4: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, local, storage, rows, 4); break;
-        case 3: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, local, storage, rows, 3); break;
-        case 2: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, local, storage, rows, 2); break;
-        default: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, local, storage, rows, 1); break;
+        case 4: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, ts, local, storage, rows, 4); break;
+        case 3: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, ts, local, storage, rows, 3); break;
+        case 2: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, ts, local, storage, rows, 2); break;
+        default: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, ts, local, storage, rows, 1); break;
         }
     }
     *prefetch = stream;
@@ -411,7 +412,7 @@ AVX512 INLINE static void qk_panel_keys(const float *qt, const char *panels, int
 
 AVX512 static void qk_panels_avx512(const float *qt, const void *panels, int64_t panel_stride,
                                     attn_storage storage, int64_t cols, int64_t head_dim, int64_t rows,
-                                    float *st, attn_prefetch_stream *prefetch) {
+                                    float *st, int64_t ts, attn_prefetch_stream *prefetch) {
     attn_prefetch_stream no_stream;
     attn_prefetch_start(&no_stream, 0, 0, 0, 0);
     if (!prefetch) prefetch = &no_stream;
@@ -419,10 +420,10 @@ AVX512 static void qk_panels_avx512(const float *qt, const void *panels, int64_t
     const int64_t bytes = panel_stride * (storage == ATTN_STORAGE_F32 ? 4 : 2);
 #define PANEL_CASES(STORAGE, ROWS)                                                                         \
     switch (ROWS) {                                                                                        \
-    case 1: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, prefetch, STORAGE, 1); break;     \
-    case 2: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, prefetch, STORAGE, 2); break;     \
-    case 3: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, prefetch, STORAGE, 3); break;     \
-    default: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, prefetch, STORAGE, 4); break;    \
+    case 1: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, ts, prefetch, STORAGE, 1); break;     \
+    case 2: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, ts, prefetch, STORAGE, 2); break;     \
+    case 3: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, ts, prefetch, STORAGE, 3); break;     \
+    default: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, ts, prefetch, STORAGE, 4); break;    \
     }
     // Four rows at a time (more would not stay in registers); each row's lanes
     // are computed alone, so the split changes no bit.
@@ -466,12 +467,12 @@ AVX512 static void unpack_panels_avx512(const void *panels, int64_t panel_stride
 // Only the row vectors that hold query rows are computed: a decode step (one
 // query row) costs one vector per key instead of four. Lanes are independent,
 // so a row's bits do not depend on how many other rows there are.
-AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
+AVX512 static void row_max_avx512(const float *st, int64_t ts, int64_t cols, int64_t rows,
                                   const float *row_max, float *row_max_new, int64_t visible_limit);
 
 AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row_stride,
                                   int64_t cols, int64_t head_dim, int64_t rows, int64_t visible_limit,
-                                  float *st, const float *row_max, float *row_max_new,
+                                  float *st, int64_t ts, const float *row_max, float *row_max_new,
                                   attn_prefetch_stream *prefetch) {
     const int vectors = row_vectors(rows);
     attn_prefetch_stream no_stream;
@@ -481,16 +482,16 @@ AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row
     if (rows >= 1 && rows <= (row_max ? 4 : MAX_LANE_ROWS)) {
         const int attention = row_max != 0;
         switch (rows) {
-        case 1: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 1, attention); break;
-        case 2: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 2, attention); break;
-        case 3: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 3, attention); break;
-        case 4: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 4, attention); break;
-        case 5: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 5, 0); break;
-        case 6: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 6, 0); break;
-        case 7: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 7, 0); break;
-        default: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, prefetch, 8, 0); break;
+        case 1: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, ts, prefetch, 1, attention); break;
+        case 2: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, ts, prefetch, 2, attention); break;
+        case 3: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, ts, prefetch, 3, attention); break;
+        case 4: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, ts, prefetch, 4, attention); break;
+        case 5: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, ts, prefetch, 5, 0); break;
+        case 6: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, ts, prefetch, 6, 0); break;
+        case 7: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, ts, prefetch, 7, 0); break;
+        default: qk_keys_in_lanes(qt, k, k_row_stride, cols, head_dim, st, ts, prefetch, 8, 0); break;
         }
-        if (row_max_new) row_max_avx512(st, cols, rows, row_max, row_max_new, visible_limit);
+        if (row_max_new) row_max_avx512(st, ts, cols, rows, row_max, row_max_new, visible_limit);
         return;
     }
     if (visible_limit < cols) {
@@ -503,16 +504,16 @@ AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row
             if (first >= vectors) continue;
             const int64_t keys = cols - j0 < LANES ? cols - j0 : LANES;
             const float *qt_part = qt + first * LANES;
-            float *st_part = st + j0 * QUERY_TILE + first * LANES;
+            float *st_part = st + j0 * ts + first * LANES;
             const float *k_part = k + j0 * k_row_stride;
             switch (vectors - first) {
-            case 1: qk_keys(qt_part, k_part, k_row_stride, keys, head_dim, st_part, row_max != 0, 0, 1); break;
-            case 2: qk_keys(qt_part, k_part, k_row_stride, keys, head_dim, st_part, row_max != 0, 0, 2); break;
-            case 3: qk_keys(qt_part, k_part, k_row_stride, keys, head_dim, st_part, row_max != 0, 0, 3); break;
-            default: qk_keys(qt_part, k_part, k_row_stride, keys, head_dim, st_part, row_max != 0, 0, 4); break;
+            case 1: qk_keys(qt_part, k_part, k_row_stride, keys, head_dim, st_part, ts, row_max != 0, 0, 1); break;
+            case 2: qk_keys(qt_part, k_part, k_row_stride, keys, head_dim, st_part, ts, row_max != 0, 0, 2); break;
+            case 3: qk_keys(qt_part, k_part, k_row_stride, keys, head_dim, st_part, ts, row_max != 0, 0, 3); break;
+            default: qk_keys(qt_part, k_part, k_row_stride, keys, head_dim, st_part, ts, row_max != 0, 0, 4); break;
             }
         }
-        if (row_max_new) row_max_avx512(st, cols, rows, row_max, row_max_new, visible_limit);
+        if (row_max_new) row_max_avx512(st, ts, cols, rows, row_max, row_max_new, visible_limit);
         return;
     }
     if (row_max_new)
@@ -527,10 +528,10 @@ AVX512 static void qk_tile_avx512(const float *qt, const float *k, int64_t k_row
                 _mm_prefetch((const char *)(k + j * k_row_stride + d), _MM_HINT_T0);
     }
     switch (vectors) {
-    case 1: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max != 0, row_max_new, 1); break;
-    case 2: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max != 0, row_max_new, 2); break;
-    case 3: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max != 0, row_max_new, 3); break;
-    default: qk_keys(qt, k, k_row_stride, cols, head_dim, st, row_max != 0, row_max_new, 4); break;
+    case 1: qk_keys(qt, k, k_row_stride, cols, head_dim, st, ts, row_max != 0, row_max_new, 1); break;
+    case 2: qk_keys(qt, k, k_row_stride, cols, head_dim, st, ts, row_max != 0, row_max_new, 2); break;
+    case 3: qk_keys(qt, k, k_row_stride, cols, head_dim, st, ts, row_max != 0, row_max_new, 3); break;
+    default: qk_keys(qt, k, k_row_stride, cols, head_dim, st, ts, row_max != 0, row_max_new, 4); break;
     }
 }
 
@@ -543,7 +544,7 @@ static inline __mmask16 causally_hidden(int64_t j, int c, int64_t visible_limit)
 // The causal mask: the keys past the last visible one of a row vector are
 // hidden from all its 16 rows (the max skips them, exp stores their −0 unread),
 // and the key before those from some of its lanes.
-AVX512 static void row_max_lines(const float *st, int64_t cols, int64_t rows,
+AVX512 static void row_max_lines(const float *st, int64_t ts, int64_t cols, int64_t rows,
                                  const float *row_max, float *row_max_new, int64_t visible_limit) {
     const int vectors = row_vectors(rows);
     for (int c = 0; c < vectors; c++) {
@@ -554,7 +555,7 @@ AVX512 static void row_max_lines(const float *st, int64_t cols, int64_t rows,
         __m512 m = _mm512_load_ps(row_max + c * LANES);
         for (int64_t j = 0; j < seen; j++) {
             const __mmask16 visible = (__mmask16)~causally_hidden(j, c, visible_limit);
-            const __m512 s = _mm512_load_ps(st + j * QUERY_TILE + c * LANES);
+            const __m512 s = _mm512_load_ps(st + j * ts + c * LANES);
             const __mmask16 nan = _mm512_mask_cmp_ps_mask(visible, s, s, _CMP_UNORD_Q);
             m = _mm512_mask_blend_ps(nan, _mm512_mask_max_ps(m, visible, s, m), s);
         }
@@ -564,13 +565,13 @@ AVX512 static void row_max_lines(const float *st, int64_t cols, int64_t rows,
 
 // score[i] lane e = st[j0 + e][i] for lines j0 … j0 + 15 (all within the
 // KEY_TILE lines of st; lines past cols hold anything, and callers mask them).
-AVX512 INLINE static void load_keys_in_lanes(const float *st, __m512 score[FEW_ROWS]) {
+AVX512 INLINE static void load_keys_in_lanes(const float *st, int64_t ts, __m512 score[FEW_ROWS]) {
     _Pragma("clang loop unroll(full)")
     for (int e = 0; e < FEW_ROWS; e++) {
-        __m512 z = _mm512_castps128_ps512(_mm_load_ps(st + e * QUERY_TILE));
-        z = _mm512_insertf32x4(z, _mm_load_ps(st + (4 + e) * QUERY_TILE), 1);
-        z = _mm512_insertf32x4(z, _mm_load_ps(st + (8 + e) * QUERY_TILE), 2);
-        z = _mm512_insertf32x4(z, _mm_load_ps(st + (12 + e) * QUERY_TILE), 3);
+        __m512 z = _mm512_castps128_ps512(_mm_load_ps(st + e * ts));
+        z = _mm512_insertf32x4(z, _mm_load_ps(st + (4 + e) * ts), 1);
+        z = _mm512_insertf32x4(z, _mm_load_ps(st + (8 + e) * ts), 2);
+        z = _mm512_insertf32x4(z, _mm_load_ps(st + (12 + e) * ts), 3);
         score[e] = z;
     }
     transpose4_in_lanes(score);
@@ -593,7 +594,7 @@ static inline __mmask16 key_lanes_of(int64_t j0, int64_t cols) {
 // pass's value, and its bits unless the winner is ±0 (the sequential pass
 // keeps the first zero in key order) or a NaN is met (the last NaN wins): then
 // 0 is returned and the sequential pass runs instead.
-AVX512 INLINE static int row_max_few(const float *st, int64_t cols, const float *row_max,
+AVX512 INLINE static int row_max_few(const float *st, int64_t ts, int64_t cols, const float *row_max,
                                      float *row_max_new, int64_t visible_limit, const int rows) {
     const __m512 minus_infinity = _mm512_set1_ps(-INFINITY);
     __m512 best[FEW_ROWS];
@@ -602,7 +603,7 @@ AVX512 INLINE static int row_max_few(const float *st, int64_t cols, const float 
     __mmask16 nan = 0;
     for (int64_t j0 = 0; j0 < cols; j0 += LANES) {
         __m512 score[FEW_ROWS];
-        load_keys_in_lanes(st + j0 * QUERY_TILE, score);
+        load_keys_in_lanes(st + j0 * ts, ts, score);
         const __mmask16 keys = key_lanes_of(j0, cols);
         _Pragma("clang loop unroll(full)")
         for (int i = 0; i < rows; i++) {
@@ -628,17 +629,17 @@ AVX512 INLINE static int row_max_few(const float *st, int64_t cols, const float 
 // Only the row vectors that hold query rows are computed: a decode step (one
 // query row) costs one vector per key instead of four. Lanes are independent,
 // so a row's bits do not depend on how many other rows there are.
-AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
+AVX512 static void row_max_avx512(const float *st, int64_t ts, int64_t cols, int64_t rows,
                                   const float *row_max, float *row_max_new, int64_t visible_limit) {
     int done = 0;
     switch (rows) {
-    case 1: done = row_max_few(st, cols, row_max, row_max_new, visible_limit, 1); break;
-    case 2: done = row_max_few(st, cols, row_max, row_max_new, visible_limit, 2); break;
-    case 3: done = row_max_few(st, cols, row_max, row_max_new, visible_limit, 3); break;
-    case 4: done = row_max_few(st, cols, row_max, row_max_new, visible_limit, 4); break;
+    case 1: done = row_max_few(st, ts, cols, row_max, row_max_new, visible_limit, 1); break;
+    case 2: done = row_max_few(st, ts, cols, row_max, row_max_new, visible_limit, 2); break;
+    case 3: done = row_max_few(st, ts, cols, row_max, row_max_new, visible_limit, 3); break;
+    case 4: done = row_max_few(st, ts, cols, row_max, row_max_new, visible_limit, 4); break;
     default: break;
     }
-    if (!done) row_max_lines(st, cols, rows, row_max, row_max_new, visible_limit);
+    if (!done) row_max_lines(st, ts, cols, rows, row_max, row_max_new, visible_limit);
 }
 
 // exp_row_sum for few rows: the weights with keys in lanes (softmax_weight on
@@ -646,7 +647,7 @@ AVX512 static void row_max_avx512(const float *st, int64_t cols, int64_t rows,
 // score lines, and each row's sum taken from those lines in key order,
 // sum = sum + p_j from +0 as the line pass does (a masked key adds −0, which
 // changes no bit: so keys the line pass leaves out may be added here).
-AVX512 INLINE static void exp_row_sum_few(float *st, int64_t cols, const float *row_max_new,
+AVX512 INLINE static void exp_row_sum_few(float *st, int64_t ts, int64_t cols, const float *row_max_new,
                                           float *tile_sum, int64_t visible_limit,
                                           int may_hold_minus_infinity, const int rows) {
     const __m512 minus_infinity = _mm512_set1_ps(-INFINITY);
@@ -657,9 +658,9 @@ AVX512 INLINE static void exp_row_sum_few(float *st, int64_t cols, const float *
     for (int i = 0; i < rows; i++) m[i] = _mm512_set1_ps(row_max_new[i]);
     __m128 sum = _mm_setzero_ps();
     for (int64_t j0 = 0; j0 < cols; j0 += LANES) {
-        float *lines = st + j0 * QUERY_TILE;
+        float *lines = st + j0 * ts;
         __m512 score[FEW_ROWS];
-        load_keys_in_lanes(lines, score);
+        load_keys_in_lanes(lines, ts, score);
         _Pragma("clang loop unroll(full)")
         for (int i = 0; i < FEW_ROWS; i++) {
             if (i >= rows) {
@@ -677,7 +678,7 @@ AVX512 INLINE static void exp_row_sum_few(float *st, int64_t cols, const float *
 #define FEW_ROWS_LINE(B, E)                                                    \
         if ((B) * 4 + (E) < keys) {                                            \
             const __m128 p = _mm512_extractf32x4_ps(score[E], B);              \
-            _mm_store_ps(lines + ((B) * 4 + (E)) * QUERY_TILE, p);             \
+            _mm_store_ps(lines + ((B) * 4 + (E)) * ts, p);                     \
             sum = _mm_add_ps(sum, p);                                          \
         }
         FEW_ROWS_LINE(0, 0) FEW_ROWS_LINE(0, 1) FEW_ROWS_LINE(0, 2) FEW_ROWS_LINE(0, 3)
@@ -689,14 +690,14 @@ AVX512 INLINE static void exp_row_sum_few(float *st, int64_t cols, const float *
     _mm512_store_ps(tile_sum, _mm512_zextps128_ps512(sum));  // lanes of no row: 0
 }
 
-AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, int64_t rows,
+AVX512 static void exp_row_sum_avx512(float *st, int64_t ts, int64_t cols, int64_t rows,
                                       const float *row_max_new, float *tile_sum, int64_t visible_limit,
                                       int may_hold_minus_infinity) {
     switch (rows) {
-    case 1: exp_row_sum_few(st, cols, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity, 1); return;
-    case 2: exp_row_sum_few(st, cols, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity, 2); return;
-    case 3: exp_row_sum_few(st, cols, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity, 3); return;
-    case 4: exp_row_sum_few(st, cols, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity, 4); return;
+    case 1: exp_row_sum_few(st, ts, cols, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity, 1); return;
+    case 2: exp_row_sum_few(st, ts, cols, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity, 2); return;
+    case 3: exp_row_sum_few(st, ts, cols, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity, 3); return;
+    case 4: exp_row_sum_few(st, ts, cols, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity, 4); return;
     default: break;
     }
     const __m512 minus_infinity = _mm512_set1_ps(-INFINITY);
@@ -709,14 +710,14 @@ AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, int64_t rows,
         if (seen == cols && visible_limit >= cols && !may_hold_minus_infinity) {
             // No mask on this tile: no −∞ to look for (an infinite score is NaN by now).
             for (int64_t j = 0; j < cols; j++) {
-                float *line = st + j * QUERY_TILE + c * LANES;
+                float *line = st + j * ts + c * LANES;
                 const __m512 p = softmax_weight(_mm512_sub_ps(_mm512_load_ps(line), m));
                 _mm512_store_ps(line, p);
                 sum = _mm512_add_ps(sum, p);
             }
         }
         for (int64_t j = 0; j < seen && (visible_limit < cols || may_hold_minus_infinity); j++) {
-            float *line = st + j * QUERY_TILE + c * LANES;
+            float *line = st + j * ts + c * LANES;
             const __m512 s = _mm512_load_ps(line);
             const __mmask16 masked = _mm512_cmp_ps_mask(s, minus_infinity, _CMP_EQ_OQ) |
                                      causally_hidden(j, c, visible_limit);
@@ -725,7 +726,7 @@ AVX512 static void exp_row_sum_avx512(float *st, int64_t cols, int64_t rows,
             sum = _mm512_add_ps(sum, p);
         }
         // Adding −0 to the sum changes no bit, so the hidden keys add nothing.
-        for (int64_t j = seen; j < cols; j++) _mm512_store_ps(st + j * QUERY_TILE + c * LANES, masked_weight);
+        for (int64_t j = seen; j < cols; j++) _mm512_store_ps(st + j * ts + c * LANES, masked_weight);
         _mm512_store_ps(tile_sum + c * LANES, sum);
     }
 }
@@ -755,7 +756,7 @@ AVX512 INLINE static __m512 value_vector(const void *row, int c, __mmask16 lanes
 // acc[i0 .. i0+ROWS)[d0 .. d0+64) = alpha·acc + pt · v, with `tail` masking the
 // last vector; v in `storage` (v_row_stride in its elements). With `special`
 // not NULL, the lanes of the updated rows that are NaN or ±∞ are ORed into it.
-AVX512 INLINE static void pv_block(const float *pt, const void *v, int64_t v_row_stride,
+AVX512 INLINE static void pv_block(const float *pt, int64_t ts, const void *v, int64_t v_row_stride,
                                    int64_t cols, const float *alpha, float *acc,
                                    int64_t acc_row_stride, attn_prefetch_stream *prefetch,
                                    const int rows, const int vectors, __mmask16 tail,
@@ -790,7 +791,7 @@ AVX512 INLINE static void pv_block(const float *pt, const void *v, int64_t v_row
         }
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) {
-            const __m512 weight = _mm512_set1_ps(pt[j * QUERY_TILE + r]);
+            const __m512 weight = _mm512_set1_ps(pt[j * ts + r]);
             _Pragma("clang loop unroll(full)")
             for (int c = 0; c < vectors; c++) sum[r][c] = _mm512_fmadd_ps(weight, value[c], sum[r][c]);
         }
@@ -808,21 +809,21 @@ AVX512 INLINE static void pv_block(const float *pt, const void *v, int64_t v_row
         }
 }
 
-AVX512 INLINE static void pv_rows(const float *pt, const void *v, int64_t v_row_stride,
+AVX512 INLINE static void pv_rows(const float *pt, int64_t ts, const void *v, int64_t v_row_stride,
                                   int64_t rows, int64_t cols, const float *alpha, float *acc,
                                   int64_t acc_row_stride, attn_prefetch_stream *prefetch,
                                   const int vectors, __mmask16 tail, int64_t visible_limit,
                                   const attn_storage storage, __mmask16 *special) {
     int64_t i = 0;
     for (; i + ROW_BLOCK <= rows; i += ROW_BLOCK)
-        pv_block(pt + i, v, v_row_stride, visible_cols(cols, i, ROW_BLOCK, visible_limit), alpha + i,
+        pv_block(pt + i, ts, v, v_row_stride, visible_cols(cols, i, ROW_BLOCK, visible_limit), alpha + i,
                  acc + i * acc_row_stride, acc_row_stride, prefetch, ROW_BLOCK, vectors, tail, storage, special);
     const int rest = (int)(rows - i);
     const int64_t rest_cols = visible_cols(cols, i, rest, visible_limit);
     const float *pt_rest = pt + i, *alpha_rest = alpha + i;
     float *acc_rest = acc + i * acc_row_stride;
 #define PV_REST(ROWS)                                                                                    \
-    pv_block(pt_rest, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, prefetch, ROWS, \
+    pv_block(pt_rest, ts, v, v_row_stride, rest_cols, alpha_rest, acc_rest, acc_row_stride, prefetch, ROWS, \
              vectors, tail, storage, special)
     switch (rest) {  // the remaining rows in one block of constant size
     case 5: PV_REST(5); break;
@@ -835,7 +836,7 @@ AVX512 INLINE static void pv_rows(const float *pt, const void *v, int64_t v_row_
 #undef PV_REST
 }
 
-AVX512 INLINE static void pv_columns(const float *pt, const void *v, int64_t v_row_stride,
+AVX512 INLINE static void pv_columns(const float *pt, int64_t ts, const void *v, int64_t v_row_stride,
                                      int64_t rows, int64_t cols, int64_t value_dim,
                                      const float *alpha, float *acc, int64_t acc_row_stride,
                                      int64_t visible_limit, attn_prefetch_stream *local,
@@ -849,10 +850,10 @@ AVX512 INLINE static void pv_columns(const float *pt, const void *v, int64_t v_r
     if (rows <= 2)
         for (; d0 + DECODE_VALUE_VECTORS * LANES <= value_dim; d0 += DECODE_VALUE_VECTORS * LANES) {
             if (rows == 1)
-                pv_block(pt, base + d0 * element_bytes, v_row_stride, visible_cols(cols, 0, 1, visible_limit),
+                pv_block(pt, ts, base + d0 * element_bytes, v_row_stride, visible_cols(cols, 0, 1, visible_limit),
                          alpha, acc + d0, acc_row_stride, local, 1, DECODE_VALUE_VECTORS, 0xFFFF, storage, special);
             else
-                pv_block(pt, base + d0 * element_bytes, v_row_stride, visible_cols(cols, 0, 2, visible_limit),
+                pv_block(pt, ts, base + d0 * element_bytes, v_row_stride, visible_cols(cols, 0, 2, visible_limit),
                          alpha, acc + d0, acc_row_stride, local, 2, DECODE_VALUE_VECTORS, 0xFFFF, storage, special);
         }
     const int64_t block_width = VALUE_VECTORS * LANES;
@@ -863,33 +864,33 @@ AVX512 INLINE static void pv_columns(const float *pt, const void *v, int64_t v_r
         const __mmask16 tail = (__mmask16)((1u << tail_lanes) - 1u);
         const char *part = base + d0 * element_bytes;
         switch (vectors) {  // constant vector counts, so each block unrolls fully
-        case 4: pv_rows(pt, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 4, tail, visible_limit, storage, special); break;
-        case 3: pv_rows(pt, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 3, tail, visible_limit, storage, special); break;
-        case 2: pv_rows(pt, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 2, tail, visible_limit, storage, special); break;
-        default: pv_rows(pt, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 1, tail, visible_limit, storage, special); break;
+        case 4: pv_rows(pt, ts, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 4, tail, visible_limit, storage, special); break;
+        case 3: pv_rows(pt, ts, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 3, tail, visible_limit, storage, special); break;
+        case 2: pv_rows(pt, ts, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 2, tail, visible_limit, storage, special); break;
+        default: pv_rows(pt, ts, part, v_row_stride, rows, cols, alpha, acc + d0, acc_row_stride, local, 1, tail, visible_limit, storage, special); break;
         }
     }
 }
 
 // Without a stream the blocks are built with none, so that no key pays a test.
-AVX512 static void pv_tile_avx512(const float *pt, const float *v, int64_t v_row_stride,
+AVX512 static void pv_tile_avx512(const float *pt, int64_t ts, const float *v, int64_t v_row_stride,
                                   int64_t rows, int64_t cols, int64_t value_dim,
                                   const float *alpha, float *acc, int64_t acc_row_stride,
                                   int64_t visible_limit, attn_prefetch_stream *prefetch) {
     if (!prefetch) {
-        pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, 0,
+        pv_columns(pt, ts, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, 0,
                    ATTN_STORAGE_F32, 0);
         return;
     }
     attn_prefetch_stream stream = *prefetch;  // in registers meanwhile
-    pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, &stream,
+    pv_columns(pt, ts, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, &stream,
                ATTN_STORAGE_F32, 0);
     *prefetch = stream;
 }
 
 // pv_tile on the caller's value rows in their storage, widened in registers
 // (the bits of widen_rows' copy), with the check of the updated rows fused in.
-AVX512 static int pv_tile_stored_avx512(const float *pt, const void *v, int64_t v_row_stride,
+AVX512 static int pv_tile_stored_avx512(const float *pt, int64_t ts, const void *v, int64_t v_row_stride,
                                         attn_storage storage, int64_t rows, int64_t cols,
                                         int64_t value_dim, const float *alpha, float *acc,
                                         int64_t acc_row_stride, int64_t visible_limit,
@@ -899,13 +900,13 @@ AVX512 static int pv_tile_stored_avx512(const float *pt, const void *v, int64_t 
     else attn_prefetch_start(&stream, 0, 0, 0, 0);
     __mmask16 special = 0;
     if (storage == ATTN_STORAGE_F32)
-        pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit,
+        pv_columns(pt, ts, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit,
                    &stream, ATTN_STORAGE_F32, &special);
     else if (storage == ATTN_STORAGE_F16)
-        pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit,
+        pv_columns(pt, ts, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit,
                    &stream, ATTN_STORAGE_F16, &special);
     else
-        pv_columns(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit,
+        pv_columns(pt, ts, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit,
                    &stream, ATTN_STORAGE_BF16, &special);
     if (prefetch) *prefetch = stream;
     return special == 0;
@@ -1023,6 +1024,7 @@ const attn_microkernels attn_microkernels_avx512 = {
     .widen_rows = widen_rows_avx512,
     .qk_panels = qk_panels_avx512,
     .unpack_panels = unpack_panels_avx512,
+    .few_rows_stride = FEW_ROWS_STRIDE,
 };
 
 #endif  // x86

@@ -60,6 +60,12 @@
 //                rows [cols, dst_row_stride], widened: for tiles of many rows, whose
 //                row-in-lanes product beats qk_panels. NULL: sdpa.c's scalar loop.
 //
+// Line stride. Lines of qt (one per head dim) and st (one per key) are
+// attn_tile_stride(kernels, rows) floats apart: QUERY_TILE, except that a
+// table with few_rows_stride = 16 packs tiles of at most 16 rows 16 floats (one
+// cache line) apart. Every pass of such a tile reads and writes only lanes
+// 0 … 15 of a line, so nothing but the layout changes, no bit of any result.
+//
 // qk_tile and pv_tile take an optional prefetch stream (NULL for none), which
 // they advance as they go; a path may ignore it.
 //
@@ -145,19 +151,20 @@ static inline void attn_prefetch_step(attn_prefetch_stream *s, int lines) {
 
 typedef struct attn_microkernels {
     const char *name;
+    // ts: the line stride of qt, st and pt (see "Line stride" above).
     void (*pack_query)(const float *q, int64_t q_row_stride, int64_t rows, int64_t head_dim,
-                       float scale, float *qt);
+                       float scale, float *qt, int64_t ts);
     void (*qk_tile)(const float *qt, const float *k, int64_t k_row_stride, int64_t cols,
-                    int64_t head_dim, int64_t rows, int64_t visible_limit, float *st,
+                    int64_t head_dim, int64_t rows, int64_t visible_limit, float *st, int64_t ts,
                     const float *row_max, float *row_max_new, attn_prefetch_stream *prefetch);
-    void (*row_max)(const float *st, int64_t cols, int64_t rows, const float *row_max,
+    void (*row_max)(const float *st, int64_t ts, int64_t cols, int64_t rows, const float *row_max,
                     float *row_max_new, int64_t visible_limit);
-    void (*exp_row_sum)(float *st, int64_t cols, int64_t rows, const float *row_max_new,
+    void (*exp_row_sum)(float *st, int64_t ts, int64_t cols, int64_t rows, const float *row_max_new,
                         float *tile_sum, int64_t visible_limit, int may_hold_minus_infinity);
-    void (*pv_tile)(const float *pt, const float *v, int64_t v_row_stride, int64_t rows,
+    void (*pv_tile)(const float *pt, int64_t ts, const float *v, int64_t v_row_stride, int64_t rows,
                     int64_t cols, int64_t value_dim, const float *alpha, float *acc,
                     int64_t acc_row_stride, int64_t visible_limit, attn_prefetch_stream *prefetch);
-    int (*pv_tile_stored)(const float *pt, const void *v, int64_t v_row_stride, attn_storage storage,
+    int (*pv_tile_stored)(const float *pt, int64_t ts, const void *v, int64_t v_row_stride, attn_storage storage,
                           int64_t rows, int64_t cols, int64_t value_dim, const float *alpha, float *acc,
                           int64_t acc_row_stride, int64_t visible_limit, attn_prefetch_stream *prefetch);
     void (*update_rows)(float *row_max, const float *row_max_new, float *row_sum,
@@ -168,11 +175,23 @@ typedef struct attn_microkernels {
     int (*widen_rows)(const uint16_t *src, int64_t src_row_stride, int64_t rows, int64_t width,
                        attn_storage storage, float *dst, int64_t dst_row_stride);
     void (*qk_panels)(const float *qt, const void *panels, int64_t panel_stride, attn_storage storage,
-                      int64_t cols, int64_t head_dim, int64_t rows, float *st,
+                      int64_t cols, int64_t head_dim, int64_t rows, float *st, int64_t ts,
                       attn_prefetch_stream *prefetch);
     void (*unpack_panels)(const void *panels, int64_t panel_stride, attn_storage storage, int64_t cols,
                           int64_t head_dim, float *dst, int64_t dst_row_stride);
+    // The line stride of tiles of at most 16 rows: 16, or 0 for QUERY_TILE (see
+    // above). A table with 0 is always passed ts = QUERY_TILE, and may ignore it.
+    int64_t few_rows_stride;
 } attn_microkernels;
+
+/// The distance in floats between lines of qt and st for a tile of `rows`
+/// query rows on `kernels` (see "Line stride" above). A decode step (a few rows)
+/// touches one line per key and per head dim of each: QUERY_TILE floats apart,
+/// those lines fall in a quarter of the L1 sets, where the streaming keys and
+/// values evict them every tile; one line apart they spread over all sets.
+static inline int64_t attn_tile_stride(const struct attn_microkernels *kernels, int64_t rows) {
+    return rows <= 16 && kernels->few_rows_stride ? kernels->few_rows_stride : QUERY_TILE;
+}
 
 /// The portable widening (any path's table may point at it; neon.c does).
 int attn_widen_rows_portable(const uint16_t *src, int64_t src_row_stride, int64_t rows,
