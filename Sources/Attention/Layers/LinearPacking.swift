@@ -22,12 +22,24 @@ final class LinearPacking: @unchecked Sendable {
 
     /// The packing of `weight` `[outFeatures, inFeatures]`, made now if it has
     /// not been; `nil` if it cannot be (memory), for the caller to use the
-    /// unpacked weight. It lives as long as this object, which the layer holds.
+    /// unpacked weight (also when ``MemoryBudget`` refuses its size). It lives as
+    /// long as this object, which the layer holds.
     func packedWeight(_ weight: Tensor<Float>) -> OpaquePointer? {
         lock.lock()
         defer { lock.unlock() }
         if let packed { return packed }
         if failed { return nil }
+        // The packing is as large as the weight (rounded up to 16 columns): if
+        // the process cannot have that much now, keep to the unpacked weight
+        // rather than risk an allocation the system would kill us for touching.
+        let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
+        let (elements, overflow) = ((outFeatures + 15) / 16 * 16).multipliedReportingOverflow(by: inFeatures)
+        guard !overflow, (try? MemoryBudget.check(bytes: UInt64(elements) * 4, tensor: "packed weight",
+                                                   shape: [(outFeatures + 15) / 16, inFeatures, 16])) != nil
+        else {
+            failed = true
+            return nil
+        }
         var made: OpaquePointer?
         let status = weight.withUnsafeBufferPointer { w in
             attn_linear_pack(w.baseAddress, Int64(weight.shape[1]), Int64(weight.shape[0]), &made)
