@@ -933,11 +933,7 @@ attn_status attn_sdpa_forward(const attn_params *params) {
     if (!params) return ATTN_ERROR_NULL_POINTER;
     const attn_params p = for_c_driver(params);
     attn_plan *plan;
-    const attn_status status = attn_sdpa_plan_create(&p, &plan);
-    if (status != ATTN_OK) return status;
-    const attn_status ran = attn_plan_run(plan);
-    attn_plan_destroy(plan);
-    return ran;
+    return plan_run_created(attn_sdpa_plan_create(&p, &plan), &plan);
 }
 
 // ---------------------------------------------------------------------------
@@ -963,11 +959,7 @@ attn_status attn_sdpa_partial_forward(const attn_params *params, int64_t key_beg
     if (!params) return ATTN_ERROR_NULL_POINTER;
     const attn_params p = for_c_driver(params);
     attn_plan *plan;
-    const attn_status status = attn_sdpa_partial_plan_create(&p, key_begin, key_end, partial, &plan);
-    if (status != ATTN_OK) return status;
-    const attn_status ran = attn_plan_run(plan);
-    attn_plan_destroy(plan);
-    return ran;
+    return plan_run_created(attn_sdpa_partial_plan_create(&p, key_begin, key_end, partial, &plan), &plan);
 }
 
 attn_status attn_partial_merge(const attn_partial *merged, const attn_partial *next, int64_t rows,

@@ -580,9 +580,5 @@ attn_status attn_sdpa_backward(const attn_backward_params *params) {
     call.forward.num_threads = 1;  // this driver runs the plan serially: plan for one worker
 #endif
     attn_plan *plan;
-    const attn_status status = attn_sdpa_backward_plan_create(&call, &plan);
-    if (status != ATTN_OK) return status;
-    const attn_status ran = attn_plan_run(plan);
-    attn_plan_destroy(plan);
-    return ran;
+    return plan_run_created(attn_sdpa_backward_plan_create(&call, &plan), &plan);
 }
