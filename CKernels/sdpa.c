@@ -467,7 +467,7 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
             kernels->qk_panels(state.qt, k_panels, p->key_strides[2], panel_keys, p->kv_storage, cols,
                                p->head_dim, t.rows, st, in_place ? &state.prefetch : 0);
         } else if (p->head_dim > 0) {
-            const char *k_rows = panel_keys ? k : k + col0 * p->key_strides[2] * bytes;  // rows: the tile's
+            const char *k_rows = panel_keys ? k : k + col0 * p->key_strides[2] * bytes;  // (unused for panels)
             const float *k_tile = (const float *)k_rows;
             int64_t k_stride = p->key_strides[2];
             if (panel_start && kernels->unpack_panels) {
