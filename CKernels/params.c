@@ -23,10 +23,16 @@ static attn_status validate_options(const attn_params *p, unsigned flags) {
     const int values = (flags & ATTN_CALL_READS_VALUES) != 0;
     if (flags & ATTN_CALL_ANY_KV_STORAGE) {
         if (!kv_storage_known(p)) return ATTN_ERROR_STORAGE;
-        if (p->key_layout != ATTN_KEY_LAYOUT_ROWS && p->key_layout != ATTN_KEY_LAYOUT_PANELS)
+        if (p->key_layout != ATTN_KEY_LAYOUT_ROWS && p->key_layout != ATTN_KEY_LAYOUT_PANELS &&
+            p->key_layout != ATTN_KEY_LAYOUT_PANELS64)
             return ATTN_ERROR_KEY_LAYOUT;
-        if (p->key_layout == ATTN_KEY_LAYOUT_PANELS && p->key_length > 0 && p->head_dim > 0 &&
-            p->key_strides[2] < 16 * p->head_dim)
+        // Panels of 16 or 64 keys: the panel stride holds a whole panel.
+        const int64_t panel_keys = p->key_layout == ATTN_KEY_LAYOUT_PANELS ? 16
+                                   : p->key_layout == ATTN_KEY_LAYOUT_PANELS64 ? 64 : 0;
+        int64_t panel_elements;
+        if (panel_keys && p->key_length > 0 && p->head_dim > 0 &&
+            (__builtin_mul_overflow(panel_keys, p->head_dim, &panel_elements) ||
+             p->key_strides[2] < panel_elements))
             return ATTN_ERROR_KEY_LAYOUT;
     } else {
         // Weights, scores and the backward read float32 keys and values in rows.

@@ -370,23 +370,29 @@ static void pack_task_queries(const attn_params *p, const attn_microkernels *ker
 }
 
 enum {
-    PANEL_KEYS = 16,  // keys per panel of ATTN_KEY_LAYOUT_PANELS
     // Tiles of at most this many rows multiply keys in panels as they are
     // (qk_panels, 4 rows at a time); tiles of more unpack them into rows and
     // take the row-in-lanes product, which does fewer operations per key there.
     PANEL_PRODUCT_ROWS = 8,
 };
 
-// Keys [col0, col0 + cols) of a head in panels, as float32 rows [cols, dst_stride]
-// (for the tiles that the panel micro-kernel does not take).
-static void unpack_panel_keys(const attn_params *p, const char *k, int64_t col0, int64_t cols,
+// Keys per panel of the call's key layout: 16 (ATTN_KEY_LAYOUT_PANELS), 64
+// (ATTN_KEY_LAYOUT_PANELS64, one key tile), 0 for rows.
+static int64_t panel_width(const attn_params *p) {
+    return p->key_layout == ATTN_KEY_LAYOUT_PANELS ? 16 : p->key_layout == ATTN_KEY_LAYOUT_PANELS64 ? 64 : 0;
+}
+
+// Keys [col0, col0 + cols) of a head in panels of `width` keys, as float32 rows
+// [cols, dst_stride] (for the tiles that the panel micro-kernels do not take:
+// any col0). Key j, dim d at k + (j / width)·key_strides[2] + d·width + j % width.
+static void unpack_panel_keys(const attn_params *p, const char *k, int64_t width, int64_t col0, int64_t cols,
                               float *dst, int64_t dst_stride) {
     const int64_t panel_stride = p->key_strides[2];
     for (int64_t j = 0; j < cols; j++) {
         const int64_t key = col0 + j;
-        const int64_t at = key / PANEL_KEYS * panel_stride + key % PANEL_KEYS;
+        const int64_t at = key / width * panel_stride + key % width;
         for (int64_t d = 0; d < p->head_dim; d++) {
-            const int64_t index = at + d * PANEL_KEYS;
+            const int64_t index = at + d * width;
             dst[j * dst_stride + d] = p->kv_storage == ATTN_STORAGE_F32
                                           ? ((const float *)k)[index]
                                           : attn_widen_one(((const uint16_t *)k)[index], p->kv_storage);
@@ -395,17 +401,20 @@ static void unpack_panel_keys(const attn_params *p, const char *k, int64_t col0,
 }
 
 // A prefetch stream over keys [first, first + count) of a head (none if count ≤ 0):
-// their rows, or the panels that hold them.
+// their rows, or (panel_keys > 0: panels of that many keys) the whole panels
+// that hold them.
 static void start_key_prefetch(const attn_params *p, attn_prefetch_stream *stream, const char *k,
-                               int64_t first, int64_t count, int64_t bytes, int panels) {
+                               int64_t first, int64_t count, int64_t bytes, int64_t panel_keys) {
     const int fetch = count > 0 && k && p->head_dim > 0;
-    if (panels)  // whole panels: 16 keys' rows each
-        attn_prefetch_start_bytes(stream, fetch ? k + first / PANEL_KEYS * p->key_strides[2] * bytes : 0,
-                                  p->key_strides[2] * bytes, fetch ? ceil_div(count, PANEL_KEYS) : 0,
-                                  PANEL_KEYS * p->head_dim * bytes);
-    else
+    if (panel_keys) {
+        const int64_t first_panel = first / panel_keys;
+        const int64_t panel_count = fetch ? (first + count - 1) / panel_keys - first_panel + 1 : 0;
+        attn_prefetch_start_bytes(stream, fetch ? k + first_panel * p->key_strides[2] * bytes : 0,
+                                  p->key_strides[2] * bytes, panel_count, panel_keys * p->head_dim * bytes);
+    } else {
         attn_prefetch_start_bytes(stream, fetch ? k + first * p->key_strides[2] * bytes : 0,
                                   p->key_strides[2] * bytes, fetch ? count : 0, p->head_dim * bytes);
+    }
 }
 
 // The online softmax of a task's rows over keys [chunk_begin, chunk_end), from a
@@ -423,7 +432,14 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
     const int64_t bytes = t.kv_element_bytes;
     const int wide = p->kv_storage == ATTN_STORAGE_F32;
     const int64_t head_dim_padded = padded_dim(p->head_dim);
-    const int panels = p->key_layout == ATTN_KEY_LAYOUT_PANELS;
+    const int64_t panel_keys = panel_width(p);  // keys per panel; 0: keys in rows
+    // Decoding streams K and V one tile ahead: while a tile's keys are
+    // multiplied, the next tile's keys come in, and while its values are, the
+    // next tile's values, so that each stream's lines have a whole tile's time
+    // (softmax included) to arrive. (Not where the hardware prefetchers do
+    // better alone: attn_decode_prefetch.)
+    const int in_place = t.rows <= IN_PLACE_VALUE_ROWS && p->value_dim > 0;
+    const int fetch_ahead = in_place && attn_decode_prefetch(p->kv_storage, p->key_layout);
     for (int64_t i = 0; i < QUERY_TILE; i++) {
         state.row_max[i] = -INFINITY;
         state.row_sum[i] = 0.0f;
@@ -437,36 +453,32 @@ static void attend_chunk(const attn_params *p, const attn_microkernels *kernels,
         const int64_t visible_limit = diagonal ? t.first_row + t.causal_offset - col0 + 1 : cols;
         const int explicit_mask = t.keep_mask || t.additive_mask || t.key_keep;
         const int masked = diagonal || explicit_mask;
-        const int in_place = t.rows <= IN_PLACE_VALUE_ROWS && p->value_dim > 0;
-        const int fetch_ahead = in_place && (!wide || attn_decode_prefetch_float32());
         const char *v_rows = v ? v + col0 * p->value_strides[2] * bytes : 0;
-        // Decoding streams K and V one tile ahead: while this tile's keys are
-        // multiplied, the next tile's keys come in, and while its values are,
-        // the next tile's values, so that each stream's lines have a whole
-        // tile's time (softmax included) to arrive. (Not float32 on AMD:
-        // its hardware prefetchers do better alone, attn_decode_prefetch_float32.)
         const int64_t next = col0 + KEY_TILE;
         const int64_t next_cols = key_end - next < KEY_TILE ? key_end - next : KEY_TILE;
         if (fetch_ahead)
-            start_key_prefetch(p, &state.prefetch, k, next, next_cols, bytes, panels);
+            start_key_prefetch(p, &state.prefetch, k, next, next_cols, bytes, panel_keys);
         int max_taken = 0;  // whether qk_tile took the row max
-        if (p->head_dim > 0 && panels && kernels->qk_panels && col0 % PANEL_KEYS == 0 &&
+        // The panel kernels take tiles from a panel boundary; others (a partial
+        // call's key_begin off one) unpack key by key, with the same bits.
+        const int panel_start = panel_keys && p->head_dim > 0 && col0 % panel_keys == 0;
+        const char *k_panels = panel_start ? k + col0 / panel_keys * p->key_strides[2] * bytes : 0;
+        if (panel_start && kernels->qk_panels &&
             (t.rows <= PANEL_PRODUCT_ROWS || !kernels->unpack_panels)) {
             // Keys in panels, few rows: plain vector loads, no transposes (4 rows at a time).
-            kernels->qk_panels(state.qt, k + col0 / PANEL_KEYS * p->key_strides[2] * bytes,
-                               p->key_strides[2], p->kv_storage, cols, p->head_dim, t.rows, st, t.ts,
-                               in_place ? &state.prefetch : 0);
+            kernels->qk_panels(state.qt, k_panels, p->key_strides[2], panel_keys, p->kv_storage, cols,
+                               p->head_dim, t.rows, st, t.ts, in_place ? &state.prefetch : 0);
         } else if (p->head_dim > 0) {
-            const char *k_rows = k + col0 * p->key_strides[2] * bytes;
+            const char *k_rows = panel_keys ? k : k + col0 * p->key_strides[2] * bytes;  // (unused for panels)
             const float *k_tile = (const float *)k_rows;
             int64_t k_stride = p->key_strides[2];
-            if (panels && kernels->unpack_panels && col0 % PANEL_KEYS == 0) {
-                kernels->unpack_panels(k + col0 / PANEL_KEYS * p->key_strides[2] * bytes, p->key_strides[2],
-                                       p->kv_storage, cols, p->head_dim, state.k_wide, head_dim_padded);
+            if (panel_start && kernels->unpack_panels) {
+                kernels->unpack_panels(k_panels, p->key_strides[2], panel_keys, p->kv_storage, cols,
+                                       p->head_dim, state.k_wide, head_dim_padded);
                 k_tile = state.k_wide;
                 k_stride = head_dim_padded;
-            } else if (panels) {
-                unpack_panel_keys(p, k, col0, cols, state.k_wide, head_dim_padded);
+            } else if (panel_keys) {
+                unpack_panel_keys(p, k, panel_keys, col0, cols, state.k_wide, head_dim_padded);
                 k_tile = state.k_wide;
                 k_stride = head_dim_padded;
             } else if (!wide) {
@@ -1029,7 +1041,7 @@ const char *attn_status_description(attn_status status) {
     case ATTN_ERROR_SIZE_OVERFLOW: return "a product of the sizes overflows int64";
     case ATTN_ERROR_STORAGE: return "unknown key/value storage type, or 16-bit storage for a call that reads float32 (weights, scores, backward)";
     case ATTN_ERROR_KEY_RANGE: return "the key range is not within [0, key_length]";
-    case ATTN_ERROR_KEY_LAYOUT: return "unknown key layout, a panel stride below 16 * head_dim, or panels for a call that reads rows (weights, scores, backward)";
+    case ATTN_ERROR_KEY_LAYOUT: return "unknown key layout, a panel stride (key_strides[2]) below 16 * head_dim (panels) or 64 * head_dim (panels64), or panels for a call that reads rows (weights, scores, backward)";
     }
     return "unknown status";
 }

@@ -65,7 +65,7 @@ typedef enum attn_status {
     ATTN_ERROR_SIZE_OVERFLOW = 9,     ///< a product of sizes (rows, tasks, scratch) overflows int64
     ATTN_ERROR_STORAGE = 10,          ///< unknown kv_storage, or 16-bit where a call reads float32 (weights, scores, backward)
     ATTN_ERROR_KEY_RANGE = 11,        ///< a partial call's key range is not within [0, key_length]
-    ATTN_ERROR_KEY_LAYOUT = 12,       ///< unknown key_layout, a panel stride below 16·head_dim, or panels where a call reads rows (weights, scores, backward)
+    ATTN_ERROR_KEY_LAYOUT = 12,       ///< unknown key_layout, a panel stride below 16·head_dim (PANELS) or 64·head_dim (PANELS64), or panels where a call reads rows (weights, scores, backward)
 } attn_status;
 
 /// How the key and value elements are stored in memory.
@@ -93,6 +93,16 @@ typedef enum attn_key_layout {
     /// of transposing 16 × 16 blocks of rows: same bits, a fifth of the
     /// instructions per key byte. For a key/value cache, which owns its layout.
     ATTN_KEY_LAYOUT_PANELS = 1,
+    /// Panels of 64 keys × head_dim (one kernel key tile), keys innermost: key
+    /// (b, h, j, d) at key + b·ks[0] + h·ks[1] + (j / 64)·ks[2] + d·64 + j % 64,
+    /// ks[2] being the distance between panels (≥ 64·head_dim), ks[3] = 1.
+    /// Every panel holds 64 keys' storage, the last one too (slots past
+    /// key_length are read, never used). Read as PANELS is, with the same bits
+    /// (as rows), but a decode step's tile of 64 keys is one sequential stream
+    /// instead of four interleaved panels, which the hardware prefetchers follow
+    /// from DRAM. Tiles that start off a multiple of 64 (a partial call's
+    /// key_begin) take a scalar unpacking, still the same bits.
+    ATTN_KEY_LAYOUT_PANELS64 = 2,
 } attn_key_layout;
 
 /// Which causal mask, if any, the kernel applies.

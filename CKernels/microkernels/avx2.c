@@ -431,30 +431,41 @@ AVX2_F16C static int pv_tile_stored_avx2(const float *pt, const void *v, int64_t
     return _mm256_testz_si256(special, special);
 }
 
-// Keys in panels of 16 (ATTN_KEY_LAYOUT_PANELS), a few query rows: each half
-// panel at head dim d is one vector of 8 keys, so no key is broadcast and no
-// lane holds an absent query row. Each lane computes fma(q_d, k_d, ·) over d
-// from 0, the operations of qk_block (a·b = b·a exactly), so the same bits.
-AVX2_F16C INLINE static __m256 panel_keys(const char *panels, int64_t panel_bytes, int64_t key0, int64_t d,
-                                          const attn_storage storage) {
-    const char *panel = panels + key0 / 16 * panel_bytes;
-    const int64_t at = d * 16 + key0 % 16;
-    if (storage == ATTN_STORAGE_F32) return _mm256_loadu_ps((const float *)panel + at);
-    const __m128i bits = _mm_loadu_si128((const __m128i *)((const uint16_t *)panel + at));
+// Keys in panels of `width` keys (16: ATTN_KEY_LAYOUT_PANELS, 64:
+// ATTN_KEY_LAYOUT_PANELS64), a few query rows: 8 keys in a row of a panel at
+// head dim d are one vector, so no key is broadcast and no lane holds an absent
+// query row. Each lane computes fma(q_d, k_d, ·) over d from 0, the operations
+// of qk_block (a·b = b·a exactly), so the same bits, whatever the width.
+//
+// The first key of 8 (a multiple of 8) of a tile whose panels start at
+// `panels`, `panel_bytes` apart: (key / width) panels on, (key % width) elements in.
+AVX2_F16C INLINE static const char *panel_group(const char *panels, int64_t panel_bytes, int64_t width,
+                                                int64_t key, const attn_storage storage) {
+    return panels + key / width * panel_bytes + key % width * (storage == ATTN_STORAGE_F32 ? 4 : 2);
+}
+
+// Keys group … group + 7 (of a panel `width` keys wide) at head dim d, widened.
+AVX2_F16C INLINE static __m256 panel_keys(const char *group, int64_t width, int64_t d, const attn_storage storage) {
+    if (storage == ATTN_STORAGE_F32) return _mm256_loadu_ps((const float *)group + d * width);
+    const __m128i bits = _mm_loadu_si128((const __m128i *)((const uint16_t *)group + d * width));
     if (storage == ATTN_STORAGE_F16) return _mm256_cvtph_ps(bits);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
 }
 
-// Keys [0, keys) of a block (keys ≤ 8·groups, from a multiple of 8) against `rows` rows.
+// Keys [key0, key0 + keys) of a tile (keys ≤ 8·groups, key0 a multiple of 8)
+// against `rows` rows: st [keys, QUERY_TILE] from key0's.
 AVX2_F16C INLINE static void qk_panel_groups(const float *qt, const char *panels, int64_t panel_bytes,
-                                             int64_t key0, int64_t keys, int64_t head_dim, float *st,
-                                             attn_prefetch_stream *prefetch, const attn_storage storage,
-                                             const int rows, const int groups) {
+                                             int64_t width, int64_t key0, int64_t keys, int64_t head_dim,
+                                             float *st, attn_prefetch_stream *prefetch,
+                                             const attn_storage storage, const int rows, const int groups) {
     __m256 acc[PANEL_GROUPS][4];
+    const char *group[PANEL_GROUPS];
     _Pragma("clang loop unroll(full)")
-    for (int g = 0; g < groups; g++)
+    for (int g = 0; g < groups; g++) {
+        group[g] = panel_group(panels, panel_bytes, width, key0 + g * LANES, storage);
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) acc[g][r] = _mm256_setzero_ps();
+    }
     const int lines = groups * (storage == ATTN_STORAGE_F32 ? 8 : 4);  // as many as this reads per 16 dims
     for (int64_t d = 0; d < head_dim; d++) {
         if ((d & 15) == 0) attn_prefetch_step(prefetch, lines);
@@ -463,7 +474,7 @@ AVX2_F16C INLINE static void qk_panel_groups(const float *qt, const char *panels
         for (int r = 0; r < rows; r++) q[r] = _mm256_broadcast_ss(qt + d * QUERY_TILE + r);
         _Pragma("clang loop unroll(full)")
         for (int g = 0; g < groups; g++) {
-            const __m256 key = panel_keys(panels, panel_bytes, key0 + g * LANES, d, storage);
+            const __m256 key = panel_keys(group[g], width, d, storage);
             _Pragma("clang loop unroll(full)")
             for (int r = 0; r < rows; r++) acc[g][r] = _mm256_fmadd_ps(q[r], key, acc[g][r]);
         }
@@ -482,7 +493,7 @@ AVX2_F16C INLINE static void qk_panel_groups(const float *qt, const char *panels
 }
 
 AVX2_F16C INLINE static void qk_panel_keys(const float *qt, const char *panels, int64_t panel_bytes,
-                                           int64_t cols, int64_t head_dim, float *st,
+                                           int64_t width, int64_t cols, int64_t head_dim, float *st,
                                            attn_prefetch_stream *prefetch, const attn_storage storage,
                                            const int rows) {
     // Enough FMA chains to hide the latency, few enough for 16 registers.
@@ -491,19 +502,23 @@ AVX2_F16C INLINE static void qk_panel_keys(const float *qt, const char *panels, 
         const int64_t keys = cols - j0 < most * LANES ? cols - j0 : most * LANES;
         float *st_block = st + j0 * QUERY_TILE;
         switch ((keys + LANES - 1) / LANES) {  // never past the last panel
-        case 8: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 8); break;
-        case 7: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 7); break;
-        case 6: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 6); break;
-        case 5: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 5); break;
-        case 4: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 4); break;
-        case 3: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 3); break;
-        case 2: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 2); break;
-        default: qk_panel_groups(qt, panels, panel_bytes, j0, keys, head_dim, st_block, prefetch, storage, rows, 1); break;
+        case 8: qk_panel_groups(qt, panels, panel_bytes, width, j0, keys, head_dim, st_block, prefetch, storage, rows, 8); break;
+        case 7: qk_panel_groups(qt, panels, panel_bytes, width, j0, keys, head_dim, st_block, prefetch, storage, rows, 7); break;
+        case 6: qk_panel_groups(qt, panels, panel_bytes, width, j0, keys, head_dim, st_block, prefetch, storage, rows, 6); break;
+        case 5: qk_panel_groups(qt, panels, panel_bytes, width, j0, keys, head_dim, st_block, prefetch, storage, rows, 5); break;
+        case 4: qk_panel_groups(qt, panels, panel_bytes, width, j0, keys, head_dim, st_block, prefetch, storage, rows, 4); break;
+        case 3: qk_panel_groups(qt, panels, panel_bytes, width, j0, keys, head_dim, st_block, prefetch, storage, rows, 3); break;
+        case 2: qk_panel_groups(qt, panels, panel_bytes, width, j0, keys, head_dim, st_block, prefetch, storage, rows, 2); break;
+        default: qk_panel_groups(qt, panels, panel_bytes, width, j0, keys, head_dim, st_block, prefetch, storage, rows, 1); break;
         }
     }
 }
 
-AVX2_F16C static void qk_panels_avx2(const float *qt, const void *panels, int64_t panel_stride,
+// qt [head_dim, QUERY_TILE] (rows used), keys [cols] of a tile in panels of
+// `width` (16 or 64, each a constant in its own instance) keys × head_dim from
+// `panels`, panel_stride elements apart
+// → st [cols, QUERY_TILE].
+AVX2_F16C static void qk_panels_avx2(const float *qt, const void *panels, int64_t panel_stride, int64_t width,
                                      attn_storage storage, int64_t cols, int64_t head_dim, int64_t rows,
                                      float *st, attn_prefetch_stream *prefetch) {
     attn_prefetch_stream stream;
@@ -511,22 +526,27 @@ AVX2_F16C static void qk_panels_avx2(const float *qt, const void *panels, int64_
     else attn_prefetch_start(&stream, 0, 0, 0, 0);
     const char *base = panels;
     const int64_t bytes = panel_stride * (storage == ATTN_STORAGE_F32 ? 4 : 2);
-#define PANEL_CASES(STORAGE, ROWS)                                                                           \
-    switch (ROWS) {                                                                                          \
-    case 1: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, &stream, STORAGE, 1); break;        \
-    case 2: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, &stream, STORAGE, 2); break;        \
-    case 3: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, &stream, STORAGE, 3); break;        \
-    default: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, &stream, STORAGE, 4); break;       \
+#define PANEL_CASES(STORAGE, WIDTH, ROWS)                                                                       \
+    switch (ROWS) {                                                                                              \
+    case 1: qk_panel_keys(qt_rows, base, bytes, WIDTH, cols, head_dim, st_rows, &stream, STORAGE, 1); break;     \
+    case 2: qk_panel_keys(qt_rows, base, bytes, WIDTH, cols, head_dim, st_rows, &stream, STORAGE, 2); break;     \
+    case 3: qk_panel_keys(qt_rows, base, bytes, WIDTH, cols, head_dim, st_rows, &stream, STORAGE, 3); break;     \
+    default: qk_panel_keys(qt_rows, base, bytes, WIDTH, cols, head_dim, st_rows, &stream, STORAGE, 4); break;    \
     }
+#define PANEL_STORAGES(WIDTH)                                                                                    \
+    if (storage == ATTN_STORAGE_F32) { PANEL_CASES(ATTN_STORAGE_F32, WIDTH, left) }                             \
+    else if (storage == ATTN_STORAGE_F16) { PANEL_CASES(ATTN_STORAGE_F16, WIDTH, left) }                        \
+    else { PANEL_CASES(ATTN_STORAGE_BF16, WIDTH, left) }
     // Four rows at a time; each row's lanes are computed alone, so the split changes no bit.
     for (int64_t r0 = 0; r0 < rows; r0 += 4) {
         const int64_t left = rows - r0;
         const float *qt_rows = qt + r0;
         float *st_rows = st + r0;
-        if (storage == ATTN_STORAGE_F32) { PANEL_CASES(ATTN_STORAGE_F32, left) }
-        else if (storage == ATTN_STORAGE_F16) { PANEL_CASES(ATTN_STORAGE_F16, left) }
-        else { PANEL_CASES(ATTN_STORAGE_BF16, left) }
+        // The width a constant in each instance: the addressing folds as for one layout.
+        if (width == 64) { PANEL_STORAGES(64) }
+        else { PANEL_STORAGES(16) }
     }
+#undef PANEL_STORAGES
 #undef PANEL_CASES
     if (prefetch) *prefetch = stream;
 }
@@ -614,39 +634,64 @@ __attribute__((target("avx2,fma,f16c"))) static int widen_rows_avx2(
 // The table's entries: this path keeps lines QUERY_TILE floats apart (its
 // few_rows_stride is 0), so ts is always QUERY_TILE and is not read.
 
-AVX2_F16C static void pack_query_avx2_entry(const float *q, int64_t q_row_stride, int64_t rows, int64_t head_dim, float scale, float *qt, int64_t ts) {
+AVX2_F16C static void pack_query_avx2_entry(const float *q, int64_t q_row_stride, int64_t rows,
+                                            int64_t head_dim, float scale, float *qt, int64_t ts) {
     (void)ts;
     pack_query_avx2(q, q_row_stride, rows, head_dim, scale, qt);
 }
 
-AVX2_F16C static void qk_tile_avx2_entry(const float *qt, const float *k, int64_t k_row_stride, int64_t cols, int64_t head_dim, int64_t rows, int64_t visible_limit, float *st, int64_t ts, const float *row_max, float *row_max_new, attn_prefetch_stream *prefetch) {
+AVX2_F16C static void qk_tile_avx2_entry(const float *qt, const float *k, int64_t k_row_stride,
+                                         int64_t cols, int64_t head_dim, int64_t rows,
+                                         int64_t visible_limit, float *st, int64_t ts,
+                                         const float *row_max, float *row_max_new,
+                                         attn_prefetch_stream *prefetch) {
     (void)ts;
-    qk_tile_avx2(qt, k, k_row_stride, cols, head_dim, rows, visible_limit, st, row_max, row_max_new, prefetch);
+    qk_tile_avx2(qt, k, k_row_stride, cols, head_dim, rows, visible_limit, st, row_max, row_max_new,
+                 prefetch);
 }
 
-AVX2_F16C static void row_max_avx2_entry(const float *st, int64_t ts, int64_t cols, int64_t rows, const float *row_max, float *row_max_new, int64_t visible_limit) {
+AVX2_F16C static void row_max_avx2_entry(const float *st, int64_t ts, int64_t cols, int64_t rows,
+                                         const float *row_max, float *row_max_new,
+                                         int64_t visible_limit) {
     (void)ts;
     row_max_avx2(st, cols, rows, row_max, row_max_new, visible_limit);
 }
 
-AVX2_F16C static void exp_row_sum_avx2_entry(float *st, int64_t ts, int64_t cols, int64_t rows, const float *row_max_new, float *tile_sum, int64_t visible_limit, int may_hold_minus_infinity) {
+AVX2_F16C static void exp_row_sum_avx2_entry(float *st, int64_t ts, int64_t cols, int64_t rows,
+                                             const float *row_max_new, float *tile_sum,
+                                             int64_t visible_limit, int may_hold_minus_infinity) {
     (void)ts;
     exp_row_sum_avx2(st, cols, rows, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity);
 }
 
-AVX2_F16C static void pv_tile_avx2_entry(const float *pt, int64_t ts, const float *v, int64_t v_row_stride, int64_t rows, int64_t cols, int64_t value_dim, const float *alpha, float *acc, int64_t acc_row_stride, int64_t visible_limit, attn_prefetch_stream *prefetch) {
+AVX2_F16C static void pv_tile_avx2_entry(const float *pt, int64_t ts, const float *v,
+                                         int64_t v_row_stride, int64_t rows, int64_t cols,
+                                         int64_t value_dim, const float *alpha, float *acc,
+                                         int64_t acc_row_stride, int64_t visible_limit,
+                                         attn_prefetch_stream *prefetch) {
     (void)ts;
-    pv_tile_avx2(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, prefetch);
+    pv_tile_avx2(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride,
+                 visible_limit, prefetch);
 }
 
-AVX2_F16C static int pv_tile_stored_avx2_entry(const float *pt, int64_t ts, const void *v, int64_t v_row_stride, attn_storage storage, int64_t rows, int64_t cols, int64_t value_dim, const float *alpha, float *acc, int64_t acc_row_stride, int64_t visible_limit, attn_prefetch_stream *prefetch) {
+AVX2_F16C static int pv_tile_stored_avx2_entry(const float *pt, int64_t ts, const void *v,
+                                               int64_t v_row_stride, attn_storage storage,
+                                               int64_t rows, int64_t cols, int64_t value_dim,
+                                               const float *alpha, float *acc,
+                                               int64_t acc_row_stride, int64_t visible_limit,
+                                               attn_prefetch_stream *prefetch) {
     (void)ts;
-    return pv_tile_stored_avx2(pt, v, v_row_stride, storage, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, prefetch);
+    return pv_tile_stored_avx2(pt, v, v_row_stride, storage, rows, cols, value_dim, alpha, acc,
+                               acc_row_stride, visible_limit, prefetch);
 }
 
-AVX2_F16C static void qk_panels_avx2_entry(const float *qt, const void *panels, int64_t panel_stride, attn_storage storage, int64_t cols, int64_t head_dim, int64_t rows, float *st, int64_t ts, attn_prefetch_stream *prefetch) {
+AVX2_F16C static void qk_panels_avx2_entry(const float *qt, const void *panels,
+                                           int64_t panel_stride, int64_t width,
+                                           attn_storage storage, int64_t cols, int64_t head_dim,
+                                           int64_t rows, float *st, int64_t ts,
+                                           attn_prefetch_stream *prefetch) {
     (void)ts;
-    qk_panels_avx2(qt, panels, panel_stride, storage, cols, head_dim, rows, st, prefetch);
+    qk_panels_avx2(qt, panels, panel_stride, width, storage, cols, head_dim, rows, st, prefetch);
 }
 
 const attn_microkernels attn_microkernels_avx2 = {

@@ -345,26 +345,41 @@ AVX512 INLINE static void qk_keys_in_lanes(const float *qt, const float *k, int6
     *prefetch = stream;
 }
 
-// Keys in panels of 16 (ATTN_KEY_LAYOUT_PANELS): the 16 keys of a panel at
-// head dim d are one vector, so a decode step needs no transposes: per 16 keys
-// and dim, one load (and a widening for 16-bit storage) and one FMA per query
-// row. Each lane computes fma(q_d, k_d, ·) over d from 0, as qk_key_groups does.
-AVX512 INLINE static __m512 panel_keys(const char *panel, int64_t d, const attn_storage storage) {
-    if (storage == ATTN_STORAGE_F32) return _mm512_loadu_ps((const float *)panel + d * LANES);
-    const __m256i bits = _mm256_loadu_si256((const __m256i *)((const uint16_t *)panel + d * LANES));
+// Keys in panels of `width` keys (16: ATTN_KEY_LAYOUT_PANELS, 64:
+// ATTN_KEY_LAYOUT_PANELS64): 16 keys in a row of a panel at head dim d are one
+// vector, so a decode step needs no transposes: per 16 keys and dim, one load
+// (and a widening for 16-bit storage) and one FMA per query row. Each lane
+// computes fma(q_d, k_d, ·) over d from 0, as qk_key_groups does, whatever the width.
+//
+// The first key of 16 (a multiple of 16) of a tile whose panels start at
+// `panels`, `panel_bytes` apart: (key / width) panels on, (key % width) elements in.
+AVX512 INLINE static const char *panel_group(const char *panels, int64_t panel_bytes, int64_t width,
+                                             int64_t key, const attn_storage storage) {
+    return panels + key / width * panel_bytes + key % width * (storage == ATTN_STORAGE_F32 ? 4 : 2);
+}
+
+// Keys group … group + 15 (of a panel `width` keys wide) at head dim d, widened.
+AVX512 INLINE static __m512 panel_keys(const char *group, int64_t width, int64_t d, const attn_storage storage) {
+    if (storage == ATTN_STORAGE_F32) return _mm512_loadu_ps((const float *)group + d * width);
+    const __m256i bits = _mm256_loadu_si256((const __m256i *)((const uint16_t *)group + d * width));
     if (storage == ATTN_STORAGE_F16) return _mm512_cvtph_ps(bits);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 }
 
+// Keys [key0, key0 + keys) of a tile (key0 a multiple of 16, keys ≤ 16·groups)
+// against `rows` rows: st [keys, QUERY_TILE] from key0's.
 AVX512 INLINE static void qk_panel_groups(const float *qt, const char *panels, int64_t panel_bytes,
-                                          int64_t keys, int64_t head_dim, float *st,
-                                          int64_t ts, attn_prefetch_stream *prefetch, const attn_storage storage,
-                                          const int rows, const int groups) {
+                                          int64_t width, int64_t key0, int64_t keys, int64_t head_dim,
+                                          float *st, int64_t ts, attn_prefetch_stream *prefetch,
+                                          const attn_storage storage, const int rows, const int groups) {
     __m512 acc[DECODE_GROUPS][4];
+    const char *group[DECODE_GROUPS];
     _Pragma("clang loop unroll(full)")
-    for (int g = 0; g < groups; g++)
+    for (int g = 0; g < groups; g++) {
+        group[g] = panel_group(panels, panel_bytes, width, key0 + g * LANES, storage);
         _Pragma("clang loop unroll(full)")
         for (int r = 0; r < rows; r++) acc[g][r] = _mm512_setzero_ps();
+    }
     // Lines of the other operand to fetch per 16 dims: as many as this reads.
     const int lines = groups * (storage == ATTN_STORAGE_F32 ? 16 : 8);
     for (int64_t d = 0; d < head_dim; d++) {
@@ -374,7 +389,7 @@ AVX512 INLINE static void qk_panel_groups(const float *qt, const char *panels, i
         for (int r = 0; r < rows; r++) q[r] = _mm512_set1_ps(qt[d * ts + r]);
         _Pragma("clang loop unroll(full)")
         for (int g = 0; g < groups; g++) {
-            const __m512 key = panel_keys(panels + g * panel_bytes, d, storage);
+            const __m512 key = panel_keys(group[g], width, d, storage);
             _Pragma("clang loop unroll(full)")
             for (int r = 0; r < rows; r++) acc[g][r] = _mm512_fmadd_ps(q[r], key, acc[g][r]);
         }
@@ -391,26 +406,31 @@ AVX512 INLINE static void qk_panel_groups(const float *qt, const char *panels, i
 }
 
 AVX512 INLINE static void qk_panel_keys(const float *qt, const char *panels, int64_t panel_bytes,
-                                        int64_t cols, int64_t head_dim, float *st,
+                                        int64_t width, int64_t cols, int64_t head_dim, float *st,
                                         int64_t ts, attn_prefetch_stream *prefetch, const attn_storage storage,
                                         const int rows) {
     attn_prefetch_stream stream = *prefetch, *local = &stream;
-    const int most = rows <= 2 ? DECODE_GROUPS : 2;
+    // A 64-key panel in one pass whatever the rows (16 accumulators at 4 rows): two passes
+    // over halves of its 256-byte lines would defeat the streaming that it is for.
+    const int most = rows <= 2 || width == 64 ? DECODE_GROUPS : 2;
     for (int64_t j0 = 0; j0 < cols; j0 += most * LANES) {
         const int64_t keys = cols - j0 < most * LANES ? cols - j0 : most * LANES;
-        const char *block = panels + j0 / LANES * panel_bytes;
         float *st_block = st + j0 * ts;
         switch ((keys + LANES - 1) / LANES) {
-        case 4: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, ts, local, storage, rows, 4); break;
-        case 3: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, ts, local, storage, rows, 3); break;
-        case 2: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, ts, local, storage, rows, 2); break;
-        default: qk_panel_groups(qt, block, panel_bytes, keys, head_dim, st_block, ts, local, storage, rows, 1); break;
+        case 4: qk_panel_groups(qt, panels, panel_bytes, width, j0, keys, head_dim, st_block, ts, local, storage, rows, 4); break;
+        case 3: qk_panel_groups(qt, panels, panel_bytes, width, j0, keys, head_dim, st_block, ts, local, storage, rows, 3); break;
+        case 2: qk_panel_groups(qt, panels, panel_bytes, width, j0, keys, head_dim, st_block, ts, local, storage, rows, 2); break;
+        default: qk_panel_groups(qt, panels, panel_bytes, width, j0, keys, head_dim, st_block, ts, local, storage, rows, 1); break;
         }
     }
     *prefetch = stream;
 }
 
-AVX512 static void qk_panels_avx512(const float *qt, const void *panels, int64_t panel_stride,
+// qt [head_dim, QUERY_TILE] (rows used), keys [cols] of a tile in panels of
+// `width` (16 or 64, each a constant in its own instance) keys × head_dim from
+// `panels`, panel_stride elements apart
+// → st [cols, QUERY_TILE].
+AVX512 static void qk_panels_avx512(const float *qt, const void *panels, int64_t panel_stride, int64_t width,
                                     attn_storage storage, int64_t cols, int64_t head_dim, int64_t rows,
                                     float *st, int64_t ts, attn_prefetch_stream *prefetch) {
     attn_prefetch_stream no_stream;
@@ -418,33 +438,40 @@ AVX512 static void qk_panels_avx512(const float *qt, const void *panels, int64_t
     if (!prefetch) prefetch = &no_stream;
     const char *base = panels;
     const int64_t bytes = panel_stride * (storage == ATTN_STORAGE_F32 ? 4 : 2);
-#define PANEL_CASES(STORAGE, ROWS)                                                                         \
-    switch (ROWS) {                                                                                        \
-    case 1: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, ts, prefetch, STORAGE, 1); break;     \
-    case 2: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, ts, prefetch, STORAGE, 2); break;     \
-    case 3: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, ts, prefetch, STORAGE, 3); break;     \
-    default: qk_panel_keys(qt_rows, base, bytes, cols, head_dim, st_rows, ts, prefetch, STORAGE, 4); break;    \
+#define PANEL_CASES(STORAGE, WIDTH, ROWS)                                                                       \
+    switch (ROWS) {                                                                                              \
+    case 1: qk_panel_keys(qt_rows, base, bytes, WIDTH, cols, head_dim, st_rows, ts, prefetch, STORAGE, 1); break;  \
+    case 2: qk_panel_keys(qt_rows, base, bytes, WIDTH, cols, head_dim, st_rows, ts, prefetch, STORAGE, 2); break;  \
+    case 3: qk_panel_keys(qt_rows, base, bytes, WIDTH, cols, head_dim, st_rows, ts, prefetch, STORAGE, 3); break;  \
+    default: qk_panel_keys(qt_rows, base, bytes, WIDTH, cols, head_dim, st_rows, ts, prefetch, STORAGE, 4); break; \
     }
+#define PANEL_STORAGES(WIDTH)                                                                                    \
+    if (storage == ATTN_STORAGE_F32) { PANEL_CASES(ATTN_STORAGE_F32, WIDTH, left) }                             \
+    else if (storage == ATTN_STORAGE_F16) { PANEL_CASES(ATTN_STORAGE_F16, WIDTH, left) }                        \
+    else { PANEL_CASES(ATTN_STORAGE_BF16, WIDTH, left) }
     // Four rows at a time (more would not stay in registers); each row's lanes
     // are computed alone, so the split changes no bit.
     for (int64_t r0 = 0; r0 < rows; r0 += 4) {
         const int64_t left = rows - r0;
         const float *qt_rows = qt + r0;
         float *st_rows = st + r0;
-        if (storage == ATTN_STORAGE_F32) { PANEL_CASES(ATTN_STORAGE_F32, left) }
-        else if (storage == ATTN_STORAGE_F16) { PANEL_CASES(ATTN_STORAGE_F16, left) }
-        else { PANEL_CASES(ATTN_STORAGE_BF16, left) }
+        // The width a constant in each instance: the addressing folds as for one layout.
+        if (width == 64) { PANEL_STORAGES(64) }
+        else { PANEL_STORAGES(16) }
     }
+#undef PANEL_STORAGES
 #undef PANEL_CASES
 }
 
-// Panels back to rows: each 16 × 16 block of a panel (16 dims × 16 keys) is
+// Panels (of `width` keys, panel_stride elements apart) back to rows
+// dst [cols, dst_row_stride]: each 16 × 16 block (16 dims × 16 keys) is
 // transposed in registers into 16 keys × 16 dims.
-AVX512 static void unpack_panels_avx512(const void *panels, int64_t panel_stride, attn_storage storage,
-                                        int64_t cols, int64_t head_dim, float *dst, int64_t dst_row_stride) {
+AVX512 static void unpack_panels_avx512(const void *panels, int64_t panel_stride, int64_t width,
+                                        attn_storage storage, int64_t cols, int64_t head_dim, float *dst,
+                                        int64_t dst_row_stride) {
     const int64_t bytes = panel_stride * (storage == ATTN_STORAGE_F32 ? 4 : 2);
     for (int64_t j0 = 0; j0 < cols; j0 += LANES) {
-        const char *panel = (const char *)panels + j0 / LANES * bytes;
+        const char *group = panel_group(panels, bytes, width, j0, storage);
         const int64_t keys = cols - j0 < LANES ? cols - j0 : LANES;
         for (int64_t d0 = 0; d0 < head_dim; d0 += LANES) {
             const int64_t dims = head_dim - d0 < LANES ? head_dim - d0 : LANES;
@@ -452,9 +479,9 @@ AVX512 static void unpack_panels_avx512(const void *panels, int64_t panel_stride
             __m512 block[LANES];
             _Pragma("clang loop unroll(full)")
             for (int dd = 0; dd < LANES; dd++)
-                block[dd] = dd < dims ? (storage == ATTN_STORAGE_F32 ? panel_keys(panel, d0 + dd, ATTN_STORAGE_F32)
-                                         : storage == ATTN_STORAGE_F16 ? panel_keys(panel, d0 + dd, ATTN_STORAGE_F16)
-                                                                       : panel_keys(panel, d0 + dd, ATTN_STORAGE_BF16))
+                block[dd] = dd < dims ? (storage == ATTN_STORAGE_F32 ? panel_keys(group, width, d0 + dd, ATTN_STORAGE_F32)
+                                         : storage == ATTN_STORAGE_F16 ? panel_keys(group, width, d0 + dd, ATTN_STORAGE_F16)
+                                                                       : panel_keys(group, width, d0 + dd, ATTN_STORAGE_BF16))
                                       : _mm512_setzero_ps();
             transpose16(block);  // block[j]: dims d0 … d0 + 15 of key j0 + j
             _Pragma("clang loop unroll(full)")

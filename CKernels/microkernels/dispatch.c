@@ -114,25 +114,31 @@ int attn_kernel_path_supported(const char *name) {
     return table && attn_microkernels_supported(table);
 }
 
-// Whether a decode step prefetches the next tile of float32 keys and values
-// itself. On AMD Zen (measured on Zen 5 only: 1,32,1,16384,128, 1,32,1,2048,128,
-// 1,4,1,2048,128 and 1,16,1,4096,64,4)
-// the hardware prefetchers keep up with float32 rows and panels, and the
-// software stream's instructions cost more than they hide: off. Elsewhere
-// (measured on Intel Sapphire Rapids, where it was a gain) and for 16-bit
-// storage everywhere (which reads half the bytes per instruction, and on Zen 5
-// gains from it in DRAM): on.
-int attn_decode_prefetch_float32(void) {
+// Whether a decode step prefetches the next tile of keys and values itself.
+// On AMD Zen (measured on Zen 5 only: 1,32,1,16384,128, 1,32,1,2048,128,
+// 1,32,1,1024,128, 1,4,1,2048,128, 1,8,1,8192,128,2 and 1,16,1,4096,64,4) the
+// hardware prefetchers keep up with float32 keys in any layout and with any
+// storage in 64-key panels (one sequential stream a tile), and the software
+// stream's instructions cost more than they hide: off (16-bit storage in 64-key
+// panels: 1.2–1.3× faster without it). 16-bit keys in rows or 16-key panels
+// (four 4 KiB streams a tile) gain from it in DRAM there: on. Elsewhere
+// (measured on Intel Sapphire Rapids, where it was a gain): on.
+static int amd_cpu(void) {
     static atomic_int cached = -1;
     int known = atomic_load(&cached);
     if (known < 0) {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_cpu_init();
-        known = __builtin_cpu_is("amd") ? 0 : 1;
+        known = __builtin_cpu_is("amd") ? 1 : 0;
 #else
-        known = 1;
+        known = 0;
 #endif
         atomic_store(&cached, known);
     }
     return known;
+}
+
+int attn_decode_prefetch(attn_storage storage, attn_key_layout layout) {
+    if (!amd_cpu()) return 1;
+    return storage != ATTN_STORAGE_F32 && layout != ATTN_KEY_LAYOUT_PANELS64;
 }

@@ -52,12 +52,16 @@
 //                Returns 1 if no element is NaN or ±∞ (so pv_tile may read dst in place).
 //                Every path may use the portable one (attn_widen_rows_portable).
 //   qk_panels:   qk_tile for attention (any rows, 4 at a time) on keys in panels of
-//                16 (ATTN_KEY_LAYOUT_PANELS; `cols` keys from a panel boundary, in
-//                `storage`): each lane one key, fma(q_d, k_d, ·) over d from 0, the
-//                very operations of qk_tile, so the same bits. No fused row max.
-//                NULL where a path has none: sdpa.c then unpacks the panels into rows.
-//   unpack_panels: keys in panels (from a panel boundary, `cols` keys) as float32
-//                rows [cols, dst_row_stride], widened: for tiles of many rows, whose
+//                `width` keys (16: ATTN_KEY_LAYOUT_PANELS or 64: ATTN_KEY_LAYOUT_PANELS64;
+//                `cols` keys from a panel boundary, in `storage`; panels
+//                `panel_stride` elements apart): key j, dim d of the tile at element
+//                (j / width)·panel_stride + d·width + j % width. Each lane one key,
+//                fma(q_d, k_d, ·) over d from 0, the very operations of qk_tile, so
+//                the same bits. No fused row max. NULL where a path has none: sdpa.c
+//                then unpacks the panels into rows.
+//   unpack_panels: keys in panels of `width` keys (addressed as for qk_panels;
+//                from a panel boundary, `cols` keys) as float32 rows
+//                [cols, dst_row_stride], widened: for tiles of many rows, whose
 //                row-in-lanes product beats qk_panels. NULL: sdpa.c's scalar loop.
 //
 // Line stride. Lines of qt (one per head dim) and st (one per key) are
@@ -174,11 +178,11 @@ typedef struct attn_microkernels {
     int (*values_finite)(const float *v, int64_t v_row_stride, int64_t cols, int64_t value_dim);
     int (*widen_rows)(const uint16_t *src, int64_t src_row_stride, int64_t rows, int64_t width,
                        attn_storage storage, float *dst, int64_t dst_row_stride);
-    void (*qk_panels)(const float *qt, const void *panels, int64_t panel_stride, attn_storage storage,
-                      int64_t cols, int64_t head_dim, int64_t rows, float *st, int64_t ts,
-                      attn_prefetch_stream *prefetch);
-    void (*unpack_panels)(const void *panels, int64_t panel_stride, attn_storage storage, int64_t cols,
-                          int64_t head_dim, float *dst, int64_t dst_row_stride);
+    void (*qk_panels)(const float *qt, const void *panels, int64_t panel_stride, int64_t width,
+                      attn_storage storage, int64_t cols, int64_t head_dim, int64_t rows, float *st,
+                      int64_t ts, attn_prefetch_stream *prefetch);
+    void (*unpack_panels)(const void *panels, int64_t panel_stride, int64_t width, attn_storage storage,
+                          int64_t cols, int64_t head_dim, float *dst, int64_t dst_row_stride);
     // The line stride of tiles of at most 16 rows: 16, or 0 for QUERY_TILE (see
     // above). A table with 0 is always passed ts = QUERY_TILE, and may ignore it.
     int64_t few_rows_stride;
@@ -242,9 +246,9 @@ int attn_microkernels_supported(const attn_microkernels *table);
 /// The table in use: chosen on first call, then fixed unless attn_select_kernel_path changes it.
 const attn_microkernels *attn_selected_microkernels(void);
 
-/// 1 if a decode step streams float32 keys and values one tile ahead itself
-/// (attn_prefetch_stream), 0 where the hardware prefetchers do better alone
-/// (AMD; dispatch.c says what was measured). 16-bit storage always streams.
-int attn_decode_prefetch_float32(void);
+/// 1 if a decode step with keys and values in `storage` and keys in `layout`
+/// streams them one tile ahead itself (attn_prefetch_stream), 0 where the
+/// hardware prefetchers do better alone (dispatch.c says what was measured).
+int attn_decode_prefetch(attn_storage storage, attn_key_layout layout);
 
 #endif

@@ -130,29 +130,45 @@ int attn_widen_rows_portable(const uint16_t *src, int64_t src_row_stride, int64_
 // The table's entries: this path keeps lines QUERY_TILE floats apart (its
 // few_rows_stride is 0), so ts is always QUERY_TILE and is not read.
 
-static void pack_query_portable_entry(const float *q, int64_t q_row_stride, int64_t rows, int64_t head_dim, float scale, float *qt, int64_t ts) {
+static void pack_query_portable_entry(const float *q, int64_t q_row_stride, int64_t rows,
+                                      int64_t head_dim, float scale, float *qt, int64_t ts) {
     (void)ts;
     pack_query_portable(q, q_row_stride, rows, head_dim, scale, qt);
 }
 
-static void qk_tile_portable_entry(const float *qt, const float *k, int64_t k_row_stride, int64_t cols, int64_t head_dim, int64_t rows, int64_t visible_limit, float *st, int64_t ts, const float *row_max, float *row_max_new, attn_prefetch_stream *prefetch) {
+static void qk_tile_portable_entry(const float *qt, const float *k, int64_t k_row_stride,
+                                   int64_t cols, int64_t head_dim, int64_t rows,
+                                   int64_t visible_limit, float *st, int64_t ts,
+                                   const float *row_max, float *row_max_new,
+                                   attn_prefetch_stream *prefetch) {
     (void)ts;
-    qk_tile_portable(qt, k, k_row_stride, cols, head_dim, rows, visible_limit, st, row_max, row_max_new, prefetch);
+    qk_tile_portable(qt, k, k_row_stride, cols, head_dim, rows, visible_limit, st, row_max,
+                     row_max_new, prefetch);
 }
 
-static void row_max_portable_entry(const float *st, int64_t ts, int64_t cols, int64_t rows, const float *row_max, float *row_max_new, int64_t visible_limit) {
+static void row_max_portable_entry(const float *st, int64_t ts, int64_t cols, int64_t rows,
+                                   const float *row_max, float *row_max_new,
+                                   int64_t visible_limit) {
     (void)ts;
     row_max_portable(st, cols, rows, row_max, row_max_new, visible_limit);
 }
 
-static void exp_row_sum_portable_entry(float *st, int64_t ts, int64_t cols, int64_t rows, const float *row_max_new, float *tile_sum, int64_t visible_limit, int may_hold_minus_infinity) {
+static void exp_row_sum_portable_entry(float *st, int64_t ts, int64_t cols, int64_t rows,
+                                       const float *row_max_new, float *tile_sum,
+                                       int64_t visible_limit, int may_hold_minus_infinity) {
     (void)ts;
-    exp_row_sum_portable(st, cols, rows, row_max_new, tile_sum, visible_limit, may_hold_minus_infinity);
+    exp_row_sum_portable(st, cols, rows, row_max_new, tile_sum, visible_limit,
+                         may_hold_minus_infinity);
 }
 
-static void pv_tile_portable_entry(const float *pt, int64_t ts, const float *v, int64_t v_row_stride, int64_t rows, int64_t cols, int64_t value_dim, const float *alpha, float *acc, int64_t acc_row_stride, int64_t visible_limit, attn_prefetch_stream *prefetch) {
+static void pv_tile_portable_entry(const float *pt, int64_t ts, const float *v,
+                                   int64_t v_row_stride, int64_t rows, int64_t cols,
+                                   int64_t value_dim, const float *alpha, float *acc,
+                                   int64_t acc_row_stride, int64_t visible_limit,
+                                   attn_prefetch_stream *prefetch) {
     (void)ts;
-    pv_tile_portable(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride, visible_limit, prefetch);
+    pv_tile_portable(pt, v, v_row_stride, rows, cols, value_dim, alpha, acc, acc_row_stride,
+                     visible_limit, prefetch);
 }
 
 const attn_microkernels attn_microkernels_portable = {

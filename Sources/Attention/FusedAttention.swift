@@ -87,7 +87,7 @@ extension AttentionProblem {
         if let external = externalKV {
             // A cache's memory, in its storage type: the kernel widens it.
             params.kv_storage = external.storage.kernelValue
-            params.key_layout = external.keyPanels ? ATTN_KEY_LAYOUT_PANELS : ATTN_KEY_LAYOUT_ROWS
+            params.key_layout = external.keyLayout
             params.key_strides = Self.tuple(external.keyStrides)
             params.value_strides = Self.tuple(external.valueStrides)
         }

@@ -30,10 +30,12 @@ public enum KVCacheError: Error, Equatable, Sendable, CustomStringConvertible {
 /// that a decode step's stream over the cache walks fewer pages;
 /// `attn_cache_alloc`), in the
 /// element type of ``storage`` (4 or 2 bytes a number). Values are stored as
-/// rows; keys in panels of 16 keys × headDim with the keys innermost (capacity
-/// rounded up to a multiple of 16), the layout a decode step reads with plain
-/// vector loads, one key per lane, in the tiled kernel's order (so with the same
-/// bits as rows). The accessors give the usual `[…, length, headDim]` order. Appending writes the
+/// rows; keys in panels of 64 keys × headDim with the keys innermost (capacity
+/// rounded up to a multiple of 64; `ATTN_KEY_LAYOUT_PANELS64`), the layout a
+/// decode step reads with plain vector loads, one key per lane, in the tiled
+/// kernel's order (so with the same bits as rows), each 64-key tile of the
+/// step one sequential stream that the hardware prefetchers follow from DRAM.
+/// The accessors give the usual `[…, length, headDim]` order. Appending writes the
 /// new tokens in place after those already cached, which are never copied or
 /// moved; a cache never grows: an append past ``capacity`` throws
 /// ``KVCacheError/capacityExceeded(sequence:length:appending:capacity:)`` and
@@ -71,8 +73,11 @@ public final class KVCache: @unchecked Sendable {
     /// The element type of the stored keys and values.
     public let storage: KVCacheStorage
 
-    /// Keys per panel of the key storage.
-    static let keyPanel = 16
+    /// Keys per panel of the key storage: one kernel key tile, so that a decode
+    /// step reads each tile's keys as one sequential stream.
+    static let keyPanel = 64
+    /// The kernel's name for the key storage's layout (panels of ``keyPanel`` keys).
+    static let keyLayout = ATTN_KEY_LAYOUT_PANELS64
     /// `capacity` rounded up to whole key panels.
     private let paddedCapacity: Int
     private let keyBase: UnsafeMutableRawPointer
@@ -161,7 +166,7 @@ public final class KVCache: @unchecked Sendable {
 
     /// The bytes the cache allocated for keys and values (fixed at creation):
     /// `batch · kvHeads · (paddedCapacity · headDim + capacity · valueDim) · bytesPerElement`,
-    /// `paddedCapacity` being `capacity` rounded up to a multiple of 16 (key panels).
+    /// `paddedCapacity` being `capacity` rounded up to a multiple of 64 (key panels).
     public var byteCount: Int { batch * kvHeads * (paddedCapacity * headDim + capacity * valueDim) * storage.bytesPerElement }
 
     /// The number of tokens sequence `sequence` holds.
@@ -391,8 +396,9 @@ public final class KVCache: @unchecked Sendable {
     /// Calls `body` with the stored keys and values of `sequences` as the
     /// kernel reads them, in place, in ``storage``'s element type (`Float` or
     /// `UInt16` bit patterns; the kernel widens 16-bit elements exactly to
-    /// float32 itself), strides in elements: keys in panels (`ATTN_KEY_LAYOUT_PANELS`:
-    /// key (b, h, j, d) at `b·s₀ + h·s₁ + (j/16)·s₂ + d·16 + j%16`), values as rows
+    /// float32 itself), strides in elements: keys in panels of 64 (``keyLayout``,
+    /// `ATTN_KEY_LAYOUT_PANELS64`: key (b, h, j, d) at `b·s₀ + h·s₁ + (j/64)·s₂ + d·64 + j%64`,
+    /// `s₂ = 64·headDim`), values as rows
     /// `[sequences.count, kvHeads, capacity, valueDim]`.
     func withStoredOperandsLocked<R>(
         sequences: Range<Int>,
@@ -439,7 +445,7 @@ public final class KVCache: @unchecked Sendable {
     }
 
     /// The element offset of key (sequence, head, token, 0) in the panel layout;
-    /// dimension `d` is `d · 16` further.
+    /// dimension `d` is `d · keyPanel` (64) further.
     private func keyOffset(sequence: Int, head: Int, token: Int) -> Int {
         (sequence * kvHeads + head) * paddedCapacity * headDim
             + token / Self.keyPanel * Self.keyPanel * headDim + token % Self.keyPanel

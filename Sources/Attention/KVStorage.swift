@@ -80,10 +80,11 @@ enum KernelKVStorage: Sendable, Equatable {
 /// `valueStrides` (4 strides each, the last 1). The memory must stay valid and
 /// unchanged while a call runs.
 ///
-/// With `keyPanels`, keys are in panels of 16 keys × headDim, keys innermost
-/// (`ATTN_KEY_LAYOUT_PANELS`): key `(b, h, j, d)` at
-/// `b·keyStrides[0] + h·keyStrides[1] + (j / 16)·keyStrides[2] + d·16 + j % 16`,
-/// `keyStrides[2] ≥ 16·headDim`, every panel 16 keys long. Decoding reads that
+/// With `keyPanels`, keys are in panels of `w = keyPanelWidth` keys × headDim,
+/// keys innermost (`w` 16: `ATTN_KEY_LAYOUT_PANELS`, the default; 64:
+/// `ATTN_KEY_LAYOUT_PANELS64`, what ``KVCache`` stores): key `(b, h, j, d)` at
+/// `b·keyStrides[0] + h·keyStrides[1] + (j / w)·keyStrides[2] + d·w + j % w`,
+/// `keyStrides[2] ≥ w·headDim`, every panel `w` keys long. Decoding reads that
 /// layout without transposes (same bits).
 struct ExternalKeyValues: @unchecked Sendable {
     var storage: KernelKVStorage
@@ -92,11 +93,20 @@ struct ExternalKeyValues: @unchecked Sendable {
     var values: UnsafeRawPointer?
     var valueStrides: [Int]
     var keyPanels = false
+    /// Keys per panel with `keyPanels`: 16 or 64.
+    var keyPanelWidth = 16
+
+    /// The kernel's key layout: rows, or panels of `keyPanelWidth` keys.
+    var keyLayout: attn_key_layout {
+        guard keyPanels else { return ATTN_KEY_LAYOUT_ROWS }
+        return keyPanelWidth == 64 ? ATTN_KEY_LAYOUT_PANELS64 : ATTN_KEY_LAYOUT_PANELS
+    }
 
     /// The element at a 4-D index of `base` (strides in elements), widened.
     private func element(_ base: UnsafeRawPointer, _ strides: [Int], panels: Bool,
                          _ b: Int, _ h: Int, _ l: Int, _ d: Int) -> Float {
-        let index = panels ? b * strides[0] + h * strides[1] + l / 16 * strides[2] + d * 16 + l % 16
+        let w = keyPanelWidth
+        let index = panels ? b * strides[0] + h * strides[1] + l / w * strides[2] + d * w + l % w
                            : b * strides[0] + h * strides[1] + l * strides[2] + d * strides[3]
         if storage == .float32 { return base.load(fromByteOffset: index * 4, as: Float.self) }
         return storage.widen(base.load(fromByteOffset: index * 2, as: UInt16.self))

@@ -66,7 +66,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "float32, float16 or bfloat16; repeatable: time the kernel with keys and values stored that way, in GB/s of K+V bytes and % of a read-bandwidth roof measured in the same run (table or json).")
     var kvStorage: [KVStorageChoice] = []
 
-    @Option(name: .long, help: "With --kv-storage: rows or panels (keys in panels of 16, as a cache may store them); repeatable. Default: rows.")
+    @Option(name: .long, help: "With --kv-storage: rows, panels (keys in panels of 16) or panels64 (panels of 64, what KVCache stores); repeatable. Default: rows.")
     var keyLayout: [KeyLayoutChoice] = []
 
     @OptionGroup(title: "Decode steps (--decode)")

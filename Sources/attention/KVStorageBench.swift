@@ -39,8 +39,19 @@ enum KVStorageChoice: String, ExpressibleByArgument, CaseIterable {
 enum KeyLayoutChoice: String, ExpressibleByArgument, CaseIterable {
     /// `[batch, kvHeads, keyLength, headDim]` rows.
     case rows
-    /// Panels of 16 keys × headDim (ATTN_KEY_LAYOUT_PANELS), what a cache may store.
+    /// Panels of 16 keys × headDim (ATTN_KEY_LAYOUT_PANELS).
     case panels
+    /// Panels of 64 keys × headDim (ATTN_KEY_LAYOUT_PANELS64), what `KVCache` stores.
+    case panels64
+
+    /// Keys per panel (nil for rows).
+    var panelWidth: Int? {
+        switch self {
+        case .rows: return nil
+        case .panels: return 16
+        case .panels64: return 64
+        }
+    }
 }
 
 struct KVStorageBenchmark {
@@ -75,7 +86,7 @@ struct KVStorageBenchmark {
             let data = CaseData(shape: shape)
             for storage in storages {
               for layout in layouts {
-                let stored = try data.stored(storage, panels: layout == .panels)
+                let stored = try data.stored(storage, panelWidth: layout.panelWidth)
                 for threads in threadCounts {
                     let bytes = Double(shape.batch * shape.kvHeads * shape.keyLength * shape.headDim * 2 * storage.bytesPerElement)
                     let key = "\(threads) \(Int(bytes))"
@@ -123,19 +134,20 @@ struct KVStorageBenchmark {
             value = uniform(shape.batch * shape.kvHeads * shape.keyLength * shape.headDim, seed: 3)
         }
 
-        /// Keys and values as raw bytes of the storage type, keys in rows or panels.
-        func stored(_ storage: KVStorageChoice, panels: Bool) throws -> (key: CacheBytes, value: CacheBytes) {
+        /// Keys and values as raw bytes of the storage type, keys in rows or
+        /// (panelWidth not nil) in panels of that many keys.
+        func stored(_ storage: KVStorageChoice, panelWidth: Int?) throws -> (key: CacheBytes, value: CacheBytes) {
             func bytes(_ values: [Float]) throws -> CacheBytes {
                 if storage == .float32 { return try values.withUnsafeBytes { try CacheBytes($0) } }
                 return try values.map(storage.narrow).withUnsafeBytes { try CacheBytes($0) }
             }
-            guard panels else { return (try bytes(key), try bytes(value)) }
-            // [heads, length, dim] → [heads, length/16, dim, 16] (length padded to 16).
+            guard let w = panelWidth else { return (try bytes(key), try bytes(value)) }
+            // [heads, length, dim] → [heads, length/w, dim, w] (length padded to w).
             let (heads, length, dim) = (shape.batch * shape.kvHeads, shape.keyLength, shape.headDim)
-            let panelCount = (length + 15) / 16
-            var paneled = [Float](repeating: 0, count: heads * panelCount * 16 * dim)
+            let panelCount = (length + w - 1) / w
+            var paneled = [Float](repeating: 0, count: heads * panelCount * w * dim)
             for h in 0..<heads { for j in 0..<length { for d in 0..<dim {
-                paneled[(h * panelCount + j / 16) * 16 * dim + d * 16 + j % 16] = key[(h * length + j) * dim + d]
+                paneled[(h * panelCount + j / w) * w * dim + d * w + j % w] = key[(h * length + j) * dim + d]
             } } }
             return (try bytes(paneled), try bytes(value))
         }
@@ -161,10 +173,10 @@ struct KVStorageBenchmark {
         params.scale = 1 / Float(s.headDim).squareRoot()
         params.num_threads = Int32(threads)
         params.kv_storage = storage.kernelValue
-        if layout == .panels {
-            let panelCount = Int64((s.keyLength + 15) / 16), dim = Int64(s.headDim)
-            params.key_layout = ATTN_KEY_LAYOUT_PANELS
-            params.key_strides = (Int64(s.kvHeads) * panelCount * 16 * dim, panelCount * 16 * dim, 16 * dim, 1)
+        if let width = layout.panelWidth {
+            let w = Int64(width), panelCount = Int64((s.keyLength + width - 1) / width), dim = Int64(s.headDim)
+            params.key_layout = width == 64 ? ATTN_KEY_LAYOUT_PANELS64 : ATTN_KEY_LAYOUT_PANELS
+            params.key_strides = (Int64(s.kvHeads) * panelCount * w * dim, panelCount * w * dim, w * dim, 1)
         }
         var times: [Double] = []
         var stacked = 1

@@ -7,7 +7,7 @@ import XCTest
 /// widened or packed copy. A row's result may not depend on that: each row of
 /// a decode call has the bits of the same row computed in a full 64-row tile
 /// (which widens and packs), including tiles with NaN and ±∞ values, value
-/// dims with vector tails and key tiles shorter than 64, keys in rows or in panels.
+/// dims with vector tails and key tiles shorter than 64, keys in rows or in panels (of 16 or 64 keys).
 final class DecodeValueReadTests: XCTestCase {
     /// (query rows, keys, head dim, value dim).
     private let shapes = [(1, 100, 40, 24), (2, 1300, 64, 128), (3, 530, 40, 136), (4, 37, 16, 40), (1, 700, 128, 256)]
@@ -52,11 +52,13 @@ final class DecodeValueReadTests: XCTestCase {
                             full.keep = (0..<(2 * 64 * keyLength)).map { keep[$0 % keyLength] }
                         }
                         let large = full.run()
-                        for (threads, panels) in [(Int32(1), false), (2, false), (1, true)] {
+                        // Panel widths 0 (rows), 16 and 64.
+                        for (threads, width) in [(Int32(1), 0), (2, 0), (1, 16), (1, 64)] {
                             decode.threads = threads
-                            decode.keyPanels = panels
+                            decode.keyPanels = width > 0
+                            decode.panelWidth = max(width, 16)
                             let small = decode.run()
-                            let context = "\(path) \(storage) \(rows)×\(keyLength)×\(headDim)×\(valueDim) \(name) \(threads)t\(panels ? " panels" : "")"
+                            let context = "\(path) \(storage) \(rows)×\(keyLength)×\(headDim)×\(valueDim) \(name) \(threads)t\(width > 0 ? " panels of \(width)" : "")"
                             XCTAssertEqual(small.status, ATTN_OK, context)
                             XCTAssertEqual(large.status, ATTN_OK, context)
                             var expected: [Float] = [], expectedLse: [Float] = []

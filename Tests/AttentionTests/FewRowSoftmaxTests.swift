@@ -91,10 +91,11 @@ final class FewRowSoftmaxTests: XCTestCase {
                         let fullPartial = full.runPartial(0, keyLength)
                         XCTAssertEqual(fullPartial.status, ATTN_OK)
                         let fullState = fullPartial.state
-                        for panels in [false, true] {
-                            decode.keyPanels = panels
+                        for width in [0, 16, 64] {  // keys in rows, in panels of 16, of 64
+                            decode.keyPanels = width > 0
+                            decode.panelWidth = max(width, 16)
                             let small = decode.run()
-                            let context = "\(path) \(storage) \(rows)×\(keyLength)×\(headDim)×\(valueDim) \(testCase.name)\(panels ? " panels" : "")"
+                            let context = "\(path) \(storage) \(rows)×\(keyLength)×\(headDim)×\(valueDim) \(testCase.name)\(width > 0 ? " panels of \(width)" : "")"
                             XCTAssertEqual(small.status, ATTN_OK, context)
                             XCTAssertEqual(large.status, ATTN_OK, context)
                             let expected = Array(large.output[(first * valueDim)...])

@@ -1,3 +1,4 @@
+import CAttention
 import Foundation
 import XCTest
 @testable import Attention
@@ -15,10 +16,12 @@ final class KVCacheTests: XCTestCase {
         let (keyAddress, valueAddress) = (cache.keyStorageAddress, cache.valueStorageAddress)
         let firstKeys = numbered(2, 3, 1, 4), firstValues = numbered(2, 3, 1, 5, sign: -1)
         try cache.append(keys: firstKeys, values: firstValues)
-        // Key (b=1, h=2, t=0) starts at (1·3 + 2)·16·4 in the storage (capacity 10
-        // rounded up to a panel of 16 keys), its dims 16 apart (keys innermost).
+        // Key (b=1, h=2, t=0) starts at (1·3 + 2)·64·4 in the storage (capacity 10
+        // rounded up to a panel of 64 keys), its dims 64 apart (keys innermost).
+        XCTAssertEqual(KVCache.keyPanel, 64)
+        XCTAssertEqual(KVCache.keyLayout, ATTN_KEY_LAYOUT_PANELS64)
         let stored = cache.keyStorageAddress.assumingMemoryBound(to: Float.self)
-        func firstKey() -> [Float] { (0..<4).map { stored[5 * 16 * 4 + $0 * 16] } }
+        func firstKey() -> [Float] { (0..<4).map { stored[5 * 64 * 4 + $0 * 64] } }
         XCTAssertEqual(firstKey(), [20, 21, 22, 23])
         for step in 1..<10 {
             try cache.append(keys: numbered(2, 3, 1, 4, from: 1000 * step), values: numbered(2, 3, 1, 5, from: 1000 * step))
@@ -26,7 +29,8 @@ final class KVCacheTests: XCTestCase {
             XCTAssertEqual(cache.valueStorageAddress, valueAddress, "values moved at step \(step)")
         }
         XCTAssertEqual(firstKey(), [20, 21, 22, 23], "first token rewritten")
-        XCTAssertEqual(stored[5 * 16 * 4 + 10], 0, "an unused slot of a started panel holds zero")
+        XCTAssertEqual(stored[5 * 64 * 4 + 10], 0, "an unused slot of a started panel holds zero")
+        XCTAssertEqual(stored[5 * 64 * 4 + 3 * 64 + 63], 0, "the panel's last slot too")
         XCTAssertEqual(cache.lengths, [10, 10])
         let keys = try cache.keys()
         XCTAssertEqual(keys.shape, [2, 3, 10, 4])
@@ -34,6 +38,49 @@ final class KVCacheTests: XCTestCase {
         XCTAssertEqual(keys[0, 1, 7, 2], Float(7000 + 4 + 2))
         XCTAssertEqual(try cache.values().shape, [2, 3, 10, 5])
         XCTAssertEqual(try cache.values()[1, 0, 0, 4], -19)
+    }
+
+    /// Appends of uneven sizes that start and end inside 64-key panels and cross
+    /// them land at (t / 64)·64·headDim + d·64 + t % 64 of their head, for every
+    /// storage; the accessors give them back as rows; what the kernel is given
+    /// (withStoredOperandsLocked) is that layout with a panel stride of 64·headDim.
+    func testKeysCrossingPanelsOf64LandInPlaceAndReadBackAsRows() throws {
+        for storage in [KVCacheStorage.float32, .float16, .bfloat16] {
+            let (heads, dim, capacity) = (2, 3, 200)
+            let cache = try KVCache(batch: 2, kvHeads: heads, headDim: dim, capacity: capacity, storage: storage)
+            XCTAssertEqual(cache.byteCount, 2 * heads * (256 * dim + capacity * dim) * storage.bytesPerElement,
+                           "capacity 200 rounded up to 4 panels of 64 keys")
+            func key(_ b: Int, _ h: Int, _ t: Int, _ d: Int) -> Float { Float(((b * heads + h) * 200 + t) * dim + d) * 0.37 + 0.1 }
+            var appended = 0
+            for count in [1, 62, 1, 70, 15, 1, 50] {
+                let keys = Tensor(validShape: [2, heads, count, dim], scalars: (0..<(2 * heads * count * dim)).map { i in
+                    key(i / (heads * count * dim), i / (count * dim) % heads, appended + i / dim % count, i % dim)
+                })
+                try cache.append(keys: keys, values: numbered(2, heads, count, dim))
+                appended += count
+            }
+            XCTAssertEqual(appended, 200)
+            let keys = try cache.keys()
+            XCTAssertEqual(keys.shape, [2, heads, 200, dim])
+            for b in 0..<2 { for h in 0..<heads { for t in 0..<200 { for d in 0..<dim {
+                XCTAssertEqual(keys[b, h, t, d], storage.rounded(key(b, h, t, d)), "\(storage) accessor (\(b), \(h), \(t), \(d))")
+            } } } }
+            cache.locked {
+                cache.withStoredOperandsLocked(sequences: 0..<2) { k, kStrides, _, _ in
+                    XCTAssertEqual(kStrides, [heads * 256 * dim, 256 * dim, 64 * dim, 1], "\(storage)")
+                    for b in 0..<2 { for h in 0..<heads { for t in [0, 62, 63, 64, 65, 127, 128, 133, 199] { for d in 0..<dim {
+                        let index = b * kStrides[0] + h * kStrides[1] + t / 64 * kStrides[2] + d * 64 + t % 64
+                        let stored: Float
+                        switch storage {
+                        case .float32: stored = k.load(fromByteOffset: index * 4, as: Float.self)
+                        case .float16: stored = HalfPrecision.float(fromFloat16Bits: k.load(fromByteOffset: index * 2, as: UInt16.self))
+                        case .bfloat16: stored = HalfPrecision.float(fromBFloat16Bits: k.load(fromByteOffset: index * 2, as: UInt16.self))
+                        }
+                        XCTAssertEqual(stored, storage.rounded(key(b, h, t, d)), "\(storage) stored (\(b), \(h), \(t), \(d))")
+                    } } } }
+                }
+            }
+        }
     }
 
     func testAppendPastCapacityThrowsTypedErrorAndChangesNothing() throws {
@@ -178,8 +225,9 @@ final class KVCacheTests: XCTestCase {
         assertThrowsInvalidValue(argument: "length", actual: "-1", try cache.truncate(toLength: -1))
         assertThrowsInvalidValue(argument: "length", actual: "-2", try cache.truncate(sequence: 0, toLength: -2))
         XCTAssertEqual(cache.lengths, [0, 0], "nothing was appended by a failed call")
-        XCTAssertEqual(cache.byteCount, 2 * 2 * (16 * 3 + 5 * 4) * 4, "keys in whole panels of 16")
-        XCTAssertEqual(try KVCache(batch: 1, kvHeads: 1, headDim: 8, capacity: 32, storage: .bfloat16).byteCount, 32 * 16 * 2)
+        XCTAssertEqual(cache.byteCount, 2 * 2 * (64 * 3 + 5 * 4) * 4, "keys in whole panels of 64")
+        XCTAssertEqual(try KVCache(batch: 1, kvHeads: 1, headDim: 8, capacity: 32, storage: .bfloat16).byteCount, (64 + 32) * 8 * 2)
+        XCTAssertEqual(try KVCache(batch: 1, kvHeads: 1, headDim: 8, capacity: 128, storage: .bfloat16).byteCount, 128 * 16 * 2)
     }
 
     /// Every call takes the lock: appends to their own rows from many threads

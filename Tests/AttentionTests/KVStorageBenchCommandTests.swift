@@ -15,13 +15,14 @@ final class KVStorageBenchCommandTests: XCTestCase {
     func testKVStorageBenchPrintsOneJSONRowPerCaseWithTheBytesInTheStorageType() throws {
         let result = try runAttentionExecutable([
             "bench", "--kv-storage", "float32", "--kv-storage", "float16", "--kv-storage", "bfloat16",
-            "--shape", "1,4,1,300,16,2", "--key-layout", "rows", "--key-layout", "panels",
+            "--shape", "1,4,1,300,16,2", "--key-layout", "rows", "--key-layout", "panels", "--key-layout", "panels64",
             "--threads", "1", "--repetitions", "1", "--format", "json",
         ])
         XCTAssertEqual(result.status, 0, result.standardError)
         let rows = try result.standardOutput.split(separator: "\n").map { try JSONDecoder().decode(Row.self, from: Data($0.utf8)) }
         XCTAssertEqual(rows.map { "\($0.storage) \($0.keyLayout)" }, [
-            "float32 rows", "float32 panels", "float16 rows", "float16 panels", "bfloat16 rows", "bfloat16 panels",
+            "float32 rows", "float32 panels", "float32 panels64", "float16 rows", "float16 panels", "float16 panels64",
+            "bfloat16 rows", "bfloat16 panels", "bfloat16 panels64",
         ])
         for row in rows {
             XCTAssertEqual([row.batch, row.heads, row.kvHeads, row.queryLength, row.keyLength, row.headDim, row.threads],

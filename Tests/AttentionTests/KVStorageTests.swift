@@ -152,14 +152,15 @@ final class KVStorageTests: XCTestCase {
     }
 
     /// Weights, scores and the backward read float32 keys and values in rows: a
-    /// call with 16-bit storage or key panels is refused, not read as float32 rows.
+    /// call with 16-bit storage or key panels (of 16 or 64) is refused, not read as float32 rows.
     func testWeightsScoresAndBackwardRefuse16BitStorageAndKeyPanels() {
         var call = StoredCall.random(queryHeads: 1, kvHeads: 1, queryLength: 2, keyLength: 16, headDim: 4,
                                      valueDim: 4, storage: .float16, seed: 2)
         call.threads = 1
         for (storage, layout, expected) in [(ATTN_STORAGE_F16, ATTN_KEY_LAYOUT_ROWS, ATTN_ERROR_STORAGE),
                                             (ATTN_STORAGE_BF16, ATTN_KEY_LAYOUT_ROWS, ATTN_ERROR_STORAGE),
-                                            (ATTN_STORAGE_F32, ATTN_KEY_LAYOUT_PANELS, ATTN_ERROR_KEY_LAYOUT)] {
+                                            (ATTN_STORAGE_F32, ATTN_KEY_LAYOUT_PANELS, ATTN_ERROR_KEY_LAYOUT),
+                                            (ATTN_STORAGE_F32, ATTN_KEY_LAYOUT_PANELS64, ATTN_ERROR_KEY_LAYOUT)] {
             let statuses = call.withParams(output: nil, logsumexp: nil) { params -> [attn_status] in
                 params.kv_storage = storage
                 params.key_layout = layout

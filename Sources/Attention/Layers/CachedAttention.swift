@@ -133,7 +133,7 @@ private struct CachedStep {
             // 16-bit storage: the kernel reads the UInt16 elements through these
             // pointers (strides in elements) and widens them exactly to float32.
             params.key = keys.assumingMemoryBound(to: Float.self)
-            params.key_layout = ATTN_KEY_LAYOUT_PANELS  // the cache's key panels (see KVCache)
+            params.key_layout = KVCache.keyLayout  // the cache's 64-key panels (ATTN_KEY_LAYOUT_PANELS64)
             params.value = values.assumingMemoryBound(to: Float.self)
             switch cache.storage {
             case .float32: params.kv_storage = ATTN_STORAGE_F32

@@ -21,20 +21,30 @@ struct StoredCall {
     var seed: UInt64 = 0
     var threads: Int32 = 1
     var driver: AttentionThreading.Driver = .openMP
-    /// Keys in panels of 16 (ATTN_KEY_LAYOUT_PANELS), made from `key`/`keyBits`
-    /// when the call runs; the last panel's unused slots hold `panelFill`.
+    /// Keys in panels of `panelWidth` keys (16: ATTN_KEY_LAYOUT_PANELS, 64:
+    /// ATTN_KEY_LAYOUT_PANELS64), made from `key`/`keyBits` when the call runs;
+    /// the last panel's unused slots hold `panelFill`.
     var keyPanels = false
+    var panelWidth = 16
     var panelFill: Float = .nan
+    /// Elements between one panel's end and the next one's start (`panelFill` too).
+    var panelGap = 0
+
+    /// The number of panels per head.
+    var panelCount: Int { (keyLength + panelWidth - 1) / panelWidth }
+    /// Elements from a panel to the next (`key_strides[2]`).
+    var panelStride: Int { panelWidth * headDim + panelGap }
 
     /// Elements `[batch·kvHeads, keyLength, headDim]` rearranged into panels
-    /// `[batch·kvHeads, ⌈keyLength/16⌉, headDim, 16]`.
+    /// `[batch·kvHeads, ⌈keyLength/w⌉, headDim, w]`, `w` = `panelWidth`
+    /// (panels `panelStride` elements apart).
     func panels<T>(_ rows: [T], fill: T) -> [T] {
-        let panelCount = (keyLength + 15) / 16
-        var out = [T](repeating: fill, count: batch * kvHeads * panelCount * 16 * headDim)
+        let w = panelWidth, panelCount = panelCount, stride = panelStride
+        var out = [T](repeating: fill, count: batch * kvHeads * panelCount * stride)
         for head in 0..<(batch * kvHeads) {
             for j in 0..<keyLength {
                 for d in 0..<headDim {
-                    out[(head * panelCount + j / 16) * 16 * headDim + d * 16 + j % 16] = rows[(head * keyLength + j) * headDim + d]
+                    out[(head * panelCount + j / w) * stride + d * w + j % w] = rows[(head * keyLength + j) * headDim + d]
                 }
             }
         }
@@ -112,10 +122,9 @@ struct StoredCall {
         let key = keyPanels && storage == .float32 ? panels(self.key, fill: panelFill) : self.key
         let keyBits = keyPanels && storage != .float32 ? panels(self.keyBits, fill: storage.narrow(panelFill)) : self.keyBits
         if keyPanels {
-            let panelCount = Int64((keyLength + 15) / 16)
-            params.key_layout = ATTN_KEY_LAYOUT_PANELS
-            params.key_strides = (Int64(kvHeads) * panelCount * 16 * Int64(headDim), panelCount * 16 * Int64(headDim),
-                                  16 * Int64(headDim), 1)
+            let panelCount = Int64(panelCount), stride = Int64(panelStride)
+            params.key_layout = panelWidth == 64 ? ATTN_KEY_LAYOUT_PANELS64 : ATTN_KEY_LAYOUT_PANELS
+            params.key_strides = (Int64(kvHeads) * panelCount * stride, panelCount * stride, stride, 1)
         }
         return query.withUnsafeBufferPointer { q in
             key.withUnsafeBufferPointer { k in
