@@ -455,9 +455,10 @@ AVX512 static void qk_panels_avx512(const float *qt, const void *panels, int64_t
         const int64_t left = rows - r0;
         const float *qt_rows = qt + r0;
         float *st_rows = st + r0;
-        // The width a constant in each instance: the addressing folds as for one layout.
-        if (width == 64) { PANEL_STORAGES(64) }
-        else { PANEL_STORAGES(16) }
+        // The width stays a run-time value: an instance per width would double
+        // this function's code (and the sanitizer builds' compile time) for one
+        // multiply per head dim.
+        PANEL_STORAGES(width)
     }
 #undef PANEL_STORAGES
 #undef PANEL_CASES
