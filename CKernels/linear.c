@@ -28,6 +28,7 @@ typedef struct linear_plan {
     int64_t rows, in_features, out_features;
     int64_t row_tiles, column_groups, columns_per_group;  // columns_per_group: a multiple of KEY_TILE
     int64_t per_worker;  // floats: packed xᵀ [in_features, QUERY_TILE], result tile [KEY_TILE, QUERY_TILE]
+                         // (both with lines ts apart: attn_tile_stride)
     float *scratch;
 } linear_plan;
 

@@ -34,8 +34,8 @@ static attn_status validate_scores(const attn_params *p, const void *out) {
 
 // Per-worker scratch, each on a cache line.
 typedef struct scores_scratch {
-    float *qt;         // scale·Qᵀ [head_dim, QUERY_TILE]
-    float *st;         // Sᵀ [KEY_TILE, QUERY_TILE]
+    float *qt;         // scale·Qᵀ [head_dim, QUERY_TILE], lines ts apart (attn_tile_stride)
+    float *st;         // Sᵀ [KEY_TILE, QUERY_TILE], lines ts apart
     float *no_max;     // −∞ [QUERY_TILE]: makes qk_tile turn ±∞ scores into NaN
     float *row_lse;    // the tile's logsumexp [QUERY_TILE]
     float *tile_sum;   // exp_row_sum's sums [QUERY_TILE], unused

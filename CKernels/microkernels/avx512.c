@@ -367,7 +367,7 @@ AVX512 INLINE static __m512 panel_keys(const char *group, int64_t width, int64_t
 }
 
 // Keys [key0, key0 + keys) of a tile (key0 a multiple of 16, keys ≤ 16·groups)
-// against `rows` rows: st [keys, QUERY_TILE] from key0's.
+// against `rows` rows: st [keys, QUERY_TILE] from key0's, lines ts apart.
 AVX512 INLINE static void qk_panel_groups(const float *qt, const char *panels, int64_t panel_bytes,
                                           int64_t width, int64_t key0, int64_t keys, int64_t head_dim,
                                           float *st, int64_t ts, attn_prefetch_stream *prefetch,
@@ -426,10 +426,10 @@ AVX512 INLINE static void qk_panel_keys(const float *qt, const char *panels, int
     *prefetch = stream;
 }
 
-// qt [head_dim, QUERY_TILE] (rows used), keys [cols] of a tile in panels of
+// qt [head_dim, QUERY_TILE] (rows used; lines ts apart), keys [cols] of a tile in panels of
 // `width` (16 or 64, each a constant in its own instance) keys × head_dim from
 // `panels`, panel_stride elements apart
-// → st [cols, QUERY_TILE].
+// → st [cols, QUERY_TILE], lines ts apart.
 AVX512 static void qk_panels_avx512(const float *qt, const void *panels, int64_t panel_stride, int64_t width,
                                     attn_storage storage, int64_t cols, int64_t head_dim, int64_t rows,
                                     float *st, int64_t ts, attn_prefetch_stream *prefetch) {

@@ -3,7 +3,8 @@
 // The scheduling loop in sdpa.c owns tiles, masks and the online-softmax
 // bookkeeping; the functions here do the arithmetic of one query tile against
 // one key/value tile. Scores are kept transposed, st[j][i] for key j and query
-// row i, with QUERY_TILE query rows across (one 64-float line per key): the row
+// row i, with QUERY_TILE query rows across (one line per key, its stride set
+// by attn_tile_stride: see "Line stride" below): the row
 // statistics of the softmax (max, sum) then run down columns, lane by lane,
 // with no horizontal reductions, and a row's arithmetic is the same whichever
 // lane it occupies.
