@@ -88,6 +88,12 @@ static inline int row_vectors(int64_t rows) {
     return vectors < 1 ? 1 : vectors > ROW_VECTORS ? ROW_VECTORS : (int)vectors;
 }
 
+// The lanes of a 16-float vector that lie within one line of qt or st, lines
+// ts floats apart (attn_tile_stride: 4, 16 or QUERY_TILE).
+static inline __mmask16 lanes_of_line(int64_t ts) {
+    return ts < LANES ? (__mmask16)((1u << ts) - 1u) : (__mmask16)0xFFFF;
+}
+
 // A 16 × 16 block of floats transposed in registers (unpack, then shuffles
 // within and across 128-bit lanes): r[i][j] becomes r[j][i].
 AVX512 INLINE static void transpose16(__m512 r[16]) {
@@ -120,6 +126,7 @@ AVX512 INLINE static void transpose16(__m512 r[16]) {
 AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64_t rows,
                                      int64_t head_dim, float scale, float *qt, int64_t ts) {
     const __m512 scale_vector = _mm512_set1_ps(scale);
+    const __mmask16 line_lanes = lanes_of_line(ts);
     for (int c = 0; c < row_vectors(rows); c++) {
         const int64_t first = c * LANES;
         const int64_t left = rows - first;
@@ -136,7 +143,8 @@ AVX512 static void pack_query_avx512(const float *q, int64_t q_row_stride, int64
             _Pragma("clang loop unroll(full)")
             for (int dd = 0; dd < LANES; dd++)  // constant indices keep the block in registers
                 if (dd < dims)
-                    _mm512_store_ps(qt + (d0 + dd) * ts + first, _mm512_mul_ps(block[dd], scale_vector));
+                    _mm512_mask_storeu_ps(qt + (d0 + dd) * ts + first, line_lanes,
+                                          _mm512_mul_ps(block[dd], scale_vector));
         }
     }
 }
@@ -575,6 +583,9 @@ static inline __mmask16 causally_hidden(int64_t j, int c, int64_t visible_limit)
 AVX512 static void row_max_lines(const float *st, int64_t ts, int64_t cols, int64_t rows,
                                  const float *row_max, float *row_max_new, int64_t visible_limit) {
     const int vectors = row_vectors(rows);
+    // At a stride under 16 the lanes past it belong to the next lines: read as
+    // 0, which is what the lanes of no row hold at a wider stride (qt's are 0).
+    const __mmask16 line_lanes = lanes_of_line(ts);
     for (int c = 0; c < vectors; c++) {
         const int64_t seen = visible_cols(cols, c * LANES, LANES, visible_limit);
         // As in qk_block's fused max: a NaN score replaces the max (the last one
@@ -583,7 +594,7 @@ AVX512 static void row_max_lines(const float *st, int64_t ts, int64_t cols, int6
         __m512 m = _mm512_load_ps(row_max + c * LANES);
         for (int64_t j = 0; j < seen; j++) {
             const __mmask16 visible = (__mmask16)~causally_hidden(j, c, visible_limit);
-            const __m512 s = _mm512_load_ps(st + j * ts + c * LANES);
+            const __m512 s = _mm512_maskz_loadu_ps(line_lanes, st + j * ts + c * LANES);
             const __mmask16 nan = _mm512_mask_cmp_ps_mask(visible, s, s, _CMP_UNORD_Q);
             m = _mm512_mask_blend_ps(nan, _mm512_mask_max_ps(m, visible, s, m), s);
         }

@@ -68,8 +68,11 @@
 // Line stride. Lines of qt (one per head dim) and st (one per key) are
 // attn_tile_stride(kernels, rows) floats apart: QUERY_TILE, except that a
 // table with few_rows_stride = 16 packs tiles of at most 16 rows 16 floats (one
-// cache line) apart. Every pass of such a tile reads and writes only lanes
-// 0 … 15 of a line, so nothing but the layout changes, no bit of any result.
+// cache line) apart, and tiles of at most 4 rows (decoding) 4 floats (16 bytes)
+// apart. Every pass of such a tile reads and writes only lanes 0 … 15 of a
+// line (0 … 3 at stride 4: the passes of ≤ 4 rows move 128-bit pieces, and a
+// 16-lane load or store masks the lanes past the stride), so nothing but the
+// layout changes, no bit of any result.
 //
 // qk_tile and pv_tile take an optional prefetch stream (NULL for none), which
 // they advance as they go; a path may ignore it.
@@ -185,7 +188,8 @@ typedef struct attn_microkernels {
     void (*unpack_panels)(const void *panels, int64_t panel_stride, int64_t width, attn_storage storage,
                           int64_t cols, int64_t head_dim, float *dst, int64_t dst_row_stride);
     // The line stride of tiles of at most 16 rows: 16, or 0 for QUERY_TILE (see
-    // above). A table with 0 is always passed ts = QUERY_TILE, and may ignore it.
+    // above; with 16, tiles of at most 4 rows get 4). A table with 0 is always
+    // passed ts = QUERY_TILE, and may ignore it.
     int64_t few_rows_stride;
 } attn_microkernels;
 
@@ -193,9 +197,11 @@ typedef struct attn_microkernels {
 /// query rows on `kernels` (see "Line stride" above). A decode step (a few rows)
 /// touches one line per key and per head dim of each: QUERY_TILE floats apart,
 /// those lines fall in a quarter of the L1 sets, where the streaming keys and
-/// values evict them every tile; one line apart they spread over all sets.
+/// values evict them every tile; one line apart they spread over all sets, and
+/// 16 bytes apart (≤ 4 rows) a 64-key tile's scores take 16 cache lines, not 64.
 static inline int64_t attn_tile_stride(const struct attn_microkernels *kernels, int64_t rows) {
-    return rows <= 16 && kernels->few_rows_stride ? kernels->few_rows_stride : QUERY_TILE;
+    if (!kernels->few_rows_stride || rows > 16) return QUERY_TILE;
+    return rows <= 4 ? 4 : kernels->few_rows_stride;
 }
 
 /// The portable widening (any path's table may point at it; neon.c does).
