@@ -88,7 +88,7 @@ typedef enum attn_key_layout {
     /// key + b·ks[0] + h·ks[1] + (j / 16)·ks[2] + d·16 + j % 16, ks[2] being the
     /// distance between panels (≥ 16·head_dim), ks[3] = 1. Every panel holds 16
     /// keys' storage, the last one too (slots past key_length are read, never
-    /// used). A decode step (≤ 4 query rows) reads such keys with plain vector
+    /// used). A decode step (≤ 8 query rows) reads such keys with plain vector
     /// loads, each lane one key, in the FMA order of the tiled kernel, instead
     /// of transposing 16 × 16 blocks of rows: same bits, a fifth of the
     /// instructions per key byte. For a key/value cache, which owns its layout.

@@ -93,19 +93,27 @@ struct ExternalKeyValues: @unchecked Sendable {
     var values: UnsafeRawPointer?
     var valueStrides: [Int]
     var keyPanels = false
-    /// Keys per panel with `keyPanels`: 16 or 64.
-    var keyPanelWidth = 16
+    /// Keys per panel with `keyPanels`: only the widths the kernel has a layout
+    /// for, so that the kernel and the oracle can never read different layouts.
+    enum PanelWidth: Int {
+        case sixteen = 16     // ATTN_KEY_LAYOUT_PANELS
+        case sixtyFour = 64   // ATTN_KEY_LAYOUT_PANELS64
+    }
+    var keyPanelWidth = PanelWidth.sixteen
 
     /// The kernel's key layout: rows, or panels of `keyPanelWidth` keys.
     var keyLayout: attn_key_layout {
         guard keyPanels else { return ATTN_KEY_LAYOUT_ROWS }
-        return keyPanelWidth == 64 ? ATTN_KEY_LAYOUT_PANELS64 : ATTN_KEY_LAYOUT_PANELS
+        switch keyPanelWidth {
+        case .sixteen: return ATTN_KEY_LAYOUT_PANELS
+        case .sixtyFour: return ATTN_KEY_LAYOUT_PANELS64
+        }
     }
 
     /// The element at a 4-D index of `base` (strides in elements), widened.
     private func element(_ base: UnsafeRawPointer, _ strides: [Int], panels: Bool,
                          _ b: Int, _ h: Int, _ l: Int, _ d: Int) -> Float {
-        let w = keyPanelWidth
+        let w = keyPanelWidth.rawValue
         let index = panels ? b * strides[0] + h * strides[1] + l / w * strides[2] + d * w + l % w
                            : b * strides[0] + h * strides[1] + l * strides[2] + d * strides[3]
         if storage == .float32 { return base.load(fromByteOffset: index * 4, as: Float.self) }

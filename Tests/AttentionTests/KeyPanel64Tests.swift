@@ -129,7 +129,7 @@ final class KeyPanel64Tests: XCTestCase {
                         let rowsOracle = try problem.run(backend: .reference, layout: .headsMajor, threads: 1, wantLogsumexp: true)
                         problem.externalKV = ExternalKeyValues(
                             storage: storage, keys: panelBuffer.baseAddress, keyStrides: [2 * 11 * 64 * 32, 11 * 64 * 32, 64 * 32, 1],
-                            values: valueBuffer.baseAddress, valueStrides: valueStrides, keyPanels: true, keyPanelWidth: 64)
+                            values: valueBuffer.baseAddress, valueStrides: valueStrides, keyPanels: true, keyPanelWidth: .sixtyFour)
                         XCTAssertEqual(problem.externalKV?.keyLayout, ATTN_KEY_LAYOUT_PANELS64)
                         for driver in availableDrivers {
                             KernelThreading.override = driver
