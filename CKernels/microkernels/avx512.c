@@ -252,6 +252,10 @@ AVX512 INLINE static void transpose4_in_lanes(__m512 r[FEW_ROWS]) {
 // stored into lanes 0 … 3 of the first `keys` score lines (lanes of no row: 0):
 // sixteen 128-bit stores instead of a scatter per row.
 AVX512 INLINE static void store_keys_in_lanes(float *st, int64_t ts, int64_t keys, __m512 score[FEW_ROWS]) {
+    if (ts == 1) {  // one row, lines one float apart: its 16 scores are 16 lines
+        _mm512_mask_storeu_ps(st, (__mmask16)(keys >= LANES ? 0xFFFF : (1u << keys) - 1u), score[0]);
+        return;
+    }
     transpose4_in_lanes(score);  // score[e] block b: lanes 0 … 3 of line 4b + e
 #define FEW_ROWS_STORE(B, E)                                                                 \
     if ((B) * 4 + (E) < keys) _mm_store_ps(st + ((B) * 4 + (E)) * ts, _mm512_extractf32x4_ps(score[E], B));
@@ -605,6 +609,11 @@ AVX512 static void row_max_lines(const float *st, int64_t ts, int64_t cols, int6
 // score[i] lane e = st[j0 + e][i] for lines j0 … j0 + 15 (all within the
 // KEY_TILE lines of st; lines past cols hold anything, and callers mask them).
 AVX512 INLINE static void load_keys_in_lanes(const float *st, int64_t ts, __m512 score[FEW_ROWS]) {
+    if (ts == 1) {  // one row: lines j0 … j0 + 15 are one vector
+        score[0] = _mm512_loadu_ps(st);
+        score[1] = score[2] = score[3] = _mm512_setzero_ps();
+        return;
+    }
     _Pragma("clang loop unroll(full)")
     for (int e = 0; e < FEW_ROWS; e++) {
         __m512 z = _mm512_castps128_ps512(_mm_load_ps(st + e * ts));
@@ -712,8 +721,20 @@ AVX512 INLINE static void exp_row_sum_few(float *st, int64_t ts, int64_t cols, c
                 masked |= _mm512_cmp_ps_mask(score[i], minus_infinity, _CMP_EQ_OQ);
             score[i] = _mm512_mask_blend_ps(masked, softmax_weight(_mm512_sub_ps(score[i], m[i])), masked_weight);
         }
-        transpose4_in_lanes(score);  // score[e] block b: lanes 0 … 3 of line j0 + 4b + e
         const int64_t keys = cols - j0 < LANES ? cols - j0 : LANES;
+        if (rows == 1 && ts == 1) {
+            // One row, lines one float apart: the 16 weights are 16 lines, stored
+            // as one vector, and added to the sum in key order as below (lane 0 of
+            // the 128-bit sum is this float: the same additions, the same bits).
+            _mm512_mask_storeu_ps(lines, key_lanes_of(j0, cols), score[0]);
+            float weights[LANES];
+            _mm512_storeu_ps(weights, score[0]);
+            float row_sum = _mm_cvtss_f32(sum);
+            for (int64_t e = 0; e < keys; e++) row_sum = row_sum + weights[e];
+            sum = _mm_set_ss(row_sum);
+            continue;
+        }
+        transpose4_in_lanes(score);  // score[e] block b: lanes 0 … 3 of line j0 + 4b + e
 #define FEW_ROWS_LINE(B, E)                                                    \
         if ((B) * 4 + (E) < keys) {                                            \
             const __m128 p = _mm512_extractf32x4_ps(score[E], B);              \

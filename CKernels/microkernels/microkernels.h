@@ -68,11 +68,13 @@
 // Line stride. Lines of qt (one per head dim) and st (one per key) are
 // attn_tile_stride(kernels, rows) floats apart: QUERY_TILE, except that a
 // table with few_rows_stride = 16 packs tiles of at most 16 rows 16 floats (one
-// cache line) apart, and tiles of at most 4 rows (decoding) 4 floats (16 bytes)
-// apart. Every pass of such a tile reads and writes only lanes 0 … 15 of a
-// line (0 … 3 at stride 4: the passes of ≤ 4 rows move 128-bit pieces, and a
-// 16-lane load or store masks the lanes past the stride), so nothing but the
-// layout changes, no bit of any result.
+// cache line) apart, tiles of 2 to 4 rows 4 floats (16 bytes) apart, and a
+// tile of one row (a decode step) 1 float apart, so that its scores are one
+// contiguous line. Every pass of such a tile reads and writes only lanes
+// 0 … 15 of a line (0 … 3 at stride 4: the passes of ≤ 4 rows move 128-bit
+// pieces; at stride 1 they move one vector of 16 keys; a 16-lane load or store
+// masks the lanes past the stride), so nothing but the layout changes, no bit
+// of any result.
 //
 // qk_tile and pv_tile take an optional prefetch stream (NULL for none), which
 // they advance as they go; a path may ignore it.
@@ -197,11 +199,13 @@ typedef struct attn_microkernels {
 /// query rows on `kernels` (see "Line stride" above). A decode step (a few rows)
 /// touches one line per key and per head dim of each: QUERY_TILE floats apart,
 /// those lines fall in a quarter of the L1 sets, where the streaming keys and
-/// values evict them every tile; one line apart they spread over all sets, and
-/// 16 bytes apart (≤ 4 rows) a 64-key tile's scores take 16 cache lines, not 64.
+/// values evict them every tile; one line apart they spread over all sets;
+/// 16 bytes apart (≤ 4 rows) a 64-key tile's scores take 16 cache lines, not 64;
+/// and for one row they are 4 lines, which the softmax reads and writes as
+/// whole vectors, with no transposes.
 static inline int64_t attn_tile_stride(const struct attn_microkernels *kernels, int64_t rows) {
     if (!kernels->few_rows_stride || rows > 16) return QUERY_TILE;
-    return rows <= 4 ? 4 : kernels->few_rows_stride;
+    return rows == 1 ? 1 : rows <= 4 ? 4 : kernels->few_rows_stride;
 }
 
 /// The portable widening (any path's table may point at it; neon.c does).
