@@ -63,7 +63,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "JSON lines from PyTorch's torch_sdpa_bench.py, plotted dashed beside ours (with --svg).")
     var compare: String?
 
-    @Option(name: .long, help: "float32, float16 or bfloat16; repeatable: time the kernel with keys and values stored that way, in GB/s of K+V bytes and % of a read-bandwidth roof measured in the same run (table or json).")
+    @Option(name: .long, help: "float32, float16 or bfloat16; repeatable: time the kernel with keys and values stored that way, in GB/s of K+V bytes and % of a read-bandwidth roof measured just before and after each case (the median call and the fastest against it; table or json).")
     var kvStorage: [KVStorageChoice] = []
 
     @Option(name: .long, help: "With --kv-storage: rows, panels (keys in panels of 16) or panels64 (panels of 64, what KVCache stores); repeatable. Default: rows.")
