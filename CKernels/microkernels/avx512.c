@@ -89,7 +89,7 @@ static inline int row_vectors(int64_t rows) {
 }
 
 // The lanes of a 16-float vector that lie within one line of qt or st, lines
-// ts floats apart (attn_tile_stride: 4, 16 or QUERY_TILE).
+// ts floats apart (attn_tile_stride: 1, 4, 16 or QUERY_TILE).
 static inline __mmask16 lanes_of_line(int64_t ts) {
     return ts < LANES ? (__mmask16)((1u << ts) - 1u) : (__mmask16)0xFFFF;
 }

@@ -190,7 +190,7 @@ typedef struct attn_microkernels {
     void (*unpack_panels)(const void *panels, int64_t panel_stride, int64_t width, attn_storage storage,
                           int64_t cols, int64_t head_dim, float *dst, int64_t dst_row_stride);
     // The line stride of tiles of at most 16 rows: 16, or 0 for QUERY_TILE (see
-    // above; with 16, tiles of at most 4 rows get 4). A table with 0 is always
+    // above; with 16, tiles of 2 to 4 rows get 4 and one row 1). A table with 0 is always
     // passed ts = QUERY_TILE, and may ignore it.
     int64_t few_rows_stride;
 } attn_microkernels;
